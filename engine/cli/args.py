@@ -1,0 +1,171 @@
+"""Command-line options shared by simulate, run, sweep and profile: vLLM's flag names."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from engine.config import BATCHING_MODES, POLICIES, PREEMPTION_MODES, CacheConfig, EngineConfig, SchedulerConfig
+from engine.workload import NAMED_WORKLOADS, WorkloadOptions
+
+DEFAULT_SIM_GPU_BLOCKS = 2048  # a simulated pool when no model decides it
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag gets one line naming the problem instead of a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
+    return value
+
+
+def int_range(text: str) -> tuple[int, int]:
+    """MIN:MAX (or one number N meaning N:N)."""
+    parts = text.split(":")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX whole numbers, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or values[0] < 1 or values[1] < values[0]:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX with 1 <= MIN <= MAX, got {text!r}")
+    return values[0], values[1]
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("scheduler and KV cache (vLLM's names)")
+    g.add_argument("--max-num-seqs", type=positive_int, default=64, help="most sequences in one step (64)")
+    g.add_argument("--max-num-batched-tokens", type=positive_int, default=None,
+                   help="token budget of one step (default: 2048 with chunked prefill, else max(max_model_len, 2048))")
+    g.add_argument("--max-model-len", type=positive_int, default=2048, help="longest prompt + output (2048)")
+    g.add_argument("--block-size", type=positive_int, default=16, help="tokens per KV block (16)")
+    g.add_argument("--num-gpu-blocks", type=positive_int, default=None,
+                   help=f"KV pool size in blocks (simulate: {DEFAULT_SIM_GPU_BLOCKS}; run: from memory)")
+    g.add_argument("--swap-space", type=non_negative_int, default=0,
+                   help="CPU swap pool in blocks (vLLM counts GiB; 0: no swapping)")
+    g.add_argument("--enable-chunked-prefill", action="store_true", help="split prompts to fit the token budget")
+    g.add_argument("--policy", choices=POLICIES, default="fcfs", help="queue order and preemption victim (fcfs)")
+    g.add_argument("--preemption-mode", choices=PREEMPTION_MODES, default="recompute",
+                   help="recompute: free the victim's KV; swap: move it to the CPU pool")
+    g.add_argument("--scheduler-delay-factor", type=non_negative_float, default=0.0,
+                   help="hold new prompts up to factor x last prompt latency to batch them (0)")
+    g.add_argument("--batching", choices=BATCHING_MODES, default="continuous",
+                   help="static: a new batch only when the previous one has fully finished")
+
+
+def add_workload_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("workload")
+    g.add_argument("--workload", default="mixed",
+                   help=f"{', '.join(NAMED_WORKLOADS)}, or a .jsonl / Azure-format .csv file (mixed)")
+    g.add_argument("--num-prompts", type=positive_int, default=64, help="requests to generate (64)")
+    g.add_argument("--prompt-lens", type=int_range, default=(16, 128), help="prompt lengths MIN:MAX (16:128)")
+    g.add_argument("--output-lens", type=int_range, default=(10, 100),
+                   help="output lengths MIN:MAX for the uniform workload (10:100)")
+    g.add_argument("--request-rate", type=positive_float, default=math.inf,
+                   help="Poisson arrivals per second (inf: all at t=0)")
+    g.add_argument("--priority-levels", type=positive_int, default=1,
+                   help="random priorities 0..N-1 for the priority policy (1)")
+    g.add_argument("--seed", type=int, default=0, help="random seed for workloads and sampling (0)")
+    g.add_argument("--length-scale", type=positive_float, default=1.0, help="trace CSVs: multiply lengths (1.0)")
+    g.add_argument("--time-scale", type=non_negative_float, default=1.0,
+                   help="trace CSVs: multiply arrival times (0.1: ten times faster) (1.0)")
+    g.add_argument("--max-requests", type=positive_int, default=None, help="trace CSVs: first N requests only")
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("output and recording")
+    g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g.add_argument("--name", default=None, help="a name for the recorded run")
+    g.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $BATCHSCOPE_DB or batchscope.db)")
+    g.add_argument("--no-record", action="store_true", help="do not record the run")
+
+
+def engine_config_from_args(args: argparse.Namespace, num_gpu_blocks: int | None = None) -> EngineConfig:
+    """EngineConfig from parsed flags; raises ConfigError with a fix-it message."""
+    return EngineConfig(
+        scheduler=SchedulerConfig(
+            max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            max_model_len=args.max_model_len,
+            enable_chunked_prefill=args.enable_chunked_prefill,
+            policy=args.policy,
+            preemption_mode=args.preemption_mode,
+            scheduler_delay_factor=args.scheduler_delay_factor,
+            batching=args.batching,
+        ),
+        cache=CacheConfig(
+            block_size=args.block_size,
+            num_gpu_blocks=num_gpu_blocks if num_gpu_blocks is not None else args.num_gpu_blocks,
+            swap_space=args.swap_space,
+            gpu_memory_utilization=getattr(args, "gpu_memory_utilization", 0.9),
+        ),
+    )
+
+
+def workload_options_from_args(args: argparse.Namespace) -> WorkloadOptions:
+    return WorkloadOptions(
+        num_requests=args.num_prompts,
+        prompt_lens=args.prompt_lens,
+        output_lens=args.output_lens,
+        request_rate=args.request_rate,
+        priority_levels=args.priority_levels,
+        seed=args.seed,
+        length_scale=args.length_scale,
+        time_scale=args.time_scale,
+        max_requests=args.max_requests,
+    )
+
+
+def engine_flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine flags as a flat dict by vLLM name (for sweeps that vary one of them)."""
+    return {
+        "max_num_seqs": args.max_num_seqs,
+        "max_num_batched_tokens": args.max_num_batched_tokens,
+        "max_model_len": args.max_model_len,
+        "block_size": args.block_size,
+        "num_gpu_blocks": args.num_gpu_blocks,
+        "swap_space": args.swap_space,
+        "enable_chunked_prefill": args.enable_chunked_prefill,
+        "policy": args.policy,
+        "preemption_mode": args.preemption_mode,
+        "scheduler_delay_factor": args.scheduler_delay_factor,
+        "batching": args.batching,
+    }

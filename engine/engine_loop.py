@@ -1,0 +1,267 @@
+"""The engine loop: requests arrive on time, then schedule -> execute -> update -> record.
+
+The same loop drives real runs (torch executor, wall clock) and simulations (cost model,
+virtual clock); only the executor and the clock differ.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from engine.clock import Clock
+from engine.config import ConfigError, EngineConfig
+from engine.executors.base import Executor
+from engine.metrics import EngineStats, RunSummary, summarize
+from engine.outputs import KVBlockEvent
+from engine.phases import PhaseChange, PhaseTracker
+from engine.request import Request, RequestStatus
+from engine.sampling_params import SamplingParams
+from engine.scheduler import Scheduler
+from engine.snapshot import FirstToken, RequestArrival, RequestFinish, StepRecorder, StepSnapshot
+from engine.workload.spec import RequestSpec
+from engine.workload.synthetic import SyntheticPrompt
+
+
+class EngineStalledError(RuntimeError):
+    """The scheduler could not make progress although requests are unfinished (a bug)."""
+
+
+class Engine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        executor: Executor,
+        clock: Clock,
+        recorder: StepRecorder | None = None,
+    ) -> None:
+        if config.cache.num_gpu_blocks is None:
+            raise ConfigError("num_gpu_blocks must be known before the engine starts")
+        self.config = config
+        self.executor = executor
+        self.clock = clock
+        self.recorder = recorder
+        self.scheduler = Scheduler(config.scheduler, config.cache, clock.now, executor.include_token_ids)
+        self.phases = PhaseTracker()
+        self.stats = EngineStats()
+        self.requests: dict[str, Request] = {}  # every request seen, finished ones included
+        self._pending: deque[RequestSpec] = deque()  # not arrived yet, by arrival time
+        self._aborts: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._arrivals: list[RequestArrival] = []
+        self._finishes: list[RequestFinish] = []
+        self._changes: list[PhaseChange] = []
+        self._kv_carry: list[KVBlockEvent] = []  # block events for the next recorded step
+        self._next_step = 0
+
+    # -- requests -----------------------------------------------------------------------------
+    def make_request(self, spec: RequestSpec) -> Request:
+        """A scheduler Request from a workload entry; prompts are tokenized or synthesized."""
+        if spec.prompt_token_ids is not None:
+            ids = spec.prompt_token_ids
+        elif spec.prompt is not None:
+            ids = self.executor.encode(spec.prompt)
+        else:
+            assert spec.prompt_len is not None, "a RequestSpec needs a prompt, its ids, or a length"
+            salt = zlib.crc32(spec.request_id.encode())
+            ids = SyntheticPrompt(spec.prompt_len, salt, self.executor.vocab_size)
+        params = SamplingParams(max_tokens=spec.max_tokens, temperature=spec.temperature,
+                                ignore_eos=spec.ignore_eos, seed=zlib.crc32(spec.request_id.encode()))
+        return Request(spec.request_id, ids, params, arrival_time=spec.arrival_time, priority=spec.priority,
+                       eos_token_id=self.executor.eos_token_id)
+
+    def add_request(self, req: Request) -> None:
+        """Hand an arrived request to the scheduler (it may reject it at once)."""
+        if req.request_id in self.requests:
+            raise ValueError(f"duplicate request id {req.request_id!r}")
+        self.requests[req.request_id] = req
+        self.scheduler.add_request(req)
+        self._arrivals.append(RequestArrival(req.request_id, req.arrival_time, req.num_prompt_tokens,
+                                             req.sampling_params.max_tokens, req.priority))
+        if req.status == RequestStatus.FINISHED_REJECTED:
+            self._finishes.append(_finish_record(req))
+        else:
+            self._changes.append(self.phases.arrived(req.request_id, self._next_step, req.arrival_time))
+
+    def abort_request(self, request_id: str) -> None:
+        """Abort from any thread; takes effect before the next step."""
+        self._aborts.put(request_id)
+        wake = getattr(self.clock, "wake", None)
+        if wake is not None:
+            wake()
+
+    def abort_all(self) -> None:
+        for spec in self._pending:
+            self._aborts.put(spec.request_id)
+        for rid in list(self.scheduler.requests):
+            self._aborts.put(rid)
+
+    def _apply_aborts(self) -> None:
+        while True:
+            try:
+                rid = self._aborts.get_nowait()
+            except queue.Empty:
+                return
+            now = self.clock.now()
+            pending = next((s for s in self._pending if s.request_id == rid), None)
+            if pending is not None:
+                self._pending.remove(pending)
+                req = self.make_request(pending)
+                req.status, req.finish_time = RequestStatus.FINISHED_ABORTED, now
+                self.requests[rid] = req
+                self._arrivals.append(RequestArrival(rid, req.arrival_time, req.num_prompt_tokens,
+                                                     req.sampling_params.max_tokens, req.priority))
+                self._finishes.append(_finish_record(req))
+            elif self.scheduler.abort_request(rid):
+                self._finishes.append(_finish_record(self.requests[rid]))
+                change = self.phases.left(rid, self._next_step, now)
+                if change is not None:
+                    self._changes.append(change)
+
+    # -- one step -----------------------------------------------------------------------------
+    def step(self) -> StepSnapshot | None:
+        """Run one engine step; None when nothing could be scheduled."""
+        self._apply_aborts()
+        clock = self.clock
+        start = clock.now()
+        out = self.scheduler.schedule()
+        if not out.scheduled:
+            self.executor.execute_model(out)  # lets it drop state of finished requests
+            self._kv_carry.extend(out.kv_events)
+            return None
+        changes = self._changes
+        changes.extend(self.phases.scheduled(out, start))
+        result = self.executor.execute_model(out)
+        clock.advance(result.model_time_s)
+        update = self.scheduler.update_from_output(out, result)
+        end = clock.now()
+        changes.extend(self.phases.updated(out.step, update, end))
+
+        first_tokens: list[FirstToken] = []
+        finishes = self._finishes
+        requests = self.requests
+        for u in update.updates:
+            if u.is_first_token:
+                req = requests[u.request_id]
+                first_tokens.append(FirstToken(u.request_id, req.first_scheduled_time, end))
+            if u.finish_reason is not None:
+                finishes.append(_finish_record(requests[u.request_id]))
+
+        prefill_seqs = prefill_tokens = decode_seqs = 0
+        for s in out.scheduled:
+            if s.is_prefill:
+                prefill_seqs += 1
+                prefill_tokens += s.num_tokens
+            else:
+                decode_seqs += 1
+        num_preempted = len(out.preempted_req_ids) + len(out.swapped_out_req_ids)
+        stats = self.stats
+        stats.num_steps += 1
+        stats.sum_batch_size += len(out.scheduled)
+        stats.sum_batched_tokens += out.total_num_scheduled_tokens
+        stats.sum_prefill_tokens += prefill_tokens
+        stats.num_preemptions += num_preempted
+        stats.model_time_s += result.model_time_s
+        stats.model_flops += result.num_flops
+
+        # Blocks freed by finishes at the end of this step are free from the next step on.
+        kv_events = out.kv_events
+        if self._kv_carry:
+            kv_events = tuple(self._kv_carry) + kv_events
+        self._kv_carry = list(update.kv_events)
+        utilization = result.timings.get("compute_utilization")
+        snapshot = StepSnapshot(
+            step=out.step,
+            start_time=start,
+            end_time=end,
+            num_waiting=out.num_waiting,
+            num_running=out.num_running,
+            num_swapped=out.num_swapped,
+            num_prefill_seqs=prefill_seqs,
+            num_prefill_tokens=prefill_tokens,
+            num_decode_seqs=decode_seqs,
+            num_decode_tokens=decode_seqs,
+            num_batched_tokens=out.total_num_scheduled_tokens,
+            num_padding_seqs=len(out.padding_req_ids),
+            num_used_gpu_blocks=out.num_used_gpu_blocks,
+            num_gpu_blocks=out.num_gpu_blocks,
+            num_used_cpu_blocks=out.num_used_cpu_blocks,
+            num_preemptions=num_preempted,
+            num_output_tokens=len(update.updates),
+            model_flops=result.num_flops or None,
+            compute_utilization=utilization,
+            arrivals=tuple(self._arrivals),
+            first_tokens=tuple(first_tokens),
+            finishes=tuple(finishes),
+            phase_changes=tuple(changes),
+            kv_events=kv_events,
+        )
+        self._arrivals, self._finishes, self._changes = [], [], []
+        self._next_step = out.step + 1
+        if self.recorder is not None:
+            self.recorder.record(snapshot)
+        return snapshot
+
+    # -- a whole workload -----------------------------------------------------------------------
+    def run(
+        self,
+        specs: Iterable[RequestSpec],
+        on_step: Callable[[StepSnapshot], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> RunSummary:
+        """Send every request at its arrival time and step until all have finished.
+
+        Setting `stop` aborts what is left (the run still ends cleanly and is summarized).
+        """
+        self._pending = deque(sorted(specs, key=lambda s: s.arrival_time))
+        clock = self.clock
+        scheduler = self.scheduler
+        stopped = False
+        while True:
+            if stop is not None and stop.is_set() and not stopped:
+                stopped = True
+                self.abort_all()
+            self._apply_aborts()
+            now = clock.now()
+            pending = self._pending
+            while pending and pending[0].arrival_time <= now:
+                self.add_request(self.make_request(pending.popleft()))
+            if not scheduler.has_unfinished_requests():
+                if not pending:
+                    break
+                clock.wait_until(pending[0].arrival_time)
+                continue
+            snapshot = self.step()
+            if snapshot is None:
+                if pending:
+                    clock.wait_until(pending[0].arrival_time)
+                    continue
+                if scheduler.has_unfinished_requests():
+                    raise EngineStalledError(
+                        f"no request could be scheduled with {scheduler.get_num_unfinished_requests()} unfinished"
+                    )
+                continue
+            if on_step is not None:
+                on_step(snapshot)
+        return self.finish()
+
+    def finish(self) -> RunSummary:
+        """Close open phases, write what is left, and summarize."""
+        self._apply_aborts()
+        end = self.clock.now()
+        self._changes.extend(self.phases.close_all(self._next_step, end))
+        if self.recorder is not None and (self._arrivals or self._finishes or self._changes or self._kv_carry):
+            self.recorder.record_tail(self._next_step, tuple(self._arrivals), tuple(self._finishes),
+                                      tuple(self._changes), tuple(self._kv_carry))
+        self._arrivals, self._finishes, self._changes, self._kv_carry = [], [], [], []
+        last_finish = max((r.finish_time for r in self.requests.values() if r.finish_time is not None), default=end)
+        return summarize(self.requests.values(), self.stats, last_finish)
+
+
+def _finish_record(req: Request) -> RequestFinish:
+    reason = req.status.finish_reason
+    assert reason is not None and req.finish_time is not None
+    return RequestFinish(req.request_id, req.first_scheduled_time, req.first_token_time, req.finish_time, reason,
+                         len(req.output_token_ids), req.num_preemptions, req.reject_reason)

@@ -1,0 +1,1 @@
+"""Executors: the torch model runner and the simulated executor, side by side."""

@@ -1,0 +1,120 @@
+"""Step-time cost models for the simulated executor.
+
+A step's time is linear in a few counts that drive a transformer forward pass: a fixed cost per
+step (weights streamed once, the vocab projection, Python overhead), per sequence, per prefill
+token (the matmuls), per decode sequence, and per query-key pair attended (attention grows with
+context). `unit` makes every step cost one time unit, for textbook step counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.outputs import SchedulerOutput
+
+FEATURES: tuple[str, ...] = (
+    "intercept",  # 1 per step
+    "num_seqs",  # sequences in the step
+    "prefill_tokens",  # prompt (or recompute) tokens computed
+    "decode_seqs",  # sequences decoding one token
+    "decode_context",  # tokens attended by decodes: sum of their context lengths
+    "prefill_pairs",  # query-key pairs attended by prefill chunks
+    "swap_blocks",  # KV blocks copied between GPU and CPU pools
+)
+
+
+def step_features(out: SchedulerOutput) -> tuple[float, ...]:
+    """The FEATURES of one scheduled step, in order."""
+    prefill_tokens = decode_seqs = decode_context = 0
+    prefill_pairs = 0.0
+    for s in out.scheduled:
+        if s.is_prefill:
+            n = s.num_tokens
+            prefill_tokens += n
+            prefill_pairs += n * s.start_pos + n * (n + 1) / 2
+        else:
+            decode_seqs += 1
+            decode_context += s.start_pos + 1
+    swap_blocks = len(out.blocks_to_swap_in) + len(out.blocks_to_swap_out)
+    return (1.0, float(len(out.scheduled)), float(prefill_tokens), float(decode_seqs), float(decode_context),
+            prefill_pairs, float(swap_blocks))
+
+
+class CostModel(Protocol):
+    name: str
+
+    def predict(self, features: tuple[float, ...]) -> float:
+        """Seconds one step with these features takes."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class UnitCostModel:
+    name: str = "unit"
+
+    def predict(self, features: tuple[float, ...]) -> float:
+        return 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+@dataclass(frozen=True)
+class LinearCostModel:
+    """time = sum(coefficient x feature); coefficients in seconds per unit of each feature."""
+
+    coefficients: dict[str, float]
+    name: str = "linear"
+    fit: dict[str, Any] = field(default_factory=dict)  # fit quality and provenance, when fitted
+
+    def __post_init__(self) -> None:
+        unknown = set(self.coefficients) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"unknown cost-model feature(s): {', '.join(sorted(unknown))}")
+        object.__setattr__(self, "_weights", tuple(float(self.coefficients.get(f, 0.0)) for f in FEATURES))
+
+    def predict(self, features: tuple[float, ...]) -> float:
+        w = self._weights  # type: ignore[attr-defined]
+        t = (w[0] + w[1] * features[1] + w[2] * features[2] + w[3] * features[3] + w[4] * features[4]
+             + w[5] * features[5] + w[6] * features[6])
+        return t if t > 0.0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "coefficients": dict(self.coefficients), "fit": dict(self.fit)}
+
+
+# Measured on the 11M-parameter `tiny` Llama with this project's torch executor, 2 CPU threads
+# (`python -m engine profile --model tiny`); a stand-in until a run's own model is fitted.
+DEFAULT_COST_MODEL = LinearCostModel(
+    name="default",
+    coefficients={
+        "intercept": 4.0e-3,
+        "num_seqs": 6.0e-5,
+        "prefill_tokens": 4.5e-5,
+        "decode_seqs": 1.0e-4,
+        "decode_context": 3.0e-7,
+        "prefill_pairs": 2.0e-9,
+        "swap_blocks": 2.0e-5,
+    },
+)
+
+
+def cost_model_from_dict(data: dict[str, Any]) -> CostModel:
+    """Inverse of to_dict(), for cost models stored with a run."""
+    if data.get("name") == "unit":
+        return UnitCostModel()
+    if "coefficients" not in data:
+        raise ValueError("a stored cost model needs 'coefficients'")
+    return LinearCostModel(coefficients=dict(data["coefficients"]), name=str(data.get("name", "linear")),
+                           fit=dict(data.get("fit", {})))
+
+
+def named_cost_model(name: str) -> CostModel:
+    if name == "unit":
+        return UnitCostModel()
+    if name == "default":
+        return DEFAULT_COST_MODEL
+    raise ValueError(f"unknown cost model {name!r}; choose default or unit (or --from-run for a fitted one)")

@@ -1,0 +1,39 @@
+"""The simulated executor: no model, a cost model says how long each step takes."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+from engine.executors.cost_model import CostModel, step_features
+from engine.outputs import ModelRunnerOutput, SchedulerOutput
+from engine.workload.synthetic import SyntheticPrompt
+
+SIMULATED_TOKEN_ID = 0  # every sampled token; simulated requests stop by length, never by EOS
+
+
+class SimulatedExecutor:
+    mode = "simulated"
+    include_token_ids = False
+    eos_token_id: int | None = None
+    vocab_size = 32_000
+
+    def __init__(self, cost_model: CostModel) -> None:
+        self.cost_model = cost_model
+
+    def execute_model(self, out: SchedulerOutput) -> ModelRunnerOutput:
+        if not out.scheduled:
+            return ModelRunnerOutput(sampled_token_ids={})
+        sampled = {s.request_id: SIMULATED_TOKEN_ID for s in out.scheduled if s.do_sample}
+        return ModelRunnerOutput(sampled_token_ids=sampled, model_time_s=self.cost_model.predict(step_features(out)))
+
+    def encode(self, text: str) -> Sequence[int]:
+        """No tokenizer here: about four characters per token, the usual rule of thumb."""
+        return SyntheticPrompt(max(1, round(len(text) / 4)), zlib.crc32(text.encode()), self.vocab_size)
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": "simulated", "cost_model": self.cost_model.to_dict()}
+
+    def shutdown(self) -> None:
+        pass

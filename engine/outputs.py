@@ -1,0 +1,98 @@
+"""Plain data passed between scheduler, executor and engine loop: ids, ints and tuples only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+from engine.sampling_params import SamplingParams
+
+KVEventKind = Literal["allocate", "free", "swap_out", "swap_in"]
+Device = Literal["gpu", "cpu"]
+
+
+class ScheduledRequest(NamedTuple):
+    """One request's share of a step."""
+
+    request_id: str
+    num_tokens: int  # tokens computed this step: a prefill chunk, or 1 for a decode
+    start_pos: int  # position of the first of them (= tokens already in the KV cache)
+    is_prefill: bool  # prompt (or recompute) tokens rather than one decode token
+    do_sample: bool  # this chunk reaches the last known token, so a new token is sampled
+    sampling_params: SamplingParams
+    token_ids: tuple[int, ...] = ()  # the num_tokens token ids; empty for executors that need none
+    block_ids: tuple[int, ...] = ()  # the whole GPU block table; empty for executors that need none
+
+
+class KVBlockEvent(NamedTuple):
+    """Blocks that changed owner: taken by (allocate, swap_in on gpu, swap_out on cpu) or released."""
+
+    request_id: str
+    kind: KVEventKind
+    device: Device
+    block_ids: tuple[int, ...]
+
+
+class RejectedRequest(NamedTuple):
+    request_id: str
+    reason: str  # a sentence a user can act on
+
+
+@dataclass(slots=True)
+class SchedulerOutput:
+    """What one step computes, decided by Scheduler.schedule()."""
+
+    step: int  # 0-based index of this engine step
+    scheduled: tuple[ScheduledRequest, ...]  # running requests first, then newly admitted ones
+    total_num_scheduled_tokens: int  # sum of num_tokens; never above max_num_batched_tokens
+    preempted_req_ids: tuple[str, ...] = ()  # preempted by recompute this step (KV freed)
+    swapped_out_req_ids: tuple[str, ...] = ()  # preempted by swap this step (KV to CPU)
+    swapped_in_req_ids: tuple[str, ...] = ()  # back from the CPU pool this step
+    rejected: tuple[RejectedRequest, ...] = ()  # refused since the last step
+    finished_req_ids: tuple[str, ...] = ()  # finished or aborted since the last step (executor drops state)
+    blocks_to_swap_out: tuple[tuple[int, int], ...] = ()  # (gpu block, cpu block) copies before the pass
+    blocks_to_swap_in: tuple[tuple[int, int], ...] = ()  # (cpu block, gpu block) copies before the pass
+    kv_events: tuple[KVBlockEvent, ...] = ()  # block ownership changes made by this schedule() call
+    padding_req_ids: tuple[str, ...] = ()  # static batching: finished members still holding a slot
+    num_waiting: int = 0  # queue lengths after this step was scheduled
+    num_running: int = 0
+    num_swapped: int = 0
+    num_used_gpu_blocks: int = 0  # KV pool use after this step's allocations
+    num_gpu_blocks: int = 0
+    num_used_cpu_blocks: int = 0
+
+    @property
+    def num_scheduled_tokens(self) -> dict[str, int]:
+        """vLLM's view: scheduled token count per request id."""
+        return {s.request_id: s.num_tokens for s in self.scheduled}
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+@dataclass(slots=True)
+class ModelRunnerOutput:
+    """What the executor returns for one SchedulerOutput."""
+
+    sampled_token_ids: dict[str, int]  # one new token per request whose chunk had do_sample
+    model_time_s: float = 0.0  # seconds the step took on the device (measured, or predicted by a cost model)
+    num_flops: float = 0.0  # model FLOPs of this step; 0 when not counted
+    timings: dict[str, float] = field(default_factory=dict)  # optional breakdown of model_time_s, seconds
+
+
+class RequestUpdate(NamedTuple):
+    """One request's progress from update_from_output."""
+
+    request_id: str
+    new_token_id: int
+    is_first_token: bool
+    finish_reason: str | None  # stopped | length, or None while it runs on
+
+
+@dataclass(slots=True)
+class SchedulerUpdate:
+    """What update_from_output changed: new tokens, finishes, blocks freed by finishes."""
+
+    updates: tuple[RequestUpdate, ...] = ()
+    kv_events: tuple[KVBlockEvent, ...] = ()

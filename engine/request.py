@@ -1,0 +1,124 @@
+"""A request as the scheduler sees it: tokens so far, tokens computed, status, timings."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+from engine.sampling_params import SamplingParams
+
+
+class RequestStatus(enum.IntEnum):
+    """Ordered like vLLM V1's: every status from FINISHED_STOPPED on is final."""
+
+    WAITING = 0
+    RUNNING = 1
+    SWAPPED = 2  # KV blocks in the CPU swap pool
+    PREEMPTED = 3  # KV freed; waiting to be recomputed
+    FINISHED_STOPPED = 4  # EOS or a stop token
+    FINISHED_LENGTH = 5  # max_tokens, max_model_len or the KV pool's capacity
+    FINISHED_ABORTED = 6
+    FINISHED_REJECTED = 7  # never scheduled: too long for max_model_len or the pool
+
+    @property
+    def is_finished(self) -> bool:
+        return self >= RequestStatus.FINISHED_STOPPED
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The recorded finish reason: stopped | length | aborted | rejected."""
+        return _FINISH_REASONS.get(self)
+
+
+_FINISH_REASONS = {
+    RequestStatus.FINISHED_STOPPED: "stopped",
+    RequestStatus.FINISHED_LENGTH: "length",
+    RequestStatus.FINISHED_ABORTED: "aborted",
+    RequestStatus.FINISHED_REJECTED: "rejected",
+}
+
+
+class Request:
+    """Mutable scheduler state of one request; only the Scheduler changes it."""
+
+    __slots__ = (
+        "request_id",
+        "prompt_token_ids",
+        "sampling_params",
+        "arrival_time",
+        "priority",
+        "eos_token_id",
+        "output_token_ids",
+        "num_prompt_tokens",
+        "num_computed_tokens",
+        "prefill_target",
+        "max_total_tokens",
+        "status",
+        "num_preemptions",
+        "first_scheduled_time",
+        "first_token_time",
+        "finish_time",
+        "reject_reason",
+        "seq_no",
+    )
+
+    def __init__(
+        self,
+        request_id: str,
+        prompt_token_ids: Sequence[int],
+        sampling_params: SamplingParams,
+        arrival_time: float = 0.0,
+        priority: int = 0,
+        eos_token_id: int | None = None,
+    ) -> None:
+        self.request_id = request_id
+        self.prompt_token_ids = prompt_token_ids
+        self.sampling_params = sampling_params
+        self.arrival_time = arrival_time
+        self.priority = priority  # lower value runs first under the priority policy
+        self.eos_token_id = eos_token_id
+        self.output_token_ids: list[int] = []
+        self.num_prompt_tokens = len(prompt_token_ids)
+        self.num_computed_tokens = 0  # tokens whose KV is in the cache
+        self.prefill_target = 0  # tokens to compute before decoding (prompt, or all on recompute)
+        self.max_total_tokens = 0  # prompt + output cap, set by the scheduler on admission
+        self.status = RequestStatus.WAITING
+        self.num_preemptions = 0
+        self.first_scheduled_time: float | None = None
+        self.first_token_time: float | None = None
+        self.finish_time: float | None = None
+        self.reject_reason: str | None = None
+        self.seq_no = 0  # order of arrival at the scheduler; breaks ties
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt plus output tokens so far."""
+        return self.num_prompt_tokens + len(self.output_token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.output_token_ids)
+
+    @property
+    def remaining_output_tokens(self) -> int:
+        """Output tokens still allowed (what sjf orders by)."""
+        return self.sampling_params.max_tokens - len(self.output_token_ids)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status >= RequestStatus.FINISHED_STOPPED
+
+    def token_ids(self, start: int, stop: int) -> tuple[int, ...]:
+        """Tokens [start, stop) of prompt + output, copied (plain data for the executor)."""
+        n_prompt = self.num_prompt_tokens
+        if stop <= n_prompt:
+            return tuple(self.prompt_token_ids[start:stop])
+        if start >= n_prompt:
+            return tuple(self.output_token_ids[start - n_prompt : stop - n_prompt])
+        return tuple(self.prompt_token_ids[start:]) + tuple(self.output_token_ids[: stop - n_prompt])
+
+    def __repr__(self) -> str:
+        return (
+            f"Request({self.request_id!r}, status={self.status.name}, prompt={self.num_prompt_tokens}, "
+            f"output={len(self.output_token_ids)}, computed={self.num_computed_tokens})"
+        )

@@ -1,0 +1,35 @@
+"""SamplingParams: how one request's tokens are chosen and when it stops (vLLM's names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SamplingParamsError(ValueError):
+    """Sampling parameters that cannot work."""
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    max_tokens: int = 16  # most output tokens to generate
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0  # nucleus sampling mass, (0, 1]
+    top_k: int = 0  # keep the k most likely tokens; 0 or -1 keeps all
+    seed: int | None = None  # per-request seed for reproducible sampling
+    ignore_eos: bool = False  # keep going past EOS (benchmarks force exact lengths this way)
+    stop_token_ids: tuple[int, ...] = ()  # extra tokens that end the request
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
+            raise SamplingParamsError(f"max_tokens must be at least 1, got {self.max_tokens!r}")
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise SamplingParamsError(f"temperature must be >= 0, got {self.temperature!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise SamplingParamsError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < -1:
+            raise SamplingParamsError(f"top_k must be -1, 0 (all tokens) or a positive count, got {self.top_k!r}")
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0

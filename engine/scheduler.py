@@ -1,0 +1,385 @@
+"""The continuous-batching scheduler shared by real runs and simulations (no torch here).
+
+Each step: running requests first (a decode token, or the next prefill chunk), then swapped
+requests, then waiting ones, while sequences <= max_num_seqs and tokens <=
+max_num_batched_tokens. Every request's computed tokens catch up to its total tokens under one
+token budget, so chunked prefill, decodes and recompute share one code path. Static batching is
+a mode of the same loop: admission opens only when the previous batch has fully finished.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable
+
+from engine.block_manager import BlockManager
+from engine.config import CacheConfig, SchedulerConfig
+from engine.outputs import (
+    KVBlockEvent,
+    ModelRunnerOutput,
+    RejectedRequest,
+    RequestUpdate,
+    ScheduledRequest,
+    SchedulerOutput,
+    SchedulerUpdate,
+)
+from engine.policy import RequestQueue, policy_key
+from engine.request import Request, RequestStatus
+
+
+class Scheduler:
+    def __init__(
+        self,
+        scheduler_config: SchedulerConfig,
+        cache_config: CacheConfig,
+        clock: Callable[[], float] = time.monotonic,
+        include_token_ids: bool = True,
+    ) -> None:
+        """include_token_ids=False leaves token and block ids out of ScheduledRequest, for
+        executors that only need counts (the simulator): it saves copying them every step."""
+        self.scheduler_config = scheduler_config
+        self._include_ids = include_token_ids
+        self.cache_config = cache_config
+        self.block_manager = BlockManager(cache_config.pool_blocks, cache_config.swap_space, cache_config.block_size)
+        self._clock = clock
+        self._key = policy_key(scheduler_config.policy)
+        self._resort_running = scheduler_config.policy == "sjf"  # sjf keys change as tokens are produced
+        self._static = scheduler_config.batching == "static"
+        self._swap = scheduler_config.preemption_mode == "swap"
+        self._chunked = scheduler_config.enable_chunked_prefill
+        self._pool_tokens = cache_config.pool_blocks * cache_config.block_size
+        self.waiting = RequestQueue(self._key)  # new and recompute-preempted requests
+        self.swapped = RequestQueue(self._key)  # KV in the CPU pool
+        self.running: list[Request] = []  # sorted by policy key; victims come from the end
+        self.requests: dict[str, Request] = {}  # every unfinished request by id
+        self._padding: list[str] = []  # static batching: finished members of the current batch
+        self._step = 0
+        self._next_seq_no = 0
+        self._pending_rejected: list[RejectedRequest] = []
+        self._pending_finished: list[str] = []
+        self._pending_kv_events: list[KVBlockEvent] = []
+        # scheduler_delay_factor state (vLLM V0's _passed_delay)
+        self._prev_time = 0.0
+        self._prev_prompt = False
+        self._last_prompt_latency = 0.0
+
+    # -- requests in and out ------------------------------------------------------------------
+    def add_request(self, req: Request) -> None:
+        """Queue a request, or reject it now (reported in the next SchedulerOutput)."""
+        if req.request_id in self.requests:
+            raise ValueError(f"request id {req.request_id!r} is already in the scheduler")
+        req.seq_no = self._next_seq_no
+        self._next_seq_no += 1
+        reason = self._reject_reason(req)
+        if reason is not None:
+            req.status = RequestStatus.FINISHED_REJECTED
+            req.reject_reason = reason
+            req.finish_time = self._clock()
+            self._pending_rejected.append(RejectedRequest(req.request_id, reason))
+            return
+        req.max_total_tokens = min(
+            req.num_prompt_tokens + req.sampling_params.max_tokens,
+            self.scheduler_config.max_model_len,
+            self._pool_tokens,
+        )
+        req.status = RequestStatus.WAITING
+        self.requests[req.request_id] = req
+        self.waiting.add(req)
+
+    def abort_request(self, request_id: str) -> bool:
+        """Finish a request now wherever it is and free its blocks; False if unknown or done."""
+        req = self.requests.pop(request_id, None)
+        if req is None:
+            return False
+        bm = self.block_manager
+        if req.status == RequestStatus.RUNNING:
+            self.running.remove(req)
+            self._add_event(self._pending_kv_events, request_id, "free", "gpu", bm.free(request_id))
+        elif req.status == RequestStatus.SWAPPED:
+            self.swapped.remove(req)
+            self._add_event(self._pending_kv_events, request_id, "free", "cpu", bm.free_cpu(request_id))
+        else:
+            self.waiting.remove(req)
+        req.status = RequestStatus.FINISHED_ABORTED
+        req.finish_time = self._clock()
+        self._pending_finished.append(request_id)
+        return True
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self.requests)
+
+    def _reject_reason(self, req: Request) -> str | None:
+        n = req.num_prompt_tokens
+        max_len = self.scheduler_config.max_model_len
+        if n == 0:
+            return "the prompt is empty"
+        if n >= max_len:
+            return f"the prompt has {n} tokens, leaving no room for output under max_model_len={max_len}"
+        need = self.block_manager.blocks_needed(n)
+        pool = self.block_manager.num_gpu_blocks
+        if need > pool:
+            return (
+                f"the prompt needs {need} KV blocks of {self.cache_config.block_size} tokens but the whole "
+                f"pool has {pool}; raise num_gpu_blocks"
+            )
+        return None
+
+    # -- one step -----------------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        """Decide this step's work; changes queues and block tables, never request tokens."""
+        cfg = self.scheduler_config
+        bm = self.block_manager
+        budget = cfg.token_budget
+        scheduled: list[ScheduledRequest] = []
+        kv_events, self._pending_kv_events = self._pending_kv_events, []
+        preempted: list[str] = []
+        swapped_out: list[str] = []
+        swapped_in: list[str] = []
+        swap_out_pairs: list[tuple[int, int]] = []
+        swap_in_pairs: list[tuple[int, int]] = []
+
+        if self._static and not self.running:
+            self._padding.clear()  # the previous batch is done: its slots are free again
+        admission_open = not self._static or not self.running
+        if self._resort_running:
+            self.running.sort(key=self._key)
+
+        # 1. Running requests: a decode token, or the next prefill chunk.
+        running = self.running
+        i = 0
+        while i < len(running) and budget > 0:
+            req = running[i]
+            num_new = min(req.num_prompt_tokens + len(req.output_token_ids) - req.num_computed_tokens, budget)
+            new_blocks = bm.grow(req.request_id, req.num_computed_tokens + num_new)
+            while new_blocks is None:
+                victim = running[-1]  # the policy's last: fcfs' latest arrival, lowest priority
+                self._preempt(victim, kv_events, preempted, swapped_out, swap_out_pairs)
+                if victim is req:
+                    break
+                new_blocks = bm.grow(req.request_id, req.num_computed_tokens + num_new)
+            if new_blocks is None:
+                break  # req preempted itself; it was the last running request
+            if new_blocks:
+                kv_events.append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
+            scheduled.append(self._scheduled(req, num_new))
+            budget -= num_new
+            i += 1
+
+        if not preempted and not swapped_out:
+            # 2. Swapped requests come back before anything new is admitted.
+            budget = self._swap_in(budget, scheduled, kv_events, swapped_in, swap_in_pairs)
+            # 3. Waiting requests, in policy order, stopping at the first that does not fit.
+            if admission_open and not self.swapped and self.waiting and self._passed_delay():
+                budget = self._admit(budget, scheduled, kv_events)
+
+        rejected, self._pending_rejected = tuple(self._pending_rejected), []
+        finished, self._pending_finished = tuple(self._pending_finished), []
+        out = SchedulerOutput(
+            step=self._step,
+            scheduled=tuple(scheduled),
+            total_num_scheduled_tokens=cfg.token_budget - budget,
+            preempted_req_ids=tuple(preempted),
+            swapped_out_req_ids=tuple(swapped_out),
+            swapped_in_req_ids=tuple(swapped_in),
+            rejected=rejected,
+            finished_req_ids=finished,
+            blocks_to_swap_out=tuple(swap_out_pairs),
+            blocks_to_swap_in=tuple(swap_in_pairs),
+            kv_events=tuple(kv_events),
+            padding_req_ids=tuple(self._padding),
+            num_waiting=len(self.waiting),
+            num_running=len(self.running),
+            num_swapped=len(self.swapped),
+            num_used_gpu_blocks=bm.num_used_gpu_blocks,
+            num_gpu_blocks=bm.num_gpu_blocks,
+            num_used_cpu_blocks=bm.num_used_cpu_blocks,
+        )
+        if scheduled:
+            self._step += 1  # an empty schedule is not a step
+        return out
+
+    def _swap_in(
+        self,
+        budget: int,
+        scheduled: list[ScheduledRequest],
+        kv_events: list[KVBlockEvent],
+        swapped_in: list[str],
+        swap_in_pairs: list[tuple[int, int]],
+    ) -> int:
+        bm = self.block_manager
+        while self.swapped and len(self.running) < self.scheduler_config.max_num_seqs and budget > 0:
+            req = self.swapped.peek()
+            num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+            if not bm.can_swap_in(req.request_id, req.num_computed_tokens + num_new):
+                break
+            self.swapped.pop()
+            pairs = bm.swap_in(req.request_id)
+            assert pairs is not None  # can_swap_in said there is room
+            swap_in_pairs.extend(pairs)
+            kv_events.append(KVBlockEvent(req.request_id, "swap_in", "cpu", tuple(c for c, _ in pairs)))
+            kv_events.append(KVBlockEvent(req.request_id, "swap_in", "gpu", tuple(g for _, g in pairs)))
+            new_blocks = bm.grow(req.request_id, req.num_computed_tokens + num_new)
+            assert new_blocks is not None
+            if new_blocks:
+                kv_events.append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
+            req.status = RequestStatus.RUNNING
+            bisect.insort(self.running, req, key=self._key)
+            swapped_in.append(req.request_id)
+            scheduled.append(self._scheduled(req, num_new))
+            budget -= num_new
+        return budget
+
+    def _admit(self, budget: int, scheduled: list[ScheduledRequest], kv_events: list[KVBlockEvent]) -> int:
+        bm = self.block_manager
+        max_num_seqs = self.scheduler_config.max_num_seqs
+        any_prefill = False
+        while self.waiting and len(self.running) < max_num_seqs and budget > 0:
+            req = self.waiting.peek()
+            target = req.num_tokens  # the prompt, or prompt + output when recomputing
+            if not self._chunked and target > budget:
+                break  # strict order: nothing behind it jumps ahead
+            # The whole prompt must fit (vLLM's default); static batching reserves the full length.
+            reserve = req.max_total_tokens if self._static else target
+            new_blocks = bm.grow(req.request_id, reserve)
+            if new_blocks is None:
+                break
+            self.waiting.pop()
+            if new_blocks:
+                kv_events.append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
+            num_new = min(target, budget)
+            req.status = RequestStatus.RUNNING
+            req.prefill_target = target
+            if req.first_scheduled_time is None:
+                req.first_scheduled_time = self._clock()
+            bisect.insort(self.running, req, key=self._key)
+            scheduled.append(self._scheduled(req, num_new))
+            budget -= num_new
+            any_prefill = True
+        self._prev_prompt = any_prefill
+        return budget
+
+    def _preempt(
+        self,
+        req: Request,
+        kv_events: list[KVBlockEvent],
+        preempted: list[str],
+        swapped_out: list[str],
+        swap_out_pairs: list[tuple[int, int]],
+    ) -> None:
+        self.running.remove(req)
+        req.num_preemptions += 1
+        rid = req.request_id
+        pairs = self.block_manager.swap_out(rid) if self._swap else None
+        if pairs is not None:
+            swap_out_pairs.extend(pairs)
+            kv_events.append(KVBlockEvent(rid, "swap_out", "gpu", tuple(g for g, _ in pairs)))
+            kv_events.append(KVBlockEvent(rid, "swap_out", "cpu", tuple(c for _, c in pairs)))
+            req.status = RequestStatus.SWAPPED
+            self.swapped.add(req)
+            swapped_out.append(rid)
+            return
+        # Recompute (or swap with a full CPU pool, as vLLM falls back): drop the KV, start over.
+        self._add_event(kv_events, rid, "free", "gpu", self.block_manager.free(rid))
+        req.num_computed_tokens = 0
+        req.status = RequestStatus.PREEMPTED
+        self.waiting.add(req)
+        preempted.append(rid)
+
+    def _scheduled(self, req: Request, num_new: int) -> ScheduledRequest:
+        start = req.num_computed_tokens
+        end = start + num_new
+        if not self._include_ids:
+            return ScheduledRequest(
+                req.request_id,
+                num_new,
+                start,
+                start < req.prefill_target,
+                end == req.num_prompt_tokens + len(req.output_token_ids),
+                req.sampling_params,
+            )
+        return ScheduledRequest(
+            req.request_id,
+            num_new,
+            start,
+            start < req.prefill_target,
+            end == req.num_prompt_tokens + len(req.output_token_ids),
+            req.sampling_params,
+            req.token_ids(start, end),
+            tuple(self.block_manager.block_table(req.request_id)),
+        )
+
+    def _passed_delay(self) -> bool:
+        """vLLM V0's scheduler_delay_factor: hold new prompts briefly so more can batch together."""
+        now = self._clock()
+        if self._prev_prompt:
+            self._last_prompt_latency = now - self._prev_time
+        self._prev_time, self._prev_prompt = now, False
+        factor = self.scheduler_config.scheduler_delay_factor
+        if factor <= 0:
+            return True
+        earliest = min(req.arrival_time for req in self.waiting)
+        return (now - earliest) > factor * self._last_prompt_latency or not self.running
+
+    # -- after the executor ran ---------------------------------------------------------------
+    def update_from_output(self, out: SchedulerOutput, result: ModelRunnerOutput) -> SchedulerUpdate:
+        """Advance computed tokens, append sampled tokens, finish requests that stop."""
+        now = self._clock()
+        sampled = result.sampled_token_ids
+        updates: list[RequestUpdate] = []
+        kv_events: list[KVBlockEvent] = []
+        any_finished = False
+        for s in out.scheduled:
+            req = self.requests.get(s.request_id)
+            if req is None or req.status != RequestStatus.RUNNING:
+                continue  # aborted between schedule() and now
+            req.num_computed_tokens += s.num_tokens
+            if not s.do_sample:
+                continue
+            try:
+                token = sampled[s.request_id]
+            except KeyError:
+                raise RuntimeError(f"executor returned no token for {s.request_id!r}, which had do_sample") from None
+            req.output_token_ids.append(token)
+            first = req.first_token_time is None
+            if first:
+                req.first_token_time = now
+            status = self._stop_status(req, token)
+            if status is not None:
+                self._finish(req, status, now, kv_events)
+                any_finished = True
+            updates.append(RequestUpdate(s.request_id, token, first, req.status.finish_reason))
+        if any_finished:
+            self.running = [r for r in self.running if r.status == RequestStatus.RUNNING]
+        return SchedulerUpdate(updates=tuple(updates), kv_events=tuple(kv_events))
+
+    def _stop_status(self, req: Request, token: int) -> RequestStatus | None:
+        params = req.sampling_params
+        num_output = len(req.output_token_ids)
+        if num_output >= params.max_tokens or req.num_prompt_tokens + num_output >= req.max_total_tokens:
+            return RequestStatus.FINISHED_LENGTH
+        if not params.ignore_eos and token == req.eos_token_id:
+            return RequestStatus.FINISHED_STOPPED
+        if token in params.stop_token_ids:
+            return RequestStatus.FINISHED_STOPPED
+        return None
+
+    def _finish(self, req: Request, status: RequestStatus, now: float, kv_events: list[KVBlockEvent]) -> None:
+        req.status = status
+        req.finish_time = now
+        rid = req.request_id
+        self._add_event(kv_events, rid, "free", "gpu", self.block_manager.free(rid))
+        del self.requests[rid]
+        self._pending_finished.append(rid)
+        if self._static:
+            self._padding.append(rid)
+
+    @staticmethod
+    def _add_event(
+        events: list[KVBlockEvent], request_id: str, kind: str, device: str, blocks: tuple[int, ...]
+    ) -> None:
+        if blocks:
+            events.append(KVBlockEvent(request_id, kind, device, blocks))  # type: ignore[arg-type]

@@ -1,0 +1,97 @@
+"""What the engine hands to a recorder: plain data about one step, never live objects.
+
+storage/ turns these into rows; the engine never imports storage. Times are seconds since the
+run started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from engine.outputs import KVBlockEvent
+from engine.phases import PhaseChange
+
+
+class RequestArrival(NamedTuple):
+    request_id: str
+    arrival_time: float
+    prompt_len: int
+    max_tokens: int
+    priority: int
+
+
+class RequestFinish(NamedTuple):
+    request_id: str
+    first_scheduled_time: float | None
+    first_token_time: float | None
+    finish_time: float
+    finish_reason: str  # stopped | length | aborted | rejected
+    output_len: int
+    num_preemptions: int
+    reject_reason: str | None  # why a rejected request was refused
+
+
+class FirstToken(NamedTuple):
+    request_id: str
+    first_scheduled_time: float | None
+    first_token_time: float
+
+
+@dataclass(slots=True)
+class StepSnapshot:
+    step: int  # 0-based engine step
+    start_time: float
+    end_time: float
+    num_waiting: int  # queue lengths once the step was scheduled
+    num_running: int
+    num_swapped: int
+    num_prefill_seqs: int
+    num_prefill_tokens: int
+    num_decode_seqs: int
+    num_decode_tokens: int
+    num_batched_tokens: int  # prefill + decode tokens of this step's forward pass
+    num_padding_seqs: int  # static batching: finished members still holding a slot
+    num_used_gpu_blocks: int
+    num_gpu_blocks: int
+    num_used_cpu_blocks: int
+    num_preemptions: int  # recompute + swap preemptions made by this step's schedule
+    num_output_tokens: int  # tokens sampled this step (decodes + prefills that completed)
+    model_flops: float | None = None  # real runs: FLOPs of the forward pass
+    compute_utilization: float | None = None  # real runs: achieved FLOP/s over the device's peak
+    arrivals: tuple[RequestArrival, ...] = ()  # requests that arrived since the last step
+    first_tokens: tuple[FirstToken, ...] = ()  # requests whose first token came this step
+    finishes: tuple[RequestFinish, ...] = ()  # requests that finished (or were refused) by this step
+    phase_changes: tuple[PhaseChange, ...] = ()
+    kv_events: tuple[KVBlockEvent, ...] = ()  # ownership changes in effect from this step on
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What describes a run before its first step."""
+
+    name: str
+    mode: str  # real | simulated
+    batching: str  # continuous | static
+    config: dict[str, Any]  # EngineConfig.to_dict() plus executor facts (model, device, dtype)
+    model: str | None = None
+    workload: str = ""  # a one-line description of the workload
+    base_run_id: int | None = None  # what-if: the recorded run this one re-plays
+    sweep_id: str | None = None  # runs of one sweep share this
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StepRecorder(Protocol):
+    """Where the engine sends what happened; storage.Recorder is the real one."""
+
+    def record(self, snapshot: StepSnapshot) -> None: ...
+
+    def record_tail(
+        self,
+        step: int,
+        arrivals: tuple[RequestArrival, ...],
+        finishes: tuple[RequestFinish, ...],
+        phase_changes: tuple[PhaseChange, ...],
+        kv_events: tuple[KVBlockEvent, ...],
+    ) -> None:
+        """What happened after the last step (aborts, run end): no step row of its own."""

@@ -1,0 +1,129 @@
+"""Workloads from files: JSONL (one request per line) and the Azure LLM inference trace CSV."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from engine.workload.spec import RequestSpec, Workload, WorkloadError
+
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+
+
+def _whole(value: Any, name: str, where: str, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise WorkloadError(f"{where}: {name} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def load_jsonl(path: Path) -> Workload:
+    """Each line: {"arrival_time", "max_tokens", one of "prompt_len" | "prompt" | "prompt_token_ids",
+    optional "priority", "request_id", "ignore_eos", "temperature"}."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise WorkloadError(f"cannot read workload file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise WorkloadError(f"{path} is not a UTF-8 text file") from None
+    specs: list[RequestSpec] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise WorkloadError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise WorkloadError(f"{where}: expected a JSON object")
+        specs.append(_spec_from_row(row, where, default_id=f"r{len(specs)}"))
+        if specs[-1].request_id in seen:
+            raise WorkloadError(f"{where}: duplicate request_id {specs[-1].request_id!r}")
+        seen.add(specs[-1].request_id)
+    if not specs:
+        raise WorkloadError(f"{path} holds no requests")
+    return Workload(tuple(specs), f"{path.name}: {len(specs)} requests")
+
+
+def _spec_from_row(row: dict[str, Any], where: str, default_id: str) -> RequestSpec:
+    arrival = row.get("arrival_time", 0.0)
+    if not isinstance(arrival, (int, float)) or isinstance(arrival, bool) or not math.isfinite(arrival) or arrival < 0:
+        raise WorkloadError(f"{where}: arrival_time must be a number of seconds >= 0, got {arrival!r}")
+    if "max_tokens" not in row:
+        raise WorkloadError(f"{where}: max_tokens is missing")
+    max_tokens = _whole(row["max_tokens"], "max_tokens", where, 1)
+    given = [k for k in ("prompt_len", "prompt", "prompt_token_ids") if k in row]
+    if len(given) != 1:
+        raise WorkloadError(f"{where}: give exactly one of prompt_len, prompt, prompt_token_ids")
+    prompt_len = prompt = ids = None
+    if "prompt_len" in row:
+        prompt_len = _whole(row["prompt_len"], "prompt_len", where, 1)
+    elif "prompt" in row:
+        if not isinstance(row["prompt"], str) or not row["prompt"]:
+            raise WorkloadError(f"{where}: prompt must be non-empty text")
+        prompt = row["prompt"]
+    else:
+        raw = row["prompt_token_ids"]
+        if not isinstance(raw, list) or not raw or not all(isinstance(t, int) and t >= 0 for t in raw):
+            raise WorkloadError(f"{where}: prompt_token_ids must be a non-empty list of token ids")
+        ids = tuple(raw)
+    priority = row.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise WorkloadError(f"{where}: priority must be a whole number, got {priority!r}")
+    temperature = row.get("temperature", 0.0)
+    if not isinstance(temperature, (int, float)) or temperature < 0:
+        raise WorkloadError(f"{where}: temperature must be a number >= 0, got {temperature!r}")
+    request_id = str(row.get("request_id", default_id))
+    return RequestSpec(request_id=request_id, arrival_time=float(arrival), max_tokens=max_tokens,
+                       prompt_len=prompt_len, prompt=prompt, prompt_token_ids=ids, priority=priority,
+                       ignore_eos=bool(row.get("ignore_eos", prompt is None)), temperature=float(temperature))
+
+
+def load_azure_csv(
+    path: Path, length_scale: float = 1.0, time_scale: float = 1.0, max_requests: int | None = None
+) -> Workload:
+    """The Azure LLM inference trace format: TIMESTAMP, ContextTokens, GeneratedTokens.
+
+    Lengths are multiplied by length_scale and arrival gaps by time_scale (0.1 = ten times
+    faster), both rounded and kept >= 1 token, so a CPU model can replay a GPU-sized trace.
+    """
+    import pandas as pd  # only this loader needs pandas; keep `simulate` startup light
+
+    if length_scale <= 0 or time_scale < 0:
+        raise WorkloadError("--length-scale must be > 0 and --time-scale >= 0")
+    if max_requests is not None and max_requests < 1:
+        raise WorkloadError(f"--max-requests must be >= 1, got {max_requests}")
+    try:
+        frame = pd.read_csv(path, nrows=max_requests)
+    except FileNotFoundError:
+        raise WorkloadError(f"workload file not found: {path}") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise WorkloadError(f"cannot read {path} as CSV: {exc}") from None
+    missing = [c for c in AZURE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise WorkloadError(
+            f"{path.name} is not in the Azure trace format: missing column(s) {', '.join(missing)} "
+            f"(expected {', '.join(AZURE_COLUMNS)})"
+        )
+    if frame.empty:
+        raise WorkloadError(f"{path} holds no requests")
+    try:
+        stamps = pd.to_datetime(frame["TIMESTAMP"], format="ISO8601")
+        context = pd.to_numeric(frame["ContextTokens"], errors="raise")
+        generated = pd.to_numeric(frame["GeneratedTokens"], errors="raise")
+    except (ValueError, TypeError) as exc:
+        raise WorkloadError(f"{path.name}: a TIMESTAMP or token count cannot be read ({exc})") from None
+    arrivals = ((stamps - stamps.min()).dt.total_seconds() * time_scale).round(6)
+    prompt_lens = (context * length_scale).round().clip(lower=1).astype(int)
+    output_lens = (generated * length_scale).round().clip(lower=1).astype(int)
+    specs = tuple(
+        RequestSpec(request_id=f"r{i}", arrival_time=float(a), max_tokens=int(o), prompt_len=int(p))
+        for i, (a, p, o) in enumerate(zip(arrivals, prompt_lens, output_lens, strict=True))
+    )
+    specs = tuple(sorted(specs, key=lambda s: s.arrival_time))
+    desc = (f"{path.name}: {len(specs)} requests, lengths x{length_scale:g}, time x{time_scale:g} "
+            "(Azure LLM inference trace 2023, CC-BY 4.0)")
+    return Workload(specs, desc)

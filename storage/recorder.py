@@ -1,0 +1,301 @@
+"""The write side: turns StepSnapshots into rows, buffered and written in batches.
+
+Rows are buffered in memory and written in one transaction per flush, every
+`flush_every_steps` steps or `flush_interval_s` seconds, whichever comes first, so the
+database is never more than about a second behind and a killed engine leaves only whole
+steps: each flush holds complete steps with their phase rows, block events and request rows.
+A heartbeat thread refreshes the run's heartbeat so readers can tell a live run from a dead one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, insert, update
+
+from engine.outputs import KVBlockEvent
+from engine.phases import PhaseChange
+from engine.snapshot import FirstToken, RequestArrival, RequestFinish, RunInfo, StepSnapshot
+from storage.schema import KVBlockEventRow, PhaseRow, RequestRow, Run, StepRow
+
+HEARTBEAT_INTERVAL_S = 2.0
+
+_runs = Run.__table__
+_requests = RequestRow.__table__
+_steps = StepRow.__table__
+_phases = PhaseRow.__table__
+_kv = KVBlockEventRow.__table__
+
+_close_phase = (
+    update(_phases)
+    .where(_phases.c.run_id == bindparam("b_run"), _phases.c.interval_id == bindparam("b_id"))
+    .values(end_step=bindparam("b_end_step"), end_time=bindparam("b_end_time"))
+)
+_FIRST_TOKEN_FIELDS = ("first_scheduled_time", "first_token_time")
+_FINISH_FIELDS = ("first_scheduled_time", "first_token_time", "finish_time", "finish_reason", "output_len",
+                  "num_preemptions", "reject_reason")
+
+
+def _request_update(fields: tuple[str, ...]) -> Any:
+    return (
+        update(_requests)
+        .where(_requests.c.run_id == bindparam("b_run"), _requests.c.request_id == bindparam("b_rid"))
+        .values({f: bindparam(f"v_{f}") for f in fields})
+    )
+
+
+_update_first_token = _request_update(_FIRST_TOKEN_FIELDS)
+_update_finish = _request_update(_FINISH_FIELDS)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Recorder:
+    """Records one run. Use as a context manager, or call finish() yourself."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        info: RunInfo,
+        executor_facts: dict[str, Any] | None = None,
+        flush_every_steps: int = 512,
+        flush_interval_s: float = 0.5,
+        heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+    ) -> None:
+        self.engine = engine
+        self.flush_every_steps = flush_every_steps
+        self.flush_interval_s = flush_interval_s
+        self._lock = threading.Lock()  # the heartbeat thread and flushes take turns
+        now = utcnow()
+        sweep = info.extra.get("sweep", {}) if info.extra else {}
+        with engine.begin() as conn:
+            self.run_id: int = conn.execute(
+                insert(_runs).returning(_runs.c.id),
+                {
+                    "name": info.name, "created_at": now, "status": "running", "error": None, "mode": info.mode,
+                    "batching": info.batching, "config": info.config, "executor": executor_facts or {},
+                    "model": info.model, "workload": info.workload, "heartbeat_at": now, "finished_at": None,
+                    "base_run_id": info.base_run_id, "sweep_id": info.sweep_id,
+                    "sweep_param": sweep.get("param"),
+                    "sweep_value": None if sweep.get("value") is None else str(sweep.get("value")),
+                    "num_steps": 0, "last_time": 0.0, "summary": None, "cost_model": None,
+                    "extra": info.extra or None,
+                },
+            ).scalar_one()
+        self._row_of: dict[str, int] = {}
+        self._open_interval: dict[str, int] = {}  # request id -> interval id of its current phase
+        self._next_interval = 0
+        self._next_event = 0
+        self._num_steps = 0
+        self._last_time = 0.0
+        self._new_steps: list[dict[str, Any]] = []
+        self._new_requests: dict[str, dict[str, Any]] = {}
+        self._first_token_updates: dict[str, dict[str, Any]] = {}
+        self._finish_updates: dict[str, dict[str, Any]] = {}
+        self._new_intervals: dict[int, dict[str, Any]] = {}
+        self._interval_closes: list[dict[str, Any]] = []
+        self._new_kv: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        self._closed = False
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_interval_s,), daemon=True,
+                                           name=f"batchscope-heartbeat-{self.run_id}")
+        self._heartbeat.start()
+
+    # -- the engine's side ----------------------------------------------------------------------
+    def record(self, snapshot: StepSnapshot) -> None:
+        self._add_requests(snapshot.arrivals, snapshot.first_tokens, snapshot.finishes)
+        self._add_phase_changes(snapshot.phase_changes)
+        self._add_kv_events(snapshot.step, snapshot.kv_events)
+        self._new_steps.append({
+            "run_id": self.run_id,
+            "step": snapshot.step,
+            "start_time": snapshot.start_time,
+            "end_time": snapshot.end_time,
+            "num_waiting": snapshot.num_waiting,
+            "num_running": snapshot.num_running,
+            "num_swapped": snapshot.num_swapped,
+            "num_prefill_seqs": snapshot.num_prefill_seqs,
+            "num_prefill_tokens": snapshot.num_prefill_tokens,
+            "num_decode_seqs": snapshot.num_decode_seqs,
+            "num_decode_tokens": snapshot.num_decode_tokens,
+            "num_batched_tokens": snapshot.num_batched_tokens,
+            "num_padding_seqs": snapshot.num_padding_seqs,
+            "num_output_tokens": snapshot.num_output_tokens,
+            "num_used_gpu_blocks": snapshot.num_used_gpu_blocks,
+            "num_gpu_blocks": snapshot.num_gpu_blocks,
+            "num_used_cpu_blocks": snapshot.num_used_cpu_blocks,
+            "num_preemptions": snapshot.num_preemptions,
+            "model_flops": snapshot.model_flops,
+            "compute_utilization": snapshot.compute_utilization,
+        })
+        self._num_steps = snapshot.step + 1
+        self._last_time = snapshot.end_time
+        if (len(self._new_steps) >= self.flush_every_steps
+                or time.monotonic() - self._last_flush >= self.flush_interval_s):
+            self.flush()
+
+    def record_tail(
+        self,
+        step: int,
+        arrivals: tuple[RequestArrival, ...],
+        finishes: tuple[RequestFinish, ...],
+        phase_changes: tuple[PhaseChange, ...],
+        kv_events: tuple[KVBlockEvent, ...],
+    ) -> None:
+        self._add_requests(arrivals, (), finishes)
+        self._add_phase_changes(phase_changes)
+        self._add_kv_events(step, kv_events)
+        self.flush()
+
+    # -- buffering ------------------------------------------------------------------------------
+    def _add_requests(
+        self,
+        arrivals: tuple[RequestArrival, ...],
+        first_tokens: tuple[FirstToken, ...],
+        finishes: tuple[RequestFinish, ...],
+    ) -> None:
+        run_id = self.run_id
+        for a in arrivals:
+            row_no = self._row_of[a.request_id] = len(self._row_of)
+            self._new_requests[a.request_id] = {
+                "run_id": run_id, "request_id": a.request_id, "row_no": row_no, "arrival_time": a.arrival_time,
+                "prompt_len": a.prompt_len, "max_tokens": a.max_tokens, "priority": a.priority,
+                "output_len": None, "first_scheduled_time": None, "first_token_time": None, "finish_time": None,
+                "finish_reason": None, "num_preemptions": 0, "reject_reason": None,
+            }
+        for f in first_tokens:
+            fields = {"first_scheduled_time": f.first_scheduled_time, "first_token_time": f.first_token_time}
+            pending = self._new_requests.get(f.request_id)
+            if pending is not None:
+                pending.update(fields)
+            else:
+                self._first_token_updates[f.request_id] = fields
+        for fin in finishes:
+            fields = {
+                "first_scheduled_time": fin.first_scheduled_time, "first_token_time": fin.first_token_time,
+                "finish_time": fin.finish_time, "finish_reason": fin.finish_reason, "output_len": fin.output_len,
+                "num_preemptions": fin.num_preemptions, "reject_reason": fin.reject_reason,
+            }
+            pending = self._new_requests.get(fin.request_id)
+            if pending is not None:
+                pending.update(fields)
+            else:
+                self._first_token_updates.pop(fin.request_id, None)
+                self._finish_updates[fin.request_id] = fields
+
+    def _add_phase_changes(self, changes: tuple[PhaseChange, ...]) -> None:
+        run_id = self.run_id
+        open_interval = self._open_interval
+        new = self._new_intervals
+        for rid, phase, step, t in changes:
+            current = open_interval.pop(rid, None)
+            if current is not None:
+                pending = new.get(current)
+                if pending is not None:
+                    pending["end_step"] = step
+                    pending["end_time"] = t
+                else:
+                    self._interval_closes.append({"b_run": run_id, "b_id": current, "b_end_step": step,
+                                                  "b_end_time": t})
+            if phase is not None:
+                interval_id = self._next_interval
+                self._next_interval += 1
+                open_interval[rid] = interval_id
+                new[interval_id] = {
+                    "run_id": run_id, "interval_id": interval_id, "request_id": rid,
+                    "row_no": self._row_of.get(rid, -1), "phase": phase, "start_step": step, "end_step": None,
+                    "start_time": t, "end_time": None,
+                }
+
+    def _add_kv_events(self, step: int, events: tuple[KVBlockEvent, ...]) -> None:
+        run_id = self.run_id
+        rows = self._new_kv
+        event_id = self._next_event
+        for rid, kind, device, blocks in events:
+            for block in blocks:
+                rows.append({"run_id": run_id, "event_id": event_id, "step": step, "request_id": rid,
+                             "kind": kind, "device": device, "block_id": block})
+                event_id += 1
+        self._next_event = event_id
+
+    # -- writing --------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write everything buffered in one transaction."""
+        with self._lock, self.engine.begin() as conn:
+            self._write(conn)
+        self._last_flush = time.monotonic()
+
+    def _write(self, conn: Connection) -> None:
+        if self._new_requests:
+            conn.execute(insert(_requests), list(self._new_requests.values()))
+        if self._first_token_updates:
+            conn.execute(_update_first_token, [
+                {"b_run": self.run_id, "b_rid": rid, **{f"v_{k}": v for k, v in fields.items()}}
+                for rid, fields in self._first_token_updates.items()
+            ])
+        if self._finish_updates:
+            conn.execute(_update_finish, [
+                {"b_run": self.run_id, "b_rid": rid, **{f"v_{k}": v for k, v in fields.items()}}
+                for rid, fields in self._finish_updates.items()
+            ])
+        if self._new_intervals:
+            conn.execute(insert(_phases), list(self._new_intervals.values()))
+        if self._interval_closes:
+            conn.execute(_close_phase, self._interval_closes)
+        if self._new_kv:
+            conn.execute(insert(_kv), self._new_kv)
+        if self._new_steps:
+            conn.execute(insert(_steps), self._new_steps)
+        conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(
+            num_steps=self._num_steps, last_time=self._last_time, heartbeat_at=utcnow()))
+        self._new_requests = {}
+        self._first_token_updates = {}
+        self._finish_updates = {}
+        self._new_intervals = {}
+        self._interval_closes = []
+        self._new_kv = []
+        self._new_steps = []
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop_heartbeat.wait(interval):
+            try:
+                with self._lock, self.engine.begin() as conn:
+                    conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(heartbeat_at=utcnow()))
+            except Exception:  # noqa: BLE001 - a missed beat only makes the run look stale sooner
+                continue
+
+    def finish(self, status: str = "finished", summary: dict[str, Any] | None = None, error: str | None = None,
+               extra: dict[str, Any] | None = None) -> None:
+        """Flush, then mark the run finished | aborted | failed. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_heartbeat.set()
+        self._heartbeat.join(timeout=5)
+        values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow(), "heartbeat_at": utcnow()}
+        if summary is not None:
+            values["summary"] = summary
+        if extra is not None:
+            values["extra"] = extra
+        with self._lock, self.engine.begin() as conn:
+            self._write(conn)
+            conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(**values))
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.finish("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish("aborted", error="interrupted by the user")
+        else:
+            self.finish("failed", error=f"{exc_type.__name__}: {exc}")

@@ -1,0 +1,140 @@
+"""The recorded-run schema (SQLAlchemy 2). Times are seconds since the run started unless named *_at.
+
+The README documents these tables for users who query them with SQL; change them only with a
+new SCHEMA_VERSION.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+APP_ID = "batchscope"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Marks a database as Batchscope's and says which schema it holds."""
+
+    __tablename__ = "batchscope_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # UTC
+    status: Mapped[str] = mapped_column(String(16))  # running | finished | aborted | failed (interrupted: stale heartbeat)
+    error: Mapped[str | None] = mapped_column(Text)  # why a failed run failed
+    mode: Mapped[str] = mapped_column(String(16))  # real | simulated
+    batching: Mapped[str] = mapped_column(String(16))  # continuous | static
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # every engine parameter by vLLM name
+    executor: Mapped[dict[str, Any]] = mapped_column(JSON)  # model, device, dtype, peak FLOP/s or cost model
+    model: Mapped[str | None] = mapped_column(String(200))
+    workload: Mapped[str] = mapped_column(Text)  # one-line description
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # refreshed every few seconds
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    base_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))  # what-if source
+    sweep_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    sweep_param: Mapped[str | None] = mapped_column(String(64))
+    sweep_value: Mapped[str | None] = mapped_column(String(64))
+    num_steps: Mapped[int] = mapped_column(Integer, default=0)  # steps written so far
+    last_time: Mapped[float] = mapped_column(Float, default=0.0)  # run time of the last written step
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # RunSummary once finished
+    cost_model: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # fitted step-time model (what-if)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # validation results and other notes
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    row_no: Mapped[int] = mapped_column(Integer)  # arrival order within the run, 0-based (the Gantt's row)
+    arrival_time: Mapped[float] = mapped_column(Float)
+    prompt_len: Mapped[int] = mapped_column(Integer)
+    max_tokens: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer)
+    output_len: Mapped[int | None] = mapped_column(Integer)
+    first_scheduled_time: Mapped[float | None] = mapped_column(Float)
+    first_token_time: Mapped[float | None] = mapped_column(Float)
+    finish_time: Mapped[float | None] = mapped_column(Float)
+    finish_reason: Mapped[str | None] = mapped_column(String(16))  # stopped | length | aborted | rejected
+    num_preemptions: Mapped[int] = mapped_column(Integer, default=0)
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_requests_run_row", "run_id", "row_no"),)
+
+
+class StepRow(Base):
+    __tablename__ = "steps"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start_time: Mapped[float] = mapped_column(Float)
+    end_time: Mapped[float] = mapped_column(Float)
+    num_waiting: Mapped[int] = mapped_column(Integer)
+    num_running: Mapped[int] = mapped_column(Integer)
+    num_swapped: Mapped[int] = mapped_column(Integer)
+    num_prefill_seqs: Mapped[int] = mapped_column(Integer)
+    num_prefill_tokens: Mapped[int] = mapped_column(Integer)
+    num_decode_seqs: Mapped[int] = mapped_column(Integer)
+    num_decode_tokens: Mapped[int] = mapped_column(Integer)
+    num_batched_tokens: Mapped[int] = mapped_column(Integer)
+    num_padding_seqs: Mapped[int] = mapped_column(Integer)
+    num_output_tokens: Mapped[int] = mapped_column(Integer)
+    num_used_gpu_blocks: Mapped[int] = mapped_column(Integer)
+    num_gpu_blocks: Mapped[int] = mapped_column(Integer)
+    num_used_cpu_blocks: Mapped[int] = mapped_column(Integer)
+    num_preemptions: Mapped[int] = mapped_column(Integer)
+    model_flops: Mapped[float | None] = mapped_column(Float)
+    compute_utilization: Mapped[float | None] = mapped_column(Float)  # 0..1 of the device's measured peak
+
+    __table_args__ = (Index("ix_steps_run_end", "run_id", "end_time"),)
+
+
+class PhaseRow(Base):
+    """One row per phase change of a request; end_step is NULL while the phase lasts."""
+
+    __tablename__ = "request_phases"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    interval_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128))
+    row_no: Mapped[int] = mapped_column(Integer)  # the request's row_no, so the Gantt needs no join
+    phase: Mapped[str] = mapped_column(String(16))  # queued | prefill | decode | preempted | swapped | padding
+    start_step: Mapped[int] = mapped_column(Integer)  # first step in this phase
+    end_step: Mapped[int | None] = mapped_column(Integer)  # first step after it (exclusive)
+    start_time: Mapped[float] = mapped_column(Float)
+    end_time: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_phases_run_end", "run_id", "end_step"),
+        Index("ix_phases_run_start", "run_id", "start_step"),
+        Index("ix_phases_run_request", "run_id", "request_id"),
+    )
+
+
+class KVBlockEventRow(Base):
+    """One row per block per ownership change; the block map at step N is each block's latest event."""
+
+    __tablename__ = "kv_block_events"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # order within the run
+    step: Mapped[int] = mapped_column(Integer)  # in effect from this step on
+    request_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # allocate | free | swap_out | swap_in
+    device: Mapped[str] = mapped_column(String(8))  # gpu | cpu
+    block_id: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_kv_block_latest", "run_id", "device", "block_id", "step", "event_id"),)
+
+
+# Which (kind, device) events leave the block owned by the event's request.
+OWNING_EVENTS = {("allocate", "gpu"), ("swap_in", "gpu"), ("swap_out", "cpu")}
