@@ -171,7 +171,6 @@ class Engine:
         if self._kv_carry:
             kv_events = tuple(self._kv_carry) + kv_events
         self._kv_carry = list(update.kv_events)
-        utilization = result.timings.get("compute_utilization")
         snapshot = StepSnapshot(
             step=out.step,
             start_time=start,
@@ -191,7 +190,7 @@ class Engine:
             num_preemptions=num_preempted,
             num_output_tokens=len(update.updates),
             model_flops=result.num_flops or None,
-            compute_utilization=utilization,
+            compute_utilization=result.compute_utilization,
             arrivals=tuple(self._arrivals),
             first_tokens=tuple(first_tokens),
             finishes=tuple(finishes),

@@ -78,7 +78,8 @@ class ModelRunnerOutput:
     sampled_token_ids: dict[str, int]  # one new token per request whose chunk had do_sample
     model_time_s: float = 0.0  # seconds the step took on the device (measured, or predicted by a cost model)
     num_flops: float = 0.0  # model FLOPs of this step; 0 when not counted
-    timings: dict[str, float] = field(default_factory=dict)  # optional breakdown of model_time_s, seconds
+    compute_utilization: float | None = None  # achieved FLOP/s over the device's measured peak, 0..1
+    timings: dict[str, float] = field(default_factory=dict)  # breakdown of model_time_s by part, seconds
 
 
 class RequestUpdate(NamedTuple):
