@@ -78,10 +78,11 @@ class Scheduler:
             req.finish_time = self._clock()
             self._pending_rejected.append(RejectedRequest(req.request_id, reason))
             return
+        # The last sampled token needs no KV slot, so a lone request can reach pool + 1 tokens.
         req.max_total_tokens = min(
             req.num_prompt_tokens + req.sampling_params.max_tokens,
             self.scheduler_config.max_model_len,
-            self._pool_tokens,
+            self._pool_tokens + 1,
         )
         req.status = RequestStatus.WAITING
         self.requests[req.request_id] = req
@@ -243,7 +244,7 @@ class Scheduler:
             if not self._chunked and target > budget:
                 break  # strict order: nothing behind it jumps ahead
             # The whole prompt must fit (vLLM's default); static batching reserves the full length.
-            reserve = req.max_total_tokens if self._static else target
+            reserve = req.max_total_tokens - 1 if self._static else target
             new_blocks = bm.grow(req.request_id, reserve)
             if new_blocks is None:
                 break
