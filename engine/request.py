@@ -42,24 +42,24 @@ class Request:
     """Mutable scheduler state of one request; only the Scheduler changes it."""
 
     __slots__ = (
-        "request_id",
-        "prompt_token_ids",
-        "sampling_params",
         "arrival_time",
-        "priority",
         "eos_token_id",
-        "output_token_ids",
-        "num_prompt_tokens",
-        "num_computed_tokens",
-        "prefill_target",
-        "max_total_tokens",
-        "status",
-        "num_preemptions",
+        "finish_time",
         "first_scheduled_time",
         "first_token_time",
-        "finish_time",
+        "max_total_tokens",
+        "num_computed_tokens",
+        "num_preemptions",
+        "num_prompt_tokens",
+        "output_token_ids",
+        "prefill_target",
+        "priority",
+        "prompt_token_ids",
         "reject_reason",
+        "request_id",
+        "sampling_params",
         "seq_no",
+        "status",
     )
 
     def __init__(

@@ -140,7 +140,9 @@ def _check_sqlite_header(path: Path) -> None:
     with path.open("rb") as f:
         head = f.read(16)
     if head and head != _SQLITE_MAGIC:
-        raise ForeignDatabaseError(f"{path} is not a SQLite database; point --db at a Batchscope database or a new file")
+        raise ForeignDatabaseError(
+            f"{path} is not a SQLite database; point --db at a Batchscope database or a new file"
+        )
 
 
 def check_schema(engine: Engine, target: str) -> None:

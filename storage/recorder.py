@@ -268,7 +268,7 @@ class Recorder:
             try:
                 with self._lock, self.engine.begin() as conn:
                     conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(heartbeat_at=utcnow()))
-            except Exception:  # noqa: BLE001 - a missed beat only makes the run look stale sooner
+            except Exception:
                 continue
 
     def finish(self, status: str = "finished", summary: dict[str, Any] | None = None, error: str | None = None,

@@ -33,7 +33,8 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # UTC
-    status: Mapped[str] = mapped_column(String(16))  # running | finished | aborted | failed (interrupted: stale heartbeat)
+    # running | finished | aborted | failed; a running run whose heartbeat is stale reads as interrupted
+    status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)  # why a failed run failed
     mode: Mapped[str] = mapped_column(String(16))  # real | simulated
     batching: Mapped[str] = mapped_column(String(16))  # continuous | static

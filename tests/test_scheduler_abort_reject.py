@@ -19,7 +19,7 @@ def test_abort_of_a_running_request_frees_its_blocks_at_once() -> None:
     assert req.status == RequestStatus.FINISHED_ABORTED
     out, _ = run_step(sched)
     assert "victim" in out.finished_req_ids
-    assert [e for e in out.kv_events if e.request_id == "victim"][0].kind == "free"
+    assert next(e for e in out.kv_events if e.request_id == "victim").kind == "free"
     assert all(s.request_id != "victim" for s in out.scheduled)
     run_to_completion(sched)
     assert sched.block_manager.num_free_gpu_blocks == 20

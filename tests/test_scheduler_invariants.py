@@ -19,7 +19,8 @@ configs = st.fixed_dictionaries({
     "budget_extra": st.integers(0, 64),
 })
 requests = st.lists(
-    st.tuples(st.integers(1, 60), st.integers(1, 30), st.integers(0, 3), st.integers(0, 5)),  # prompt, out, prio, arrive
+    # (prompt length, max_tokens, priority, arrival step)
+    st.tuples(st.integers(1, 60), st.integers(1, 30), st.integers(0, 3), st.integers(0, 5)),
     min_size=1,
     max_size=12,
 )
@@ -41,7 +42,8 @@ def test_every_step_keeps_caps_and_block_invariants(cfg: dict, reqs: list, abort
     )
     all_reqs = []
     for i, (prompt, out, prio, arrive) in enumerate(reqs):
-        all_reqs.append((arrive, make_request(f"r{i}", prompt, max_tokens=out, arrival_time=float(arrive), priority=prio)))
+        req = make_request(f"r{i}", prompt, max_tokens=out, arrival_time=float(arrive), priority=prio)
+        all_reqs.append((arrive, req))
     bm = sched.block_manager
     for step in range(2_000):
         for arrive, req in all_reqs:

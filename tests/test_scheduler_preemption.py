@@ -12,7 +12,8 @@ def _pressure(**kw: object):  # type: ignore[no-untyped-def]
     kw.setdefault("num_gpu_blocks", 6)
     sched = make_scheduler(block_size=4, max_model_len=64, max_num_batched_tokens=64, **kw)  # type: ignore[arg-type]
     for i, rid in enumerate("ABC"):
-        sched.add_request(make_request(rid, 4, max_tokens=12, arrival_time=float(i), priority={"A": 2, "B": 1, "C": 0}[rid]))
+        priority = {"A": 2, "B": 1, "C": 0}[rid]
+        sched.add_request(make_request(rid, 4, max_tokens=12, arrival_time=float(i), priority=priority))
     return sched
 
 

@@ -114,7 +114,8 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("output and recording")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
     g.add_argument("--name", default=None, help="a name for the recorded run")
-    g.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $BATCHSCOPE_DB or batchscope.db)")
+    g.add_argument("--db", default=None,
+                   help="SQLite file or SQLAlchemy URL (default: $BATCHSCOPE_DB or batchscope.db)")
     g.add_argument("--no-record", action="store_true", help="do not record the run")
 
 

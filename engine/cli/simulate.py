@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     workload = resolve_workload(args.workload, workload_options_from_args(args))
     executor = SimulatedExecutor(named_cost_model(args.cost_model))
     info = RunInfo(
-        name=args.name or f"simulate {args.workload} ({config.scheduler.batching}, seqs {config.scheduler.max_num_seqs})",
+        name=args.name or f"simulate {args.workload} ({config.scheduler.batching}, {config.scheduler.max_num_seqs} seqs)",
         mode="simulated",
         batching=config.scheduler.batching,
         config=config.to_dict(),

@@ -64,7 +64,8 @@ def synthetic_workload(
                                  prompt_len=prompt_len, priority=rng.randrange(priority_levels)))
     outputs = f"outputs {output_lens[0]}..{output_lens[1]}" if kind == "uniform" else "outputs 70% 10..20 / 30% 80..100"
     rate = "all at t=0" if math.isinf(request_rate) else f"Poisson {request_rate:g} req/s"
-    desc = f"{kind}: {num_requests} requests, prompts {prompt_lens[0]}..{prompt_lens[1]}, {outputs}, {rate}, seed {seed}"
+    prompts = f"prompts {prompt_lens[0]}..{prompt_lens[1]}"
+    desc = f"{kind}: {num_requests} requests, {prompts}, {outputs}, {rate}, seed {seed}"
     if priority_levels > 1:
         desc += f", {priority_levels} priority levels"
     return Workload(tuple(specs), desc)
