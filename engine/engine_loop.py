@@ -149,13 +149,16 @@ class Engine:
             if u.finish_reason is not None:
                 finishes.append(_finish_record(requests[u.request_id]))
 
-        prefill_seqs = prefill_tokens = decode_seqs = 0
+        prefill_seqs = prefill_tokens = decode_seqs = context_tokens = prefill_pairs = 0
         for s in out.scheduled:
             if s.is_prefill:
+                n = s.num_tokens
                 prefill_seqs += 1
-                prefill_tokens += s.num_tokens
+                prefill_tokens += n
+                prefill_pairs += n * s.start_pos + n * (n + 1) // 2
             else:
                 decode_seqs += 1
+                context_tokens += s.start_pos + 1
         num_preempted = len(out.preempted_req_ids) + len(out.swapped_out_req_ids)
         stats = self.stats
         stats.num_steps += 1
@@ -189,6 +192,10 @@ class Engine:
             num_used_cpu_blocks=out.num_used_cpu_blocks,
             num_preemptions=num_preempted,
             num_output_tokens=len(update.updates),
+            num_context_tokens=context_tokens,
+            num_prefill_pairs=prefill_pairs,
+            num_swap_blocks=len(out.blocks_to_swap_in) + len(out.blocks_to_swap_out),
+            model_time=result.model_time_s,
             model_flops=result.num_flops or None,
             compute_utilization=result.compute_utilization,
             arrivals=tuple(self._arrivals),

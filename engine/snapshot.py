@@ -57,6 +57,10 @@ class StepSnapshot:
     num_used_cpu_blocks: int
     num_preemptions: int  # recompute + swap preemptions made by this step's schedule
     num_output_tokens: int  # tokens sampled this step (decodes + prefills that completed)
+    num_context_tokens: int  # tokens attended by this step's decodes (sum of their context lengths)
+    num_prefill_pairs: int  # query-key pairs attended by this step's prefill chunks
+    num_swap_blocks: int  # KV blocks copied between the GPU and CPU pools before the pass
+    model_time: float  # seconds the executor took (measured, or predicted by a cost model)
     model_flops: float | None = None  # real runs: FLOPs of the forward pass
     compute_utilization: float | None = None  # real runs: achieved FLOP/s over the device's peak
     arrivals: tuple[RequestArrival, ...] = ()  # requests that arrived since the last step

@@ -90,7 +90,11 @@ class StepRow(Base):
     num_decode_tokens: Mapped[int] = mapped_column(Integer)
     num_batched_tokens: Mapped[int] = mapped_column(Integer)
     num_padding_seqs: Mapped[int] = mapped_column(Integer)
-    num_output_tokens: Mapped[int] = mapped_column(Integer)
+    num_output_tokens: Mapped[int] = mapped_column(Integer)  # tokens sampled this step
+    num_context_tokens: Mapped[int] = mapped_column(Integer)  # tokens attended by decodes
+    num_prefill_pairs: Mapped[int] = mapped_column(Integer)  # query-key pairs attended by prefill chunks
+    num_swap_blocks: Mapped[int] = mapped_column(Integer)  # blocks copied GPU <-> CPU
+    model_time: Mapped[float] = mapped_column(Float)  # executor seconds (measured or predicted)
     num_used_gpu_blocks: Mapped[int] = mapped_column(Integer)
     num_gpu_blocks: Mapped[int] = mapped_column(Integer)
     num_used_cpu_blocks: Mapped[int] = mapped_column(Integer)

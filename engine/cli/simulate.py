@@ -16,6 +16,7 @@ from engine.cli.args import (
 )
 from engine.cli.session import RecordTarget, run_session
 from engine.clock import VirtualClock
+from engine.config import EngineConfig
 from engine.executors.cost_model import named_cost_model
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     workload = resolve_workload(args.workload, workload_options_from_args(args))
     executor = SimulatedExecutor(named_cost_model(args.cost_model))
     info = RunInfo(
-        name=args.name or f"simulate {args.workload} ({config.scheduler.batching}, {config.scheduler.max_num_seqs} seqs)",
+        name=args.name or default_run_name("simulate", args.workload, config),
         mode="simulated",
         batching=config.scheduler.batching,
         config=config.to_dict(),
@@ -49,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     print_summary(result.summary.to_dict() | {"run_id": result.run_id, "status": result.status},
                   result.summary.format(), args.json, result.run_id)
     return 0
+
+
+def default_run_name(verb: str, workload: str, config: EngineConfig) -> str:
+    sched = config.scheduler
+    return f"{verb} {workload} ({sched.batching}, {sched.max_num_seqs} seqs)"
 
 
 def print_summary(data: dict[str, object], text: str, as_json: bool, run_id: int | None) -> None:

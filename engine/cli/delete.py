@@ -1,0 +1,22 @@
+"""`python -m engine delete RUN`: remove a recorded run and all its rows."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.cli.args import positive_int
+from storage.admin import delete_run
+from storage.database import open_for_write
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("delete", help="delete a recorded run")
+    p.add_argument("run_id", type=positive_int, metavar="RUN")
+    p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $BATCHSCOPE_DB or batchscope.db)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    delete_run(open_for_write(args.db), args.run_id)
+    print(f"deleted run {args.run_id}")
+    return 0

@@ -1,0 +1,348 @@
+"""The read side: every query the dashboard and the CLI make, SQL doing the filtering and
+aggregation. Functions take a read-only SQLAlchemy Engine plus ids and numbers, never frames,
+and return pandas DataFrames (or small dicts).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, text
+
+STALE_AFTER_S = 15.0  # a running run without a heartbeat for this long is shown as interrupted
+PHASE_ORDER = ("queued", "prefill", "decode", "preempted", "swapped", "padding")
+
+
+def _frame(engine: Engine, sql: str, **params: Any) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.read_sql(text(sql), conn, params=params)
+
+
+def _utc(value: Any) -> datetime | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def effective_status(status: str, heartbeat_at: Any, now: datetime | None = None) -> str:
+    """'interrupted' for a run that says running but whose engine stopped beating."""
+    if status != "running":
+        return status
+    beat = _utc(heartbeat_at)
+    now = now or datetime.now(UTC)
+    if beat is None or now - beat > timedelta(seconds=STALE_AFTER_S):
+        return "interrupted"
+    return status
+
+
+# -- runs ------------------------------------------------------------------------------------------
+_RUNS_SQL = """
+SELECT r.id, r.name, r.created_at, r.status, r.error, r.mode, r.batching, r.model, r.workload,
+       r.heartbeat_at, r.finished_at, r.base_run_id, r.sweep_id, r.sweep_param, r.sweep_value,
+       r.num_steps, r.last_time,
+       COALESCE(q.num_requests, 0) AS num_requests,
+       COALESCE(q.num_finished, 0) AS num_finished,
+       COALESCE(q.num_rejected, 0) AS num_rejected,
+       COALESCE(q.output_tokens, 0) AS output_tokens,
+       q.mean_ttft, q.mean_e2e, q.last_finish, q.num_preemptions
+FROM runs r
+LEFT JOIN (
+    SELECT run_id,
+           COUNT(*) AS num_requests,
+           SUM(CASE WHEN finish_reason IN ('stopped', 'length') THEN 1 ELSE 0 END) AS num_finished,
+           SUM(CASE WHEN finish_reason = 'rejected' THEN 1 ELSE 0 END) AS num_rejected,
+           SUM(COALESCE(output_len, 0)) AS output_tokens,
+           AVG(first_token_time - arrival_time) AS mean_ttft,
+           AVG(CASE WHEN finish_reason IN ('stopped', 'length') THEN finish_time - arrival_time END) AS mean_e2e,
+           MAX(finish_time) AS last_finish,
+           SUM(num_preemptions) AS num_preemptions
+    FROM requests GROUP BY run_id
+) q ON q.run_id = r.id
+{where}
+ORDER BY r.id DESC
+"""
+
+
+def list_runs(engine: Engine, sweep_id: str | None = None) -> pd.DataFrame:
+    """One row per run with live summary metrics; status 'interrupted' when its heartbeat is stale."""
+    if sweep_id is None:
+        frame = _frame(engine, _RUNS_SQL.format(where=""))
+    else:
+        frame = _frame(engine, _RUNS_SQL.format(where="WHERE r.sweep_id = :sweep"), sweep=sweep_id)
+    if frame.empty:
+        return frame
+    now = datetime.now(UTC)
+    frame["status"] = [effective_status(s, h, now) for s, h in zip(frame["status"], frame["heartbeat_at"],
+                                                                    strict=True)]
+    duration = frame["last_finish"].where(frame["last_finish"] > 0)
+    frame["output_tokens_per_s"] = frame["output_tokens"] / duration
+    return frame
+
+
+def get_run(engine: Engine, run_id: int) -> dict[str, Any] | None:
+    """The run's row with its JSON columns decoded; None if there is no such run."""
+    from sqlalchemy import select
+
+    from storage.schema import Run
+
+    with engine.connect() as conn:
+        row = conn.execute(select(Run.__table__).where(Run.__table__.c.id == run_id)).mappings().first()
+    if row is None:
+        return None
+    run = dict(row)
+    run["status"] = effective_status(run["status"], run["heartbeat_at"])
+    return run
+
+
+def sweep_groups(engine: Engine) -> pd.DataFrame:
+    """Sweeps recorded in this database: id, parameter, number of runs."""
+    return _frame(engine, """
+        SELECT sweep_id, MIN(sweep_param) AS sweep_param, COUNT(*) AS num_runs, MIN(created_at) AS created_at
+        FROM runs WHERE sweep_id IS NOT NULL GROUP BY sweep_id ORDER BY MIN(id) DESC
+    """)
+
+
+# -- steps -----------------------------------------------------------------------------------------
+def last_step(engine: Engine, run_id: int) -> int:
+    """Index of the last recorded step, -1 if none yet."""
+    frame = _frame(engine, "SELECT MAX(step) AS s FROM steps WHERE run_id = :run", run=run_id)
+    value = frame["s"].iloc[0]
+    return -1 if value is None or pd.isna(value) else int(value)
+
+
+def steps_window(engine: Engine, run_id: int, first_step: int, last_step_incl: int) -> pd.DataFrame:
+    """Every column of steps first_step..last_step_incl."""
+    return _frame(engine, """
+        SELECT * FROM steps WHERE run_id = :run AND step BETWEEN :a AND :b ORDER BY step
+    """, run=run_id, a=first_step, b=last_step_incl)
+
+
+def steps_binned(engine: Engine, run_id: int, max_points: int = 600) -> pd.DataFrame:
+    """The whole run's step series folded into at most max_points bins (means per bin, sums for
+    preemptions), so a 100,000-step run draws as quickly as a short one."""
+    n = last_step(engine, run_id) + 1
+    width = max(1, -(-n // max_points))
+    return _frame(engine, """
+        SELECT step / :w * :w AS step, MIN(start_time) AS start_time, MAX(end_time) AS end_time,
+               AVG(num_waiting) AS num_waiting, AVG(num_running) AS num_running, AVG(num_swapped) AS num_swapped,
+               AVG(num_prefill_tokens) AS num_prefill_tokens, AVG(num_decode_tokens) AS num_decode_tokens,
+               AVG(num_batched_tokens) AS num_batched_tokens, AVG(num_prefill_seqs + num_decode_seqs) AS batch_size,
+               AVG(num_padding_seqs) AS num_padding_seqs, AVG(num_used_gpu_blocks) AS num_used_gpu_blocks,
+               MAX(num_gpu_blocks) AS num_gpu_blocks, AVG(num_used_cpu_blocks) AS num_used_cpu_blocks,
+               SUM(num_preemptions) AS num_preemptions, SUM(num_output_tokens) AS num_output_tokens,
+               AVG(compute_utilization) AS compute_utilization, COUNT(*) AS num_steps
+        FROM steps WHERE run_id = :run GROUP BY step / :w ORDER BY 1
+    """, run=run_id, w=width)
+
+
+def step_at(engine: Engine, run_id: int, step: int) -> dict[str, Any] | None:
+    frame = _frame(engine, "SELECT * FROM steps WHERE run_id = :run AND step = :s", run=run_id, s=step)
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def step_of_time(engine: Engine, run_id: int, t: float) -> int:
+    """The step running at (or last before) run time t."""
+    frame = _frame(engine, "SELECT MAX(step) AS s FROM steps WHERE run_id = :run AND start_time <= :t",
+                   run=run_id, t=t)
+    value = frame["s"].iloc[0]
+    return 0 if value is None or pd.isna(value) else int(value)
+
+
+def throughput_over_time(engine: Engine, run_id: int, bucket_s: float) -> pd.DataFrame:
+    """Output tokens per second in buckets of run time."""
+    frame = _frame(engine, """
+        SELECT CAST(end_time / :b AS INTEGER) AS bucket, SUM(num_output_tokens) AS tokens,
+               SUM(num_prefill_tokens) AS prefill_tokens
+        FROM steps WHERE run_id = :run GROUP BY CAST(end_time / :b AS INTEGER) ORDER BY 1
+    """, run=run_id, b=bucket_s)
+    frame["time"] = frame["bucket"] * bucket_s
+    frame["output_tokens_per_s"] = frame["tokens"] / bucket_s
+    return frame
+
+
+def step_features(engine: Engine, run_id: int) -> pd.DataFrame:
+    """What a cost model is fitted on: each step's shape and its measured duration."""
+    return _frame(engine, """
+        SELECT step, end_time - start_time AS duration, model_time,
+               num_prefill_seqs + num_decode_seqs AS num_seqs, num_prefill_tokens AS prefill_tokens,
+               num_decode_seqs AS decode_seqs, num_context_tokens AS decode_context,
+               num_prefill_pairs AS prefill_pairs, num_swap_blocks AS swap_blocks
+        FROM steps WHERE run_id = :run ORDER BY step
+    """, run=run_id)
+
+
+# -- requests ----------------------------------------------------------------------------------------
+def run_requests(engine: Engine, run_id: int) -> pd.DataFrame:
+    """Every request of a run in arrival order, with its latencies."""
+    return _frame(engine, """
+        SELECT request_id, row_no, arrival_time, prompt_len, max_tokens, priority, output_len,
+               first_scheduled_time, first_token_time, finish_time, finish_reason, num_preemptions, reject_reason,
+               first_token_time - arrival_time AS ttft,
+               finish_time - arrival_time AS e2e,
+               first_scheduled_time - arrival_time AS queue_time,
+               CASE WHEN output_len > 1 THEN (finish_time - first_token_time) / (output_len - 1) END AS tpot
+        FROM requests WHERE run_id = :run ORDER BY row_no
+    """, run=run_id)
+
+
+def latency_percentiles(engine: Engine, run_id: int, since_time: float | None = None) -> pd.DataFrame:
+    """TTFT, TPOT, E2E and queue time (seconds): mean, p50, p90, p99 over finished requests
+    (those finished after since_time, when given)."""
+    frame = _frame(engine, """
+        SELECT first_token_time - arrival_time AS ttft,
+               CASE WHEN output_len > 1 THEN (finish_time - first_token_time) / (output_len - 1) END AS tpot,
+               finish_time - arrival_time AS e2e,
+               first_scheduled_time - arrival_time AS queue_time
+        FROM requests
+        WHERE run_id = :run AND finish_reason IN ('stopped', 'length') AND finish_time >= :since
+    """, run=run_id, since=since_time if since_time is not None else -1.0)
+    rows = []
+    for metric in ("ttft", "tpot", "e2e", "queue_time"):
+        values = frame[metric].dropna().to_numpy(dtype=float)
+        if values.size:
+            p50, p90, p99 = np.percentile(values, [50, 90, 99])
+            rows.append({"metric": metric, "count": values.size, "mean": values.mean(), "p50": p50, "p90": p90,
+                         "p99": p99})
+        else:
+            rows.append({"metric": metric, "count": 0, "mean": None, "p50": None, "p90": None, "p99": None})
+    return pd.DataFrame(rows)
+
+
+def latency_by_length(engine: Engine, run_id: int, split_tokens: int | None = None) -> pd.DataFrame:
+    """Short vs long requests (by output length; split at the median unless given): p50/p99 E2E and TTFT."""
+    frame = run_requests(engine, run_id)
+    frame = frame[frame["finish_reason"].isin(["stopped", "length"])]
+    if frame.empty:
+        return pd.DataFrame(columns=["group", "count", "e2e_p50", "e2e_p99", "ttft_p50", "ttft_p99"])
+    split = split_tokens if split_tokens is not None else float(frame["output_len"].median())
+    frame = frame.assign(group=np.where(frame["output_len"] <= split, f"short (<= {split:g} tokens)",
+                                        f"long (> {split:g} tokens)"))
+    grouped = frame.groupby("group")
+    return pd.DataFrame({
+        "count": grouped.size(),
+        "e2e_p50": grouped["e2e"].quantile(0.5), "e2e_p99": grouped["e2e"].quantile(0.99),
+        "ttft_p50": grouped["ttft"].quantile(0.5), "ttft_p99": grouped["ttft"].quantile(0.99),
+    }).reset_index()
+
+
+def request_detail(engine: Engine, run_id: int, request_id: str) -> tuple[dict[str, Any] | None, pd.DataFrame]:
+    """One request's row and its phase timeline."""
+    req = _frame(engine, """
+        SELECT *, first_token_time - arrival_time AS ttft, finish_time - arrival_time AS e2e
+        FROM requests WHERE run_id = :run AND request_id = :rid
+    """, run=run_id, rid=request_id)
+    phases = _frame(engine, """
+        SELECT phase, start_step, end_step, start_time, end_time FROM request_phases
+        WHERE run_id = :run AND request_id = :rid ORDER BY interval_id
+    """, run=run_id, rid=request_id)
+    return (None if req.empty else req.iloc[0].to_dict()), phases
+
+
+# -- the Gantt -------------------------------------------------------------------------------------
+def phases_window(engine: Engine, run_id: int, first_step: int, last_step_incl: int,
+                  max_rows: int = 5_000) -> pd.DataFrame:
+    """Phase intervals overlapping steps first..last, clipped to the window; open phases end at
+    the window's edge. At most max_rows intervals (the most recent requests first)."""
+    frame = _frame(engine, """
+        SELECT p.request_id, p.row_no, p.phase, p.start_step, p.end_step, p.start_time, p.end_time,
+               q.prompt_len, q.max_tokens, q.output_len, q.priority, q.arrival_time, q.finish_reason
+        FROM request_phases p
+        JOIN requests q ON q.run_id = p.run_id AND q.request_id = p.request_id
+        WHERE p.run_id = :run AND (p.end_step IS NULL OR p.end_step > :a) AND p.start_step <= :b
+        ORDER BY p.row_no DESC, p.interval_id
+        LIMIT :limit
+    """, run=run_id, a=first_step, b=last_step_incl, limit=max_rows)
+    frame["open"] = frame["end_step"].isna()
+    frame["end_step"] = frame["end_step"].fillna(last_step_incl + 1)
+    frame["start_step"] = frame["start_step"].clip(lower=first_step)
+    frame["end_step"] = frame["end_step"].clip(upper=last_step_incl + 1)
+    return frame
+
+
+def queue_contents(engine: Engine, run_id: int, step: int) -> pd.DataFrame:
+    """Where every live request was during a step: its phase (queued/preempted = waiting,
+    prefill/decode = running, swapped, padding)."""
+    return _frame(engine, """
+        SELECT p.request_id, p.row_no, p.phase, p.start_step, q.prompt_len, q.max_tokens, q.priority, q.arrival_time
+        FROM request_phases p
+        JOIN requests q ON q.run_id = p.run_id AND q.request_id = p.request_id
+        WHERE p.run_id = :run AND p.start_step <= :s AND (p.end_step IS NULL OR p.end_step > :s)
+        ORDER BY p.row_no
+    """, run=run_id, s=step)
+
+
+def gantt_overview(engine: Engine, run_id: int, step_bins: int = 240, row_bins: int = 120) -> pd.DataFrame:
+    """The whole run's Gantt binned on the server: a grid of (request rows x steps) cells, each
+    colored by the phase that covers most of it, with how full it is. Never more than
+    step_bins x row_bins cells, whatever the run's size."""
+    frame = _frame(engine, """
+        SELECT row_no, phase, start_step, COALESCE(end_step, :n) AS end_step FROM request_phases
+        WHERE run_id = :run AND row_no >= 0
+    """, run=run_id, n=last_step(engine, run_id) + 1)
+    if frame.empty:
+        return pd.DataFrame(columns=["row0", "row1", "step0", "step1", "phase", "share"])
+    n_steps = max(int(frame["end_step"].max()), 1)
+    n_rows = int(frame["row_no"].max()) + 1
+    step_w = max(1, -(-n_steps // step_bins))
+    row_h = max(1, -(-n_rows // row_bins))
+    n_sb, n_rb = -(-n_steps // step_w), -(-n_rows // row_h)
+    start = frame["start_step"].to_numpy(np.int64)
+    end = np.maximum(frame["end_step"].to_numpy(np.int64), start + 1)
+    phase_idx = pd.Categorical(frame["phase"], categories=PHASE_ORDER).codes.astype(np.int64)
+    row_bin = frame["row_no"].to_numpy(np.int64) // row_h
+    # Spread every interval over the step bins it touches, weighting by the steps it covers there.
+    first_bin, last_bin = start // step_w, (end - 1) // step_w
+    counts = last_bin - first_bin + 1
+    owner = np.repeat(np.arange(len(start)), counts)
+    bins = first_bin[owner] + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    overlap = np.minimum(end[owner], (bins + 1) * step_w) - np.maximum(start[owner], bins * step_w)
+    cell = (row_bin[owner] * n_sb + bins) * len(PHASE_ORDER) + phase_idx[owner]
+    weight = np.bincount(cell, weights=overlap, minlength=n_rb * n_sb * len(PHASE_ORDER))
+    weight = weight.reshape(n_rb * n_sb, len(PHASE_ORDER))
+    total = weight.sum(axis=1)
+    filled = np.nonzero(total)[0]
+    dominant = weight[filled].argmax(axis=1)
+    rb, sb = filled // n_sb, filled % n_sb
+    return pd.DataFrame({
+        "row0": rb * row_h, "row1": np.minimum((rb + 1) * row_h, n_rows),
+        "step0": sb * step_w, "step1": np.minimum((sb + 1) * step_w, n_steps),
+        "phase": np.asarray(PHASE_ORDER)[dominant],
+        "share": total[filled] / (row_h * step_w),  # how much of the cell holds live requests
+    })
+
+
+# -- KV blocks ---------------------------------------------------------------------------------------
+def kv_block_map(engine: Engine, run_id: int, step: int, device: str = "gpu") -> pd.DataFrame:
+    """Every block of the pool during `step` and the request that owned it (None: free). Each
+    block's latest event at or before the step is found with one index seek per block."""
+    if device == "gpu":
+        size_sql = "SELECT MAX(num_gpu_blocks) FROM steps WHERE run_id = :run"
+        owning = "('allocate', 'swap_in')"
+    else:
+        size_sql = "SELECT COALESCE(MAX(block_id) + 1, 0) FROM kv_block_events WHERE run_id = :run AND device = 'cpu'"
+        owning = "('swap_out')"
+    frame = _frame(engine, f"""
+        WITH RECURSIVE blocks(b) AS (
+            SELECT 0 WHERE ({size_sql}) > 0
+            UNION ALL SELECT b + 1 FROM blocks WHERE b + 1 < ({size_sql})
+        ),
+        latest AS (
+            SELECT b, (SELECT e.event_id FROM kv_block_events e
+                       WHERE e.run_id = :run AND e.device = :dev AND e.block_id = blocks.b AND e.step <= :s
+                       ORDER BY e.step DESC, e.event_id DESC LIMIT 1) AS event_id
+            FROM blocks
+        )
+        SELECT latest.b AS block_id,
+               CASE WHEN ev.kind IN {owning} THEN ev.request_id END AS request_id,
+               ev.kind AS last_event, ev.step AS since_step
+        FROM latest LEFT JOIN kv_block_events ev ON ev.run_id = :run AND ev.event_id = latest.event_id
+        ORDER BY latest.b
+    """, run=run_id, dev=device, s=step)
+    return frame
