@@ -68,8 +68,9 @@ def chrome_trace(engine: Engine, run_id: int) -> dict[str, Any]:
         events.append({"ph": "C", "pid": _PID_ENGINE, "name": "queues", "ts": ts,
                        "args": {"waiting": int(s.num_waiting), "running": int(s.num_running),
                                 "swapped": int(s.num_swapped)}})
+        used = int(s.num_used_gpu_blocks)
         events.append({"ph": "C", "pid": _PID_ENGINE, "name": "KV blocks used", "ts": ts,
-                       "args": {"used": int(s.num_used_gpu_blocks), "free": int(s.num_gpu_blocks - s.num_used_gpu_blocks)}})
+                       "args": {"used": used, "free": int(s.num_gpu_blocks) - used}})
         events.append({"ph": "C", "pid": _PID_ENGINE, "name": "tokens per step", "ts": ts,
                        "args": {"prefill": int(s.num_prefill_tokens), "decode": int(s.num_decode_tokens)}})
     return {"traceEvents": events, "displayTimeUnit": "ms",

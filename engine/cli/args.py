@@ -110,12 +110,16 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-requests", type=positive_int, default=None, help="trace CSVs: first N requests only")
 
 
+def add_db_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--db", default=None,
+                        help="SQLite file or SQLAlchemy URL (default: $BATCHSCOPE_DB or batchscope.db)")
+
+
 def add_output_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("output and recording")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
     g.add_argument("--name", default=None, help="a name for the recorded run")
-    g.add_argument("--db", default=None,
-                   help="SQLite file or SQLAlchemy URL (default: $BATCHSCOPE_DB or batchscope.db)")
+    add_db_arg(g)
     g.add_argument("--no-record", action="store_true", help="do not record the run")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli.args import positive_int
+from engine.cli.args import add_db_arg, positive_int
 from storage.admin import delete_run
 from storage.database import open_for_write
 
@@ -12,7 +12,7 @@ from storage.database import open_for_write
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("delete", help="delete a recorded run")
     p.add_argument("run_id", type=positive_int, metavar="RUN")
-    p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $BATCHSCOPE_DB or batchscope.db)")
+    add_db_arg(p)
     p.set_defaults(func=run)
 
 

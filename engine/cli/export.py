@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.cli.args import positive_int
+from engine.cli.args import add_db_arg, positive_int
 from storage.database import open_for_read
 from storage.export import write_chrome_trace, write_csv
 
@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--format", choices=("chrome-trace", "csv"), default="chrome-trace")
     p.add_argument("--output", "-o", default=None,
                    help="file (chrome-trace; default run-RUN.trace.json) or folder (csv; default run-RUN-csv)")
-    p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $BATCHSCOPE_DB or batchscope.db)")
+    add_db_arg(p)
     p.set_defaults(func=run)
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from engine.cli.args import add_db_arg
 from storage.database import DatabaseMissingError, EmptyDatabaseError, open_for_read
 from storage.queries import list_runs
 
@@ -15,7 +16,7 @@ COLUMNS = ("id", "status", "mode", "batching", "name", "num_requests", "num_fini
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("runs", help="list recorded runs")
-    p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $BATCHSCOPE_DB or batchscope.db)")
+    add_db_arg(p)
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=run)
 
