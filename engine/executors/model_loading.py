@@ -106,7 +106,9 @@ def resolve_model_path(spec: str) -> tuple[Path, str | None]:
         )
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise ModelLoadError(f"unsupported model file {spec!r}: give a Hugging Face model directory or a .gguf file")
+            raise ModelLoadError(
+                f"unsupported model file {spec!r}: give a Hugging Face model directory or a .gguf file"
+            )
         return path.parent, path.name
     if not (path / "config.json").is_file():
         ggufs = sorted(path.glob("*.gguf"))
@@ -136,8 +138,13 @@ def ensure_smollm2(cache_dir: Path) -> Path:
         # The GGUF is dequantized to fp32 on load (11-16 s); the safetensors copy reloads in ~0.4 s.
         model = _call_loader(AutoModelForCausalLM.from_pretrained, str(folder), ggufs[0].name, torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=ggufs[0].name, local_files_only=True)
+        # The weights are plain fp32 tensors by now; only the GGUF marker blocks saving them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
         try:
             os.replace(staging, target)
         except OSError:
@@ -195,9 +202,8 @@ def _call_loader(loader: Any, folder: str, gguf_file: str | None, dtype: torch.d
 def _load_tokenizer(folder: Path, gguf_file: str | None) -> Any | None:
     from transformers import AutoTokenizer
 
-    has_files = gguf_file is not None or any(
-        (folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
-    )
+    names = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+    has_files = gguf_file is not None or any((folder / name).is_file() for name in names)
     if not has_files:
         return None
     try:

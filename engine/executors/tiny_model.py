@@ -84,6 +84,7 @@ def ensure_tiny_model(cache_dir: Path) -> Path:
             model = LlamaForCausalLM(LlamaConfig(**tiny_config_kwargs()))
         model.save_pretrained(staging)
         build_tiny_tokenizer().save_pretrained(staging)  # type: ignore[attr-defined]
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
         try:
             os.replace(staging, target)
         except OSError:
