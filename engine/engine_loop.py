@@ -50,6 +50,7 @@ class Engine:
         self.requests: dict[str, Request] = {}  # every request seen, finished ones included
         self._pending: deque[RequestSpec] = deque()  # not arrived yet, by arrival time
         self._aborts: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._abort_everything = False
         self._arrivals: list[RequestArrival] = []
         self._finishes: list[RequestFinish] = []
         self._changes: list[PhaseChange] = []
@@ -93,12 +94,21 @@ class Engine:
             wake()
 
     def abort_all(self) -> None:
-        for spec in self._pending:
-            self._aborts.put(spec.request_id)
-        for rid in list(self.scheduler.requests):
-            self._aborts.put(rid)
+        """Abort every request, arrived or not (from any thread); takes effect before the next step."""
+        self._abort_everything = True
+        wake = getattr(self.clock, "wake", None)
+        if wake is not None:
+            wake()
 
     def _apply_aborts(self) -> None:
+        if self._abort_everything:
+            self._abort_everything = False
+            now = self.clock.now()
+            for spec in self._pending:
+                self._record_unsent_abort(spec, now)
+            self._pending.clear()
+            for rid in list(self.scheduler.requests):
+                self._aborts.put(rid)
         while True:
             try:
                 rid = self._aborts.get_nowait()
@@ -108,17 +118,21 @@ class Engine:
             pending = next((s for s in self._pending if s.request_id == rid), None)
             if pending is not None:
                 self._pending.remove(pending)
-                req = self.make_request(pending)
-                req.status, req.finish_time = RequestStatus.FINISHED_ABORTED, now
-                self.requests[rid] = req
-                self._arrivals.append(RequestArrival(rid, req.arrival_time, req.num_prompt_tokens,
-                                                     req.sampling_params.max_tokens, req.priority))
-                self._finishes.append(_finish_record(req))
+                self._record_unsent_abort(pending, now)
             elif self.scheduler.abort_request(rid):
                 self._finishes.append(_finish_record(self.requests[rid]))
                 change = self.phases.left(rid, self._next_step, now)
                 if change is not None:
                     self._changes.append(change)
+
+    def _record_unsent_abort(self, spec: RequestSpec, now: float) -> None:
+        """A request aborted before it arrived: recorded as aborted, never queued."""
+        req = self.make_request(spec)
+        req.status, req.finish_time = RequestStatus.FINISHED_ABORTED, now
+        self.requests[req.request_id] = req
+        self._arrivals.append(RequestArrival(req.request_id, req.arrival_time, req.num_prompt_tokens,
+                                             req.sampling_params.max_tokens, req.priority))
+        self._finishes.append(_finish_record(req))
 
     # -- one step -----------------------------------------------------------------------------
     def step(self) -> StepSnapshot | None:

@@ -38,37 +38,54 @@ def policy_key(policy: str) -> PolicyKey:
 
 
 class RequestQueue:
-    """Requests ordered by a policy key; the key of a queued request must not change."""
+    """Requests ordered by a policy key; the key of a queued request must not change.
+
+    Removal is lazy (the entry is skipped when it reaches the front), so aborting thousands of
+    queued requests costs O(log n) each rather than a heap rebuild each.
+    """
 
     def __init__(self, key: PolicyKey) -> None:
         self._key = key
         self._heap: list[tuple[tuple[float, ...], Request]] = []
+        self._members: set[int] = set()  # seq_no of requests still queued
 
     def add(self, req: Request) -> None:
         heapq.heappush(self._heap, (self._key(req), req))
+        self._members.add(req.seq_no)
+
+    def _drop_removed(self) -> None:
+        heap = self._heap
+        while heap and heap[0][1].seq_no not in self._members:
+            heapq.heappop(heap)
 
     def peek(self) -> Request:
+        self._drop_removed()
         return self._heap[0][1]
 
     def pop(self) -> Request:
-        return heapq.heappop(self._heap)[1]
+        self._drop_removed()
+        req = heapq.heappop(self._heap)[1]
+        self._members.discard(req.seq_no)
+        return req
 
     def remove(self, req: Request) -> bool:
         """Take req out wherever it is (abort); False if it was not queued."""
-        for i, (_, queued) in enumerate(self._heap):
-            if queued is req:
-                self._heap[i] = self._heap[-1]
-                self._heap.pop()
-                heapq.heapify(self._heap)
-                return True
-        return False
+        if req.seq_no not in self._members:
+            return False
+        self._members.discard(req.seq_no)
+        return True
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._members)
 
     def __bool__(self) -> bool:
-        return bool(self._heap)
+        return bool(self._members)
+
+    def earliest_arrival(self) -> float:
+        """The earliest arrival time among queued requests (O(n); delay-factor scheduling only)."""
+        return min(req.arrival_time for _, req in self._heap if req.seq_no in self._members)
 
     def __iter__(self) -> Iterator[Request]:
         """In service order (sorts a copy; for inspection, not the hot path)."""
-        return (req for _, req in sorted(self._heap, key=lambda item: item[0]))
+        live = (item for item in self._heap if item[1].seq_no in self._members)
+        return (req for _, req in sorted(live, key=lambda item: item[0]))

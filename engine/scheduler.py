@@ -322,7 +322,7 @@ class Scheduler:
         factor = self.scheduler_config.scheduler_delay_factor
         if factor <= 0:
             return True
-        earliest = min(req.arrival_time for req in self.waiting)
+        earliest = self.waiting.earliest_arrival()
         return (now - earliest) > factor * self._last_prompt_latency or not self.running
 
     # -- after the executor ran ---------------------------------------------------------------

@@ -84,20 +84,27 @@ def open_for_write(target: str | None = None) -> Engine:
     """An engine for recording: creates the file and schema if needed, checks them otherwise."""
     target = target or default_target()
     path = sqlite_path(target)
-    if path is not None:
-        if not path.parent.is_dir():
-            raise DatabaseMissingError(f"cannot create {path}: folder {path.parent} does not exist")
-        _check_sqlite_header(path)
-        engine = create_engine(f"sqlite:///{quote(str(path))}", connect_args={"timeout": BUSY_TIMEOUT_S,
-                                                                              "check_same_thread": False})
-        event.listen(engine, "connect", _writer_pragmas)
-    else:
+    if path is None:
         engine = create_engine(target, pool_pre_ping=True)
+        try:
+            _ensure_schema(engine, target)
+        except BaseException:
+            engine.dispose()
+            raise
+        return engine
+    if not path.parent.is_dir():
+        raise DatabaseMissingError(f"cannot create {path}: folder {path.parent} does not exist")
+    _check_sqlite_header(path)
+    url = f"sqlite:///{quote(str(path))}"
+    connect_args = {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
+    # Check (and create) the schema before switching to WAL: a foreign or newer file stays untouched.
+    checker = create_engine(url, connect_args=connect_args)
     try:
-        _ensure_schema(engine, target)
-    except BaseException:
-        engine.dispose()
-        raise
+        _ensure_schema(checker, target)
+    finally:
+        checker.dispose()
+    engine = create_engine(url, connect_args=connect_args)
+    event.listen(engine, "connect", _writer_pragmas)
     return engine
 
 

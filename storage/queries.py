@@ -282,9 +282,10 @@ def gantt_overview(engine: Engine, run_id: int, step_bins: int = 240, row_bins: 
     """The whole run's Gantt binned on the server: a grid of (request rows x steps) cells, each
     colored by the phase that covers most of it, with how full it is. Never more than
     step_bins x row_bins cells, whatever the run's size."""
+    # Phases shorter than a step (a request admitted in the step it arrived) cover no step cell.
     frame = _frame(engine, """
         SELECT row_no, phase, start_step, COALESCE(end_step, :n) AS end_step FROM request_phases
-        WHERE run_id = :run AND row_no >= 0
+        WHERE run_id = :run AND row_no >= 0 AND COALESCE(end_step, :n) > start_step
     """, run=run_id, n=last_step(engine, run_id) + 1)
     if frame.empty:
         return pd.DataFrame(columns=["row0", "row1", "step0", "step1", "phase", "share"])
@@ -294,7 +295,7 @@ def gantt_overview(engine: Engine, run_id: int, step_bins: int = 240, row_bins: 
     row_h = max(1, -(-n_rows // row_bins))
     n_sb, n_rb = -(-n_steps // step_w), -(-n_rows // row_h)
     start = frame["start_step"].to_numpy(np.int64)
-    end = np.maximum(frame["end_step"].to_numpy(np.int64), start + 1)
+    end = frame["end_step"].to_numpy(np.int64)
     phase_idx = pd.Categorical(frame["phase"], categories=PHASE_ORDER).codes.astype(np.int64)
     row_bin = frame["row_no"].to_numpy(np.int64) // row_h
     # Spread every interval over the step bins it touches, weighting by the steps it covers there.
@@ -310,11 +311,12 @@ def gantt_overview(engine: Engine, run_id: int, step_bins: int = 240, row_bins: 
     filled = np.nonzero(total)[0]
     dominant = weight[filled].argmax(axis=1)
     rb, sb = filled // n_sb, filled % n_sb
+    row0, row1 = rb * row_h, np.minimum((rb + 1) * row_h, n_rows)
+    step0, step1 = sb * step_w, np.minimum((sb + 1) * step_w, n_steps)
     return pd.DataFrame({
-        "row0": rb * row_h, "row1": np.minimum((rb + 1) * row_h, n_rows),
-        "step0": sb * step_w, "step1": np.minimum((sb + 1) * step_w, n_steps),
+        "row0": row0, "row1": row1, "step0": step0, "step1": step1,
         "phase": np.asarray(PHASE_ORDER)[dominant],
-        "share": total[filled] / (row_h * step_w),  # how much of the cell holds live requests
+        "share": total[filled] / ((row1 - row0) * (step1 - step0)),  # how much of the cell holds live requests
     })
 
 
