@@ -84,7 +84,7 @@ def test_sigterm_flushes_and_marks_the_run_aborted(tmp_path: Path) -> None:
     proc = _start(db, *LONG_SIMULATION)
     _wait_for_steps(db, 500, proc)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
     reader = open_for_read(str(db))
     runs = queries.list_runs(reader)

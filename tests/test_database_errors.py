@@ -22,7 +22,7 @@ from tests.recording import record_simulation
 
 def test_missing_file_is_reported_and_not_created(tmp_path: Path) -> None:
     path = tmp_path / "nothing.db"
-    with pytest.raises(DatabaseMissingError, match="no database at .*record a run first"):
+    with pytest.raises(DatabaseMissingError, match=r"no database at .*record a run first"):
         open_for_read(str(path))
     assert not path.exists()
 
@@ -52,7 +52,7 @@ def test_someone_elses_sqlite_database_is_refused_and_left_alone(tmp_path: Path)
     conn.close()
     before = path.read_bytes()
     for opener in (open_for_read, open_for_write):
-        with pytest.raises(ForeignDatabaseError, match="not a Batchscope one .*invoices"):
+        with pytest.raises(ForeignDatabaseError, match=r"not a Batchscope one .*invoices"):
             opener(str(path))
     assert path.read_bytes() == before
 
@@ -66,7 +66,7 @@ def test_a_newer_schema_is_refused_without_migration(tmp_path: Path) -> None:
     conn.close()
     before = path.read_bytes()
     for opener in (open_for_read, open_for_write):
-        with pytest.raises(SchemaVersionError, match="newer Batchscope .* Upgrade"):
+        with pytest.raises(SchemaVersionError, match=r"newer Batchscope .* Upgrade"):
             opener(str(path))
     assert path.read_bytes() == before
 

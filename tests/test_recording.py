@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ def test_phase_intervals_are_contiguous_and_closed(recorded) -> None:  # type: i
     for rid, intervals in by_request.items():
         req = engine.requests[rid]
         assert intervals[0].phase == "queued" and intervals[0].start_time == pytest.approx(req.arrival_time)
-        for a, b in zip(intervals, intervals[1:], strict=False):
+        for a, b in itertools.pairwise(intervals):
             assert a.end_step == b.start_step and a.end_time == pytest.approx(b.start_time)
             assert a.phase != b.phase
         assert all(i.end_step is not None and i.end_step >= i.start_step for i in intervals)
@@ -97,9 +98,9 @@ def test_scheduled_requests_are_exactly_the_running_phases_of_each_step(recorded
 
 
 def test_block_map_matches_the_pool_usage_of_every_step(recorded) -> None:  # type: ignore[no-untyped-def]
-    db, run_id, engine, _, config = recorded
+    db, run_id, _, _, config = recorded
     steps = queries.steps_window(db, run_id, 0, 10**9)
-    for step in list(range(0, len(steps), max(1, len(steps) // 25))) + [len(steps) - 1]:
+    for step in [*range(0, len(steps), max(1, len(steps) // 25)), len(steps) - 1]:
         blocks = queries.kv_block_map(db, run_id, step)
         assert len(blocks) == steps["num_gpu_blocks"].iloc[step]
         assert blocks["request_id"].notna().sum() == steps["num_used_gpu_blocks"].iloc[step], step
