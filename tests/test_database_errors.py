@@ -6,6 +6,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from storage.database import (
     CorruptDatabaseError,
@@ -94,3 +96,11 @@ def test_several_runs_share_one_database(tmp_path: Path) -> None:
 
     runs = list_runs(open_for_read(str(path))).set_index("id")
     assert runs.loc[first, "num_requests"] == 5 and runs.loc[second, "num_requests"] == 7
+
+
+def test_the_sqlite_reader_cannot_write(tmp_path: Path) -> None:
+    db = tmp_path / "ro.db"
+    record_simulation(db, num_requests=3)
+    reader = open_for_read(str(db))
+    with pytest.raises(DBAPIError, match="readonly"), reader.begin() as conn:
+        conn.execute(text("UPDATE runs SET name = 'changed'"))
