@@ -7,6 +7,7 @@ postgresql+psycopg://batchscope:batchscope@127.0.0.1:5432/batchscope_test
 from __future__ import annotations
 
 import os
+
 import pandas as pd
 import pytest
 from sqlalchemy import text
