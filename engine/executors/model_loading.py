@@ -160,11 +160,19 @@ def load_model(spec: str, device: str | torch.device | None = None,
     """Load spec (a model directory, a .gguf file, `tiny` or `smollm2`) onto device in dtype."""
     dev = device if isinstance(device, torch.device) else pick_device(device)
     dt = pick_dtype(dtype, dev)
-    folder, gguf_file = resolve_model_path(spec)
-    _check_architecture(folder, gguf_file, spec)
-    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
-    model = _call_loader(AutoModelForCausalLM.from_pretrained, str(folder), gguf_file, dt)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a weight-loading bar per load would drown the engine's own output
+    try:
+        folder, gguf_file = resolve_model_path(spec)
+        _check_architecture(folder, gguf_file, spec)
+        from transformers import AutoModelForCausalLM
+
+        model = _call_loader(AutoModelForCausalLM.from_pretrained, str(folder), gguf_file, dt)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if not getattr(type(model), "_supports_attention_backend", False):
         raise ModelLoadError(f"{type(model).__name__} does not route attention through transformers' "
                              "attention interface, so the paged KV cache cannot serve it")
