@@ -6,7 +6,7 @@ import argparse
 import math
 from typing import Any
 
-from engine.config import BATCHING_MODES, POLICIES, PREEMPTION_MODES, CacheConfig, EngineConfig, SchedulerConfig
+from engine.config import BATCHING_MODES, POLICIES, PREEMPTION_MODES, EngineConfig
 from engine.workload import NAMED_WORKLOADS, WorkloadOptions
 
 DEFAULT_SIM_GPU_BLOCKS = 2048  # a simulated pool when no model decides it
@@ -71,24 +71,26 @@ def int_range(text: str) -> tuple[int, int]:
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """Engine flags default to None so a command can tell what was given (what-if changes);
+    engine_config_from_args fills the rest from SchedulerConfig / CacheConfig defaults."""
     g = parser.add_argument_group("scheduler and KV cache (vLLM's names)")
-    g.add_argument("--max-num-seqs", type=positive_int, default=64, help="most sequences in one step (64)")
-    g.add_argument("--max-num-batched-tokens", type=positive_int, default=None,
+    g.add_argument("--max-num-seqs", type=positive_int, help="most sequences in one step (64)")
+    g.add_argument("--max-num-batched-tokens", type=positive_int,
                    help="token budget of one step (default: 2048 with chunked prefill, else max(max_model_len, 2048))")
-    g.add_argument("--max-model-len", type=positive_int, default=2048, help="longest prompt + output (2048)")
-    g.add_argument("--block-size", type=positive_int, default=16, help="tokens per KV block (16)")
-    g.add_argument("--num-gpu-blocks", type=positive_int, default=None,
+    g.add_argument("--max-model-len", type=positive_int, help="longest prompt + output (2048)")
+    g.add_argument("--block-size", type=positive_int, help="tokens per KV block (16)")
+    g.add_argument("--num-gpu-blocks", type=positive_int,
                    help=f"KV pool size in blocks (simulate: {DEFAULT_SIM_GPU_BLOCKS}; run: from memory)")
-    g.add_argument("--swap-space", type=non_negative_int, default=0,
-                   help="CPU swap pool in blocks (vLLM counts GiB; 0: no swapping)")
-    g.add_argument("--enable-chunked-prefill", action="store_true", help="split prompts to fit the token budget")
-    g.add_argument("--policy", choices=POLICIES, default="fcfs", help="queue order and preemption victim (fcfs)")
-    g.add_argument("--preemption-mode", choices=PREEMPTION_MODES, default="recompute",
-                   help="recompute: free the victim's KV; swap: move it to the CPU pool")
-    g.add_argument("--scheduler-delay-factor", type=non_negative_float, default=0.0,
+    g.add_argument("--swap-space", type=non_negative_int, help="CPU swap pool in blocks (vLLM counts GiB; 0: none)")
+    g.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction,
+                   help="split prompts to fit the token budget (off)")
+    g.add_argument("--policy", choices=POLICIES, help="queue order and preemption victim (fcfs)")
+    g.add_argument("--preemption-mode", choices=PREEMPTION_MODES,
+                   help="recompute: free the victim's KV; swap: move it to the CPU pool (recompute)")
+    g.add_argument("--scheduler-delay-factor", type=non_negative_float,
                    help="hold new prompts up to factor x last prompt latency to batch them (0)")
-    g.add_argument("--batching", choices=BATCHING_MODES, default="continuous",
-                   help="static: a new batch only when the previous one has fully finished")
+    g.add_argument("--batching", choices=BATCHING_MODES,
+                   help="static: a new batch only when the previous one has fully finished (continuous)")
 
 
 def add_workload_args(parser: argparse.ArgumentParser) -> None:
@@ -123,26 +125,17 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-record", action="store_true", help="do not record the run")
 
 
-def engine_config_from_args(args: argparse.Namespace, num_gpu_blocks: int | None = None) -> EngineConfig:
-    """EngineConfig from parsed flags; raises ConfigError with a fix-it message."""
-    return EngineConfig(
-        scheduler=SchedulerConfig(
-            max_num_seqs=args.max_num_seqs,
-            max_num_batched_tokens=args.max_num_batched_tokens,
-            max_model_len=args.max_model_len,
-            enable_chunked_prefill=args.enable_chunked_prefill,
-            policy=args.policy,
-            preemption_mode=args.preemption_mode,
-            scheduler_delay_factor=args.scheduler_delay_factor,
-            batching=args.batching,
-        ),
-        cache=CacheConfig(
-            block_size=args.block_size,
-            num_gpu_blocks=num_gpu_blocks if num_gpu_blocks is not None else args.num_gpu_blocks,
-            swap_space=args.swap_space,
-            gpu_memory_utilization=getattr(args, "gpu_memory_utilization", 0.9),
-        ),
-    )
+def engine_config_from_args(
+    args: argparse.Namespace, num_gpu_blocks: int | None = None, base: EngineConfig | None = None
+) -> EngineConfig:
+    """EngineConfig from the flags that were given, over `base` (or the defaults); an explicit
+    --num-gpu-blocks beats num_gpu_blocks, which beats base. Raises ConfigError with a fix."""
+    given = given_engine_flags(args)
+    if num_gpu_blocks is not None and "num_gpu_blocks" not in given:
+        given["num_gpu_blocks"] = num_gpu_blocks
+    if base is not None:
+        return base.replace(**given)
+    return EngineConfig.from_dict(given)
 
 
 def workload_options_from_args(args: argparse.Namespace) -> WorkloadOptions:
@@ -159,18 +152,11 @@ def workload_options_from_args(args: argparse.Namespace) -> WorkloadOptions:
     )
 
 
-def engine_flag_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The engine flags as a flat dict by vLLM name (for sweeps that vary one of them)."""
-    return {
-        "max_num_seqs": args.max_num_seqs,
-        "max_num_batched_tokens": args.max_num_batched_tokens,
-        "max_model_len": args.max_model_len,
-        "block_size": args.block_size,
-        "num_gpu_blocks": args.num_gpu_blocks,
-        "swap_space": args.swap_space,
-        "enable_chunked_prefill": args.enable_chunked_prefill,
-        "policy": args.policy,
-        "preemption_mode": args.preemption_mode,
-        "scheduler_delay_factor": args.scheduler_delay_factor,
-        "batching": args.batching,
-    }
+ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "block_size", "num_gpu_blocks",
+                "swap_space", "enable_chunked_prefill", "policy", "preemption_mode", "scheduler_delay_factor",
+                "batching", "gpu_memory_utilization")
+
+
+def given_engine_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine flags given on the command line, by vLLM name."""
+    return {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name, None) is not None}
