@@ -12,11 +12,12 @@ from engine.cli.args import (
     add_output_args,
     add_workload_args,
     engine_config_from_args,
+    positive_int,
     workload_options_from_args,
 )
 from engine.cli.session import RecordTarget, run_session
 from engine.clock import VirtualClock
-from engine.config import EngineConfig
+from engine.config import ConfigError, EngineConfig
 from engine.executors.cost_model import named_cost_model
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
@@ -27,18 +28,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p = subparsers.add_parser("simulate", help="run the scheduler on a virtual clock with a cost model")
     add_engine_args(p)
     add_workload_args(p)
-    p.add_argument("--cost-model", choices=("default", "unit"), default="default",
-                   help="default: step time from batch shape (fitted on `tiny`); unit: every step costs 1")
+    p.add_argument("--cost-model", choices=("default", "unit"), default=None,
+                   help="default: step time from batch shape (fitted on `tiny`); unit: every step costs 1 "
+                        "(with --from-run: the model fitted to that run)")
+    what_if = p.add_argument_group("what-if")
+    what_if.add_argument("--from-run", type=positive_int, metavar="RUN",
+                         help="replay run RUN's exact requests with its fitted cost model; engine flags given "
+                              "here change its configuration")
+    what_if.add_argument("--validate", action="store_true",
+                         help="with --from-run: then run the real engine with the same parameters and record "
+                              "the prediction error")
+    what_if.add_argument("--model", default=None, help="with --validate: the model for the real run "
+                                                      "(default: the base run's, else tiny)")
     add_output_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = engine_config_from_args(args, num_gpu_blocks=args.num_gpu_blocks or DEFAULT_SIM_GPU_BLOCKS)
-    workload = resolve_workload(args.workload, workload_options_from_args(args))
-    executor = SimulatedExecutor(named_cost_model(args.cost_model))
+    if args.from_run is not None:
+        from engine.cli.what_if import run_what_if
+
+        return run_what_if(args)
+    if args.validate:
+        raise ConfigError("--validate needs --from-run RUN")
+    workload_name = args.workload or "mixed"
+    config = engine_config_from_args(args, num_gpu_blocks=DEFAULT_SIM_GPU_BLOCKS)
+    workload = resolve_workload(workload_name, workload_options_from_args(args))
+    executor = SimulatedExecutor(named_cost_model(args.cost_model or "default"))
     info = RunInfo(
-        name=args.name or default_run_name("simulate", args.workload, config),
+        name=args.name or default_run_name("simulate", workload_name, config),
         mode="simulated",
         batching=config.scheduler.batching,
         config=config.to_dict(),

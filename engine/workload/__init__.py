@@ -30,8 +30,9 @@ class WorkloadOptions:
     max_requests: int | None = None
 
 
-def resolve_workload(source: str, options: WorkloadOptions) -> Workload:
-    """A workload from a name (uniform, mixed, azure) or a .jsonl / .csv path."""
+def resolve_workload(source: str | None, options: WorkloadOptions) -> Workload:
+    """A workload from a name (uniform, mixed, azure) or a .jsonl / .csv path; None: mixed."""
+    source = source or "mixed"
     if source in ("uniform", "mixed"):
         return synthetic_workload(source, options.num_requests, options.prompt_lens, options.output_lens,
                                   options.request_rate, options.priority_levels, options.seed)

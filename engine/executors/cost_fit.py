@@ -1,0 +1,76 @@
+"""Fit a LinearCostModel to measured step times: least squares, coefficients kept >= 0.
+
+Negative coefficients would let the simulator predict negative or shrinking step times outside
+the shapes it saw, so features whose coefficient comes out negative are dropped and the rest
+refitted (a small active-set NNLS). Steps far off the fit (a GC pause, another process on the
+machine) are trimmed once, robustly, before the final fit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine.executors.cost_model import FEATURES, LinearCostModel
+
+MIN_STEPS = 8
+OUTLIER_MADS = 6.0
+
+
+class CostModelFitError(ValueError):
+    """Too little or unusable data to fit a cost model."""
+
+
+def _nonnegative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    active = list(range(x.shape[1]))
+    coef = np.zeros(x.shape[1])
+    while active:
+        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
+        if (sol >= 0).all():
+            coef[:] = 0.0
+            coef[active] = sol
+            return coef
+        # Drop the most negative feature (never the intercept while others remain) and refit.
+        order = np.argsort(sol)
+        drop = next((active[i] for i in order if active[i] != 0 or len(active) == 1), active[order[0]])
+        active.remove(drop)
+    return coef
+
+
+def fit_cost_model(features: np.ndarray, durations: np.ndarray, name: str = "fitted",
+                   provenance: dict[str, Any] | None = None) -> LinearCostModel:
+    """features: [steps, len(FEATURES)] in FEATURES order (intercept column of ones first);
+    durations: measured seconds per step."""
+    x = np.asarray(features, dtype=float)
+    y = np.asarray(durations, dtype=float)
+    if x.ndim != 2 or x.shape[1] != len(FEATURES) or len(y) != len(x):
+        raise CostModelFitError(f"expected a [steps, {len(FEATURES)}] feature matrix and one duration per step")
+    keep = np.isfinite(y) & (y > 0) & np.isfinite(x).all(axis=1)
+    x, y = x[keep], y[keep]
+    if len(y) < MIN_STEPS:
+        raise CostModelFitError(f"need at least {MIN_STEPS} timed steps to fit a cost model, got {len(y)}")
+    # Scale columns so the solver sees comparable magnitudes (pairs reach 1e6 while seqs stay < 1e3).
+    scale = np.where(np.abs(x).max(axis=0) > 0, np.abs(x).max(axis=0), 1.0)
+    coef = _nonnegative_lstsq(x / scale, y)
+    residual = y - (x / scale) @ coef
+    mad = np.median(np.abs(residual - np.median(residual))) or 1e-12
+    inliers = np.abs(residual) <= OUTLIER_MADS * 1.4826 * mad
+    if inliers.sum() >= MIN_STEPS and inliers.sum() < len(y):
+        coef = _nonnegative_lstsq(x[inliers] / scale, y[inliers])
+    coef = coef / scale
+    predicted = np.maximum(x @ coef, 0.0)
+    rel_err = np.abs(predicted - y) / y
+    ss_res = float(((y - predicted) ** 2).sum())
+    ss_tot = float(((y - y.mean()) ** 2).sum()) or 1e-24
+    fit = {
+        "num_steps": len(y),
+        "num_outliers_trimmed": int(len(y) - inliers.sum()),
+        "r2": 1.0 - ss_res / ss_tot,
+        "median_abs_pct_error": float(np.median(rel_err) * 100),
+        "p90_abs_pct_error": float(np.percentile(rel_err, 90) * 100),
+        "total_time_pct_error": float((predicted.sum() - y.sum()) / y.sum() * 100),
+        **(provenance or {}),
+    }
+    return LinearCostModel(coefficients={f: float(c) for f, c in zip(FEATURES, coef, strict=True)}, name=name,
+                           fit=fit)
