@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 TINY_SEED = 0
 TINY_VOCAB_SIZE = 32_000
@@ -18,7 +19,7 @@ TINY_DIR_NAME = "tiny-llama-v1"  # bump the suffix when the config below changes
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2
 
 
-def tiny_config_kwargs() -> dict[str, int | bool | float]:
+def tiny_config_kwargs() -> dict[str, Any]:
     """~11M parameters: a 32k vocabulary (tied in/out embeddings) and four narrow layers."""
     return {
         "vocab_size": TINY_VOCAB_SIZE,
