@@ -78,6 +78,8 @@ def list_runs(engine: Engine, sweep_id: str | None = None) -> pd.DataFrame:
         frame = _frame(engine, _RUNS_SQL.format(where="WHERE r.sweep_id = :sweep"), sweep=sweep_id)
     if frame.empty:
         return frame
+    for column in ("created_at", "heartbeat_at", "finished_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     now = datetime.now(UTC)
     frame["status"] = [effective_status(s, h, now) for s, h in zip(frame["status"], frame["heartbeat_at"],
                                                                     strict=True)]
@@ -103,10 +105,12 @@ def get_run(engine: Engine, run_id: int) -> dict[str, Any] | None:
 
 def sweep_groups(engine: Engine) -> pd.DataFrame:
     """Sweeps recorded in this database: id, parameter, number of runs."""
-    return _frame(engine, """
+    frame = _frame(engine, """
         SELECT sweep_id, MIN(sweep_param) AS sweep_param, COUNT(*) AS num_runs, MIN(created_at) AS created_at
         FROM runs WHERE sweep_id IS NOT NULL GROUP BY sweep_id ORDER BY MIN(id) DESC
     """)
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
+    return frame
 
 
 # -- steps -----------------------------------------------------------------------------------------

@@ -6,12 +6,13 @@ run is marked aborted. A second signal stops at once (still flushed and marked).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
@@ -69,6 +70,7 @@ def run_session(
     on_step: Callable[[StepSnapshot], None] | None = None,
 ) -> SessionResult:
     recorder = None
+    info = replace(info, extra={**info.extra, "pid": os.getpid()})  # lets the dashboard stop this run
     if target.enabled:
         from storage.database import open_for_write
         from storage.recorder import Recorder

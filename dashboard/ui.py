@@ -1,0 +1,81 @@
+"""Small pieces every page uses: opening the database with a clear message, picking a run,
+formatting numbers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy.exc import SQLAlchemyError
+
+from dashboard import data, settings
+from storage.database import DatabaseMissingError, EmptyDatabaseError, StorageError
+
+STATUS_ICONS = {"running": "🟢", "finished": "✅", "aborted": "⏹️", "failed": "❌", "interrupted": "⚠️"}
+
+
+def runs_or_stop(empty_hint: str = "Start one from the **Runs** page.") -> tuple[str, pd.DataFrame]:
+    """The database target and its runs; stops the page with a clear message when there are none
+    or the database cannot be read."""
+    target = settings.db_target()
+    try:
+        frame = data.runs(target)
+    except (DatabaseMissingError, EmptyDatabaseError):
+        st.info(f"No runs recorded yet. {empty_hint}")
+        st.stop()
+    except StorageError as exc:
+        st.error(f"Cannot read the database: {exc}")
+        st.stop()
+    except SQLAlchemyError as exc:
+        st.error(f"Cannot read the database {target}: {getattr(exc, 'orig', exc)}")
+        st.stop()
+    if frame.empty:
+        st.info(f"No runs recorded yet. {empty_hint}")
+        st.stop()
+    return target, frame
+
+
+def run_label(row: Any) -> str:
+    icon = STATUS_ICONS.get(row["status"], "")
+    return f"#{row['id']} {icon} {row['name']} ({row['status']})"
+
+
+def pick_run(runs: pd.DataFrame, key: str, prefer_running: bool = False, label: str = "Run",
+             allowed: pd.Series | None = None, remember: bool = True) -> int:
+    """A run picker; the page's main one is remembered in the URL (?run=ID) so views can be linked
+    and reloaded."""
+    choices = runs if allowed is None else runs[allowed]
+    if choices.empty:
+        st.info("No run fits here yet.")
+        st.stop()
+    ids = [int(i) for i in choices["id"]]
+    labels = {int(r["id"]): run_label(r) for _, r in choices.iterrows()}
+    wanted = st.query_params.get("run") if remember else None
+    default = int(wanted) if wanted and wanted.isdigit() and int(wanted) in labels else None
+    if default is None:
+        running = choices[choices["status"] == "running"]
+        default = int(running["id"].iloc[0]) if prefer_running and not running.empty else ids[0]
+    chosen = st.selectbox(label, ids, index=ids.index(default), format_func=labels.__getitem__, key=key)
+    if remember:
+        st.query_params["run"] = str(chosen)
+    return int(chosen)
+
+
+def ms(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "–"
+    return f"{seconds * 1e3:,.1f} ms" if seconds < 10 else f"{seconds:,.2f} s"
+
+
+def rate(value: float | None, unit: str = "tok/s") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.1f} {unit}"
+
+
+def config_summary(config: dict[str, Any]) -> str:
+    keys = ("max_num_seqs", "max_num_batched_tokens", "num_gpu_blocks", "block_size", "enable_chunked_prefill",
+            "policy", "preemption_mode", "swap_space", "batching")
+    return " · ".join(f"{k}={config.get(k)}" for k in keys if k in config)

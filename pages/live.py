@@ -1,0 +1,78 @@
+"""Live: follow a running run, refreshing about once a second without reloading the page."""
+
+import streamlit as st
+
+from dashboard import charts, data, launcher, settings, ui
+
+st.title("Live")
+target, runs = ui.runs_or_stop()
+run_id = ui.pick_run(runs, key="live_run", prefer_running=True)
+c1, c2 = st.columns([1, 2])
+follow = c1.toggle("Follow (refresh every second)", value=True, help="Pause to look closely; play to follow again.")
+x_axis = c2.segmented_control("x axis", ["step", "time"], default="step", key="live_x") or "step"
+
+
+@st.fragment(run_every=settings.LIVE_REFRESH_S if follow else None)
+def live_panel() -> None:
+    run = data.run(target, run_id)
+    if run is None:
+        st.warning(f"Run #{run_id} is gone (deleted?).")
+        return
+    status, n = run["status"], int(run["num_steps"])
+    config = run["config"]
+    head = st.columns([3, 1])
+    head[0].markdown(f"**{ui.STATUS_ICONS.get(status, '')} {status}** · {n:,} steps · "
+                     f"{run['last_time']:.1f} s · {run['mode']} · {ui.config_summary(config)}")
+    pid = (run.get("extra") or {}).get("pid")
+    if status == "running" and pid and head[1].button("Stop run", icon="⏹️", key="stop_run"):
+        if launcher.stop(int(pid)):
+            st.toast("Asked the engine to stop; it flushes and marks the run aborted.")
+        else:
+            st.warning("The engine process is not running here any more.")
+    if status == "interrupted":
+        st.warning("This run stopped writing without finishing (the engine was killed or crashed). "
+                   "Everything up to its last write is shown.")
+    elif status == "failed":
+        st.error(f"This run failed: {run.get('error')}")
+    elif status != "running":
+        st.info(f"This run is {status}; the **Replay** page shows the whole of it step by step.")
+    if n == 0:
+        st.info("Waiting for the first step…")
+        return
+
+    first = max(0, n - settings.LIVE_WINDOW_STEPS)
+    steps = data.steps_window(target, run_id, first, n - 1, n)
+    phases = data.phases_window(target, run_id, first, n - 1, n)
+    now = steps.iloc[-1]
+    window_s = max(float(steps["end_time"].iloc[-1] - steps["start_time"].iloc[0]), 1e-9)
+    recent = data.latency_percentiles(target, run_id, n, since_time=max(0.0, float(run["last_time"]) - 10.0))
+    lat = recent.set_index("metric")
+    m = st.columns(6)
+    m[0].metric("output tok/s (window)", ui.rate(float(steps["num_output_tokens"].sum()) / window_s, ""))
+    m[1].metric("TTFT p50 (last 10 s)", ui.ms(lat.loc["ttft", "p50"]))
+    m[2].metric("TPOT p50 (last 10 s)", ui.ms(lat.loc["tpot", "p50"]))
+    m[3].metric("waiting / running", f"{int(now['num_waiting'])} / {int(now['num_running'])}")
+    m[4].metric("KV blocks used", f"{int(now['num_used_gpu_blocks'])} / {int(now['num_gpu_blocks'])}")
+    m[5].metric("preemptions (window)", int(steps["num_preemptions"].sum()))
+
+    st.subheader("Batch timeline")
+    st.altair_chart(charts.gantt(phases, x_axis), width="stretch")
+    st.caption(f"The last {len(steps)} steps, one row per request. Look for: orange prefills cutting into "
+               "blue decodes, grey queues growing when arrivals outpace the batch, red preemptions when the KV "
+               "pool runs out, yellow padding (slots static batching wastes).")
+
+    x = "step" if x_axis == "step" else "start_time"
+    left, right = st.columns(2)
+    left.altair_chart(charts.queue_lengths(steps, x), width="stretch")
+    left.caption("Queue lengths. A waiting queue that only grows means arrivals exceed what the batch serves.")
+    right.altair_chart(charts.kv_usage(steps, x), width="stretch")
+    right.caption("KV pool use. Pinned near 100% with preemptions below: the pool is the bottleneck.")
+    left.altair_chart(charts.token_mix(steps, config.get("max_num_batched_tokens"), x), width="stretch")
+    left.caption("Prefill vs decode tokens per step against the token budget (dashed): prefill bursts "
+                 "are what stretch the time between tokens.")
+    right.altair_chart(charts.batch_slots(steps, config.get("max_num_seqs"), x), width="stretch")
+    right.caption("Sequences per step against max_num_seqs (dashed). Yellow is padding: finished requests "
+                  "still holding a static batch's slot.")
+
+
+live_panel()

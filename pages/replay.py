@@ -1,0 +1,123 @@
+"""Replay: any recorded run, scrubbed or played step by step."""
+
+import streamlit as st
+
+from dashboard import charts, data, settings, ui
+
+st.title("Replay")
+target, runs = ui.runs_or_stop()
+run_id = ui.pick_run(runs, key="replay_run")
+run = data.run(target, run_id)
+if run is None:
+    st.warning(f"Run #{run_id} is gone (deleted?).")
+    st.stop()
+n = int(run["num_steps"])
+if n == 0:
+    st.info("This run has no recorded steps yet.")
+    st.stop()
+version = n
+config = run["config"]
+st.markdown(f"**{ui.STATUS_ICONS.get(run['status'], '')} {run['status']}** · {n:,} steps · "
+            f"{run['last_time']:.2f} s · {run['mode']} · {run['workload']}")
+st.caption(ui.config_summary(config))
+
+step_key = f"replay_step_{run_id}"
+st.session_state.setdefault(step_key, 0)
+c1, c2, c3 = st.columns([1, 1, 2])
+playing = c1.toggle("Play", key="replay_play")
+speed = c2.select_slider("Steps per tick", [1, 2, 5, 10, 25, 100, 500], value=5 if n > 500 else 1)
+
+
+@st.fragment(run_every=1.0 if playing else None)
+def step_view() -> None:
+    if playing:
+        st.session_state[step_key] = min(st.session_state[step_key] + speed, n - 1)
+    st.session_state[step_key] = min(st.session_state[step_key], n - 1)
+    step = st.slider("Step", 0, n - 1, key=step_key)
+    row = data.step_at(target, run_id, step, version)
+    if row is None:
+        st.warning("No such step.")
+        return
+    st.markdown(f"Step **{step:,}** at {row['start_time']:.3f} s: "
+                f"{int(row['num_prefill_seqs'])} prefill ({int(row['num_prefill_tokens'])} tokens) + "
+                f"{int(row['num_decode_seqs'])} decode sequences, {int(row['num_batched_tokens'])} of "
+                f"{config.get('max_num_batched_tokens')} budget tokens, {int(row['num_preemptions'])} preempted.")
+
+    st.subheader("Whole run")
+    if data.phase_count(target, run_id, version) <= settings.MAX_GANTT_BARS:
+        whole = data.phases_window(target, run_id, 0, n - 1, version, max_rows=settings.MAX_GANTT_BARS)
+        st.altair_chart(charts.gantt(whole, "step", current=step), width="stretch")
+        st.caption("Every request's life, the current step in red.")
+    else:
+        st.altair_chart(charts.gantt_overview(data.gantt_overview(target, run_id, version), current=step),
+                        width="stretch")
+        st.caption("Too many requests to draw one by one: each cell shows the phase covering most of it, "
+                   "fainter when few requests are alive there. Zoom in below.")
+    binned = data.steps_binned(target, run_id, version)
+    left, right = st.columns(2)
+    left.altair_chart(charts.queue_lengths(binned, "step", current=step), width="stretch")
+    left.caption("Queue lengths over the run (averaged per bin on long runs).")
+    right.altair_chart(charts.kv_usage(binned, "step", current=step), width="stretch")
+    right.caption("KV pool use over the run; a flat top with preemptions means the pool is too small.")
+
+    st.subheader(f"Around step {step:,}")
+    first = max(0, step - settings.REPLAY_WINDOW_STEPS)
+    last = min(n - 1, step + settings.REPLAY_WINDOW_STEPS)
+    around = data.phases_window(target, run_id, first, last, version, max_rows=settings.MAX_GANTT_BARS)
+    st.altair_chart(charts.gantt(around, "step", current=step), width="stretch")
+    window_steps = data.steps_window(target, run_id, first, last, version)
+    left, right = st.columns(2)
+    left.altair_chart(charts.token_mix(window_steps, config.get("max_num_batched_tokens"), "step", current=step),
+                      width="stretch")
+    left.caption("Prefill vs decode tokens per step against the budget.")
+    right.altair_chart(charts.batch_slots(window_steps, config.get("max_num_seqs"), "step", current=step),
+                       width="stretch")
+    right.caption("Sequences per step; yellow padding is static batching's waste.")
+
+    queues = data.queue_contents(target, run_id, step, version)
+    groups = {"waiting": queues[queues["phase"].isin(["queued", "preempted"])],
+              "running": queues[queues["phase"].isin(["prefill", "decode"])],
+              "swapped": queues[queues["phase"] == "swapped"],
+              "padding": queues[queues["phase"] == "padding"]}
+    st.subheader(f"Queues and KV blocks at step {step:,}")
+    m = st.columns(4)
+    for col, (name, frame) in zip(m, groups.items(), strict=True):
+        col.metric(name, len(frame))
+    tabs_left, tabs_right = st.columns([2, 3])
+    with tabs_left:
+        for name, frame in groups.items():
+            if not frame.empty:
+                st.markdown(f"**{name}**")
+                st.dataframe(frame[["request_id", "phase", "prompt_len", "max_tokens", "priority", "start_step"]],
+                             hide_index=True, height=min(38 + 35 * len(frame), 220))
+    with tabs_right:
+        blocks = data.kv_block_map(target, run_id, step, "gpu", version)
+        used = int(blocks["request_id"].notna().sum())
+        st.markdown(f"**GPU KV pool**: {used:,} of {len(blocks):,} blocks owned "
+                    f"({config.get('block_size')} tokens each); one colour per request, grey is free.")
+        st.altair_chart(charts.kv_block_grid(blocks), width="stretch")
+        if int(config.get("swap_space") or 0) > 0:
+            cpu = data.kv_block_map(target, run_id, step, "cpu", version)
+            if not cpu.empty:
+                st.markdown(f"**CPU swap pool**: {int(cpu['request_id'].notna().sum())} blocks hold swapped requests.")
+                st.altair_chart(charts.kv_block_grid(cpu), width="stretch")
+
+    st.subheader("One request")
+    options = list(queues["request_id"]) or list(data.run_requests(target, run_id, version)["request_id"][:200])
+    chosen = st.selectbox("Request", options, help="Requests alive at this step.", key="replay_request")
+    if chosen:
+        detail, timeline = data.request_detail(target, run_id, chosen, version)
+        if detail is not None:
+            d = st.columns(6)
+            d[0].metric("prompt tokens", int(detail["prompt_len"]))
+            d[1].metric("output tokens", "–" if detail["output_len"] is None else int(detail["output_len"]))
+            d[2].metric("TTFT", ui.ms(detail.get("ttft")))
+            d[3].metric("end-to-end", ui.ms(detail.get("e2e")))
+            d[4].metric("preemptions", int(detail["num_preemptions"] or 0))
+            d[5].metric("finish", detail["finish_reason"] or "running")
+            st.altair_chart(charts.request_timeline(timeline), width="stretch")
+            if detail.get("reject_reason"):
+                st.warning(f"Rejected: {detail['reject_reason']}")
+
+
+step_view()

@@ -1,0 +1,76 @@
+"""A database holding one run of every kind the dashboard must show, for page tests and screenshots.
+
+    python -m tests.dashboard_fixture PATH     # build one by hand
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import update
+
+from engine.cli.main import main as cli
+from engine.clock import VirtualClock
+from engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from engine.engine_loop import Engine
+from engine.executors.cost_model import DEFAULT_COST_MODEL
+from engine.executors.simulated import SimulatedExecutor
+from engine.snapshot import RunInfo
+from engine.workload.generators import synthetic_workload
+from storage.database import open_for_write
+from storage.recorder import Recorder
+from storage.schema import Run
+
+COMMON = ["--workload", "mixed", "--num-prompts", "120", "--request-rate", "40", "--seed", "7"]
+
+
+def _record_interrupted(db: str) -> int:
+    """What a killed engine leaves: some steps written, status running, a heartbeat long stale."""
+    config = EngineConfig(SchedulerConfig(max_num_seqs=16), CacheConfig(num_gpu_blocks=256))
+    workload = synthetic_workload("mixed", 200, request_rate=40.0, seed=9)
+    info = RunInfo(name="killed mid-run", mode="simulated", batching="continuous", config=config.to_dict(),
+                   workload=workload.description)
+    engine_db = open_for_write(db)
+    recorder = Recorder(engine_db, info, {"executor": "simulated", "cost_model": DEFAULT_COST_MODEL.to_dict()},
+                        heartbeat_interval_s=3600)
+    engine = Engine(config, SimulatedExecutor(DEFAULT_COST_MODEL), VirtualClock(), recorder)
+    engine._pending.extend(sorted(workload.requests, key=lambda s: s.arrival_time))  # noqa: SLF001
+    for _ in range(150):
+        now = engine.clock.now()
+        while engine._pending and engine._pending[0].arrival_time <= now:  # noqa: SLF001
+            engine.add_request(engine.make_request(engine._pending.popleft()))  # noqa: SLF001
+        if engine.step() is None:
+            engine.clock.wait_until(engine._pending[0].arrival_time)  # noqa: SLF001
+    recorder.flush()
+    with engine_db.begin() as conn:
+        conn.execute(update(Run.__table__).where(Run.__table__.c.id == recorder.run_id)
+                     .values(heartbeat_at=datetime(2020, 1, 1, tzinfo=UTC)))
+    engine_db.dispose()
+    return recorder.run_id
+
+
+def build(path: Path) -> dict[str, int]:
+    db = str(path)
+    ids: dict[str, int] = {}
+    plan = [
+        ("continuous", ["--max-num-seqs", "16", "--name", "continuous"]),
+        ("static", ["--batching", "static", "--max-num-seqs", "16", "--name", "static"]),
+        ("recompute", ["--num-gpu-blocks", "48", "--name", "preemption by recompute"]),
+        ("swap", ["--num-gpu-blocks", "48", "--preemption-mode", "swap", "--swap-space", "128",
+                  "--name", "preemption by swap"]),
+        ("chunked", ["--enable-chunked-prefill", "--max-num-batched-tokens", "128", "--name", "chunked prefill"]),
+    ]
+    for key, extra in plan:
+        assert cli(["simulate", "--db", db, *COMMON, *extra]) == 0
+        ids[key] = len(ids) + 1
+    ids["interrupted"] = _record_interrupted(db)
+    assert cli(["simulate", "--db", db, "--from-run", str(ids["continuous"]), "--max-num-seqs", "4"]) == 0
+    ids["what_if"] = ids["interrupted"] + 1
+    assert cli(["sweep", "--db", db, "--param", "max_num_seqs", "--values", "2,8,32", *COMMON]) == 0
+    return ids
+
+
+if __name__ == "__main__":
+    print(build(Path(sys.argv[1])))
