@@ -6,6 +6,7 @@ on slow SVG), and each builder takes only what it draws.
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import altair as alt
@@ -53,7 +54,7 @@ def gantt(frame: pd.DataFrame, x: str = "step", current: float | None = None, he
         data["x0"], data["x1"] = data["start_time"], data["end_time"].fillna(data["start_time"])
     data["y0"], data["y1"] = data["row_no"], data["row_no"] + 0.9
     bars = alt.Chart(data).mark_rect().encode(
-        x=alt.X("x0:Q", title=_axis_title(x)),
+        x=alt.X("x0:Q", title=_axis_title(x), scale=alt.Scale(zero=False, nice=False)),
         x2="x1:Q",
         y=alt.Y("y0:Q", title="request (arrival order)", scale=alt.Scale(reverse=True, nice=False, zero=False),
                 axis=alt.Axis(tickMinStep=1, format="d")),
@@ -75,7 +76,7 @@ def gantt_overview(frame: pd.DataFrame, current: float | None = None, height: in
     data["requests"] = data["row0"].astype(str) + "-" + (data["row1"] - 1).astype(str)
     data["steps"] = data["step0"].astype(str) + "-" + (data["step1"] - 1).astype(str)
     cells = alt.Chart(data).mark_rect().encode(
-        x=alt.X("step0:Q", title="engine step"),
+        x=alt.X("step0:Q", title="engine step", scale=alt.Scale(zero=False, nice=False)),
         x2="step1:Q",
         y=alt.Y("row0:Q", title="request (arrival order)", scale=alt.Scale(reverse=True, nice=False, zero=False)),
         y2="row1:Q",
@@ -93,7 +94,7 @@ def queue_lengths(steps: pd.DataFrame, x: str = "step", current: float | None = 
                       value_name="requests")
     data["queue"] = data["queue"].str.removeprefix("num_")
     lines = alt.Chart(data).mark_line(interpolate="step-after").encode(
-        x=alt.X(f"{x}:Q", title=_axis_title(x)),
+        x=alt.X(f"{x}:Q", title=_axis_title(x), scale=alt.Scale(zero=False, nice=False)),
         y=alt.Y("requests:Q", title="requests"),
         color=alt.Color("queue:N", scale=_scale(QUEUE_COLORS), legend=alt.Legend(orient="top", title=None)),
         tooltip=[alt.Tooltip(f"{x}:Q"), "queue:N", alt.Tooltip("requests:Q", format=".1f")],
@@ -105,7 +106,7 @@ def kv_usage(steps: pd.DataFrame, x: str = "step", current: float | None = None)
     data = steps[[x, "num_used_gpu_blocks", "num_gpu_blocks", "num_used_cpu_blocks"]].copy()
     data["used"] = data["num_used_gpu_blocks"] / data["num_gpu_blocks"].where(data["num_gpu_blocks"] > 0)
     area = alt.Chart(data).mark_area(interpolate="step-after", color=PHASE_COLORS["decode"], opacity=0.7).encode(
-        x=alt.X(f"{x}:Q", title=_axis_title(x)),
+        x=alt.X(f"{x}:Q", title=_axis_title(x), scale=alt.Scale(zero=False, nice=False)),
         y=alt.Y("used:Q", title="KV blocks in use", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
         tooltip=[alt.Tooltip(f"{x}:Q"), alt.Tooltip("num_used_gpu_blocks:Q", title="blocks used", format=".0f"),
                  alt.Tooltip("num_gpu_blocks:Q", title="pool"),
@@ -122,7 +123,7 @@ def token_mix(steps: pd.DataFrame, budget: int | None, x: str = "step",
     data["kind"] = data["kind"].str.removeprefix("num_").str.removesuffix("_tokens")
     mark = alt.Chart(data).mark_bar() if len(steps) <= 240 else alt.Chart(data).mark_area(interpolate="step-after")
     stack = mark.encode(
-        x=alt.X(f"{x}:Q", title=_axis_title(x)),
+        x=alt.X(f"{x}:Q", title=_axis_title(x), scale=alt.Scale(zero=False, nice=False)),
         y=alt.Y("tokens:Q", title="tokens in the step", stack="zero"),
         color=alt.Color("kind:N", scale=_scale(TOKEN_COLORS), legend=alt.Legend(orient="top", title=None)),
         tooltip=[alt.Tooltip(f"{x}:Q"), "kind:N", alt.Tooltip("tokens:Q", format=".0f")],
@@ -146,7 +147,7 @@ def batch_slots(steps: pd.DataFrame, max_num_seqs: int | None, x: str = "step",
     data["padding (wasted)"] = steps["num_padding_seqs"]
     data = data.melt(id_vars=[x], var_name="slot", value_name="sequences")
     area = alt.Chart(data).mark_area(interpolate="step-after").encode(
-        x=alt.X(f"{x}:Q", title=_axis_title(x)),
+        x=alt.X(f"{x}:Q", title=_axis_title(x), scale=alt.Scale(zero=False, nice=False)),
         y=alt.Y("sequences:Q", title="sequences in the step", stack="zero"),
         color=alt.Color("slot:N", scale=_scale(SLOT_COLORS), legend=alt.Legend(orient="top", title=None)),
         tooltip=[alt.Tooltip(f"{x}:Q"), "slot:N", alt.Tooltip("sequences:Q", format=".1f")],
@@ -185,7 +186,11 @@ def block_color_key(request_id: str) -> int:
     return zlib.crc32(request_id.encode()) % len(BLOCK_PALETTE)
 
 
-def kv_block_grid(blocks: pd.DataFrame, columns: int = 64) -> alt.Chart:
+def kv_block_grid(blocks: pd.DataFrame, columns: int | None = None, cell_px: int = 14,
+                  max_width_px: int = 540) -> alt.Chart:
+    """The pool as a grid of square cells, block 0 top left; wide pools wrap at 64 columns."""
+    if columns is None:
+        columns = int(min(64, max(8, math.ceil(math.sqrt(max(len(blocks), 1)) * 1.5))))
     data = blocks.copy()
     data["col"] = data["block_id"] % columns
     data["row"] = data["block_id"] // columns
@@ -193,13 +198,14 @@ def kv_block_grid(blocks: pd.DataFrame, columns: int = 64) -> alt.Chart:
     data["color"] = [FREE_BLOCK if rid is None or pd.isna(rid) else BLOCK_PALETTE[block_color_key(rid)]
                      for rid in data["request_id"]]
     rows = int(data["row"].max()) + 1 if len(data) else 1
+    cell_px = max(3, min(cell_px, max_width_px // columns, 420 // rows))
     return alt.Chart(data).mark_rect(stroke="white", strokeWidth=0.5).encode(
         x=alt.X("col:O", axis=None),
         y=alt.Y("row:O", axis=None),
         color=alt.Color("color:N", scale=None),
         tooltip=[alt.Tooltip("block_id:Q", title="block"), alt.Tooltip("owner:N", title="owner"),
                  alt.Tooltip("last_event:N", title="last event"), alt.Tooltip("since_step:Q", title="since step")],
-    ).properties(height=min(12 * rows + 10, 420))
+    ).properties(width=columns * cell_px, height=rows * cell_px)
 
 
 # -- one request -----------------------------------------------------------------------------------
@@ -241,7 +247,7 @@ def metric_bars(frame: pd.DataFrame, category: str, metric: str, title: str,
                 colors: dict[str, str] | None = None) -> alt.Chart:
     color = alt.Color(f"{category}:N", scale=_scale(colors) if colors else alt.Undefined, legend=None)
     return alt.Chart(frame).mark_bar().encode(
-        x=alt.X(f"{category}:N", title=None, sort=None),
+        x=alt.X(f"{category}:N", title=None, sort=None, axis=alt.Axis(labelAngle=0)),
         y=alt.Y(f"{metric}:Q", title=title),
         color=color,
         tooltip=[f"{category}:N", alt.Tooltip(f"{metric}:Q", format=".1f")],
@@ -254,11 +260,11 @@ def latency_by_group(frame: pd.DataFrame) -> alt.Chart:
     data["ms"] = data["s"] * 1e3
     data["percentile"] = data["percentile"].str.removeprefix("e2e_")
     return alt.Chart(data).mark_bar().encode(
-        x=alt.X("group:N", title=None),
-        xOffset="percentile:N",
-        y=alt.Y("ms:Q", title="end-to-end latency (ms)"),
+        y=alt.Y("group:N", title=None),
+        yOffset="percentile:N",
+        x=alt.X("ms:Q", title="end-to-end latency (ms)"),
         color=alt.Color("percentile:N", scale=alt.Scale(domain=["p50", "p99"],
                                                         range=[PHASE_COLORS["decode"], PHASE_COLORS["preempted"]]),
                         legend=alt.Legend(orient="top", title=None)),
         tooltip=["group:N", "percentile:N", alt.Tooltip("ms:Q", format=".1f")],
-    ).properties(height=240)
+    ).properties(height=alt.Step(26))

@@ -13,7 +13,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from dashboard import data, settings
 from storage.database import DatabaseMissingError, EmptyDatabaseError, StorageError
 
-STATUS_ICONS = {"running": "🟢", "finished": "✅", "aborted": "⏹️", "failed": "❌", "interrupted": "⚠️"}
+STATUS_COLORS = {"running": "green", "finished": "blue", "aborted": "gray", "failed": "red", "interrupted": "orange"}
+
+
+def status_badge(status: str) -> str:
+    """Markdown for a coloured status badge."""
+    return f":{STATUS_COLORS.get(status, 'gray')}-badge[{status}]"
 
 
 def runs_or_stop(empty_hint: str = "Start one from the **Runs** page.") -> tuple[str, pd.DataFrame]:
@@ -38,8 +43,7 @@ def runs_or_stop(empty_hint: str = "Start one from the **Runs** page.") -> tuple
 
 
 def run_label(row: Any) -> str:
-    icon = STATUS_ICONS.get(row["status"], "")
-    return f"#{row['id']} {icon} {row['name']} ({row['status']})"
+    return f"#{row['id']} {row['name']} ({row['status']})"
 
 
 def pick_run(runs: pd.DataFrame, key: str, prefer_running: bool = False, label: str = "Run",

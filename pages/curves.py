@@ -7,6 +7,11 @@ import streamlit as st
 
 from dashboard import charts, data, launcher, ui
 
+
+def to_ms(seconds: float | None) -> float | None:
+    return None if seconds is None or pd.isna(seconds) else float(seconds) * 1e3
+
+
 st.title("Curves")
 target, runs = ui.runs_or_stop()
 
@@ -22,7 +27,7 @@ with st.expander("Record a new sweep (simulated, seconds)", expanded=groups.empt
                 "batching": "static,continuous"}
     values = c2.text_input("Values", defaults[param], key=f"sweep_values_{param}")
     num_prompts = c3.number_input("Requests", 10, 5000, 400)
-    if st.button("Run sweep", icon="📈"):
+    if st.button("Run sweep", icon=":material/show_chart:"):
         cleaned = ",".join(v.strip() for v in values.split(",") if v.strip())
         if not cleaned or len(cleaned) > 200 or not all(c.isalnum() or c in ",." for c in cleaned):
             st.error("Values must be a comma-separated list of numbers (or static,continuous).")
@@ -55,8 +60,8 @@ else:
         lat = data.latency_percentiles(target, int(row["id"]), int(row["num_steps"])).set_index("metric")
         points.append({"value_label": row["sweep_value"], "run": int(row["id"]),
                        "output_tokens_per_s": row["output_tokens_per_s"],
-                       "e2e_mean_ms": (lat.loc["e2e", "mean"] or 0) * 1e3, "e2e_p99_ms": (lat.loc["e2e", "p99"] or 0) * 1e3,
-                       "ttft_p99_ms": (lat.loc["ttft", "p99"] or 0) * 1e3, "preemptions": row["num_preemptions"]})
+                       "e2e_mean_ms": to_ms(lat.loc["e2e", "mean"]), "e2e_p99_ms": to_ms(lat.loc["e2e", "p99"]),
+                       "ttft_p99_ms": to_ms(lat.loc["ttft", "p99"]), "preemptions": row["num_preemptions"]})
     frame = pd.DataFrame(points)
     numeric = pd.to_numeric(frame["value_label"], errors="coerce")
     frame["order"] = numeric if numeric.notna().all() else range(len(frame))
@@ -93,7 +98,7 @@ else:
         slots = (binned["batch_size"] * binned["num_steps"]).sum()
         padding = (binned["num_padding_seqs"] * binned["num_steps"]).sum()
         rows.append({"batching": label, "output tok/s": row["output_tokens_per_s"],
-                     "E2E p50 (ms)": (lat.loc["e2e", "p50"] or 0) * 1e3, "E2E p99 (ms)": (lat.loc["e2e", "p99"] or 0) * 1e3,
+                     "E2E p50 (ms)": to_ms(lat.loc["e2e", "p50"]), "E2E p99 (ms)": to_ms(lat.loc["e2e", "p99"]),
                      "padding share %": 100 * padding / max(slots + padding, 1)})
     frame = pd.DataFrame(rows)
     colors = {"static": charts.PHASE_COLORS["padding"], "continuous": charts.PHASE_COLORS["decode"]}

@@ -21,10 +21,10 @@ def live_panel() -> None:
     status, n = run["status"], int(run["num_steps"])
     config = run["config"]
     head = st.columns([3, 1])
-    head[0].markdown(f"**{ui.STATUS_ICONS.get(status, '')} {status}** · {n:,} steps · "
+    head[0].markdown(f"{ui.status_badge(status)} · {n:,} steps · "
                      f"{run['last_time']:.1f} s · {run['mode']} · {ui.config_summary(config)}")
     pid = (run.get("extra") or {}).get("pid")
-    if status == "running" and pid and head[1].button("Stop run", icon="⏹️", key="stop_run"):
+    if status == "running" and pid and head[1].button("Stop run", icon=":material/stop_circle:", key="stop_run"):
         if launcher.stop(int(pid)):
             st.toast("Asked the engine to stop; it flushes and marks the run aborted.")
         else:

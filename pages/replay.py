@@ -17,12 +17,12 @@ if n == 0:
     st.stop()
 version = n
 config = run["config"]
-st.markdown(f"**{ui.STATUS_ICONS.get(run['status'], '')} {run['status']}** · {n:,} steps · "
+st.markdown(f"{ui.status_badge(run['status'])} · {n:,} steps · "
             f"{run['last_time']:.2f} s · {run['mode']} · {run['workload']}")
 st.caption(ui.config_summary(config))
 
 step_key = f"replay_step_{run_id}"
-st.session_state.setdefault(step_key, 0)
+st.session_state.setdefault(step_key, n // 2)
 c1, c2, c3 = st.columns([1, 1, 2])
 playing = c1.toggle("Play", key="replay_play")
 speed = c2.select_slider("Steps per tick", [1, 2, 5, 10, 25, 100, 500], value=5 if n > 500 else 1)
@@ -95,12 +95,12 @@ def step_view() -> None:
         used = int(blocks["request_id"].notna().sum())
         st.markdown(f"**GPU KV pool**: {used:,} of {len(blocks):,} blocks owned "
                     f"({config.get('block_size')} tokens each); one colour per request, grey is free.")
-        st.altair_chart(charts.kv_block_grid(blocks), width="stretch")
+        st.altair_chart(charts.kv_block_grid(blocks), width="content")
         if int(config.get("swap_space") or 0) > 0:
             cpu = data.kv_block_map(target, run_id, step, "cpu", version)
             if not cpu.empty:
                 st.markdown(f"**CPU swap pool**: {int(cpu['request_id'].notna().sum())} blocks hold swapped requests.")
-                st.altair_chart(charts.kv_block_grid(cpu), width="stretch")
+                st.altair_chart(charts.kv_block_grid(cpu), width="content")
 
     st.subheader("One request")
     options = list(queues["request_id"]) or list(data.run_requests(target, run_id, version)["request_id"][:200])

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, launcher, settings, ui
+from dashboard import data, launcher, settings
 from dashboard.presets import CUSTOM, PRESETS
 from storage.database import DatabaseMissingError, EmptyDatabaseError, StorageError
 
@@ -60,18 +60,19 @@ if runs is None or runs.empty:
 # -- the runs list -----------------------------------------------------------------------------------
 st.subheader("Runs")
 table = runs.assign(
-    status=[f"{ui.STATUS_ICONS.get(s, '')} {s}" for s in runs["status"]],
     requests=[f"{f}/{n}" for f, n in zip(runs["num_finished"], runs["num_requests"], strict=True)],
     ttft_ms=runs["mean_ttft"] * 1e3,
     e2e_ms=runs["mean_e2e"] * 1e3,
     based_on=runs["base_run_id"].astype("Int64"),
+    model=runs["model"].fillna("–"),
 )
 columns = ["id", "status", "name", "mode", "batching", "model", "requests", "output_tokens_per_s", "ttft_ms",
            "e2e_ms", "num_preemptions", "num_steps", "based_on", "created_at"]
 selection = st.dataframe(
     table[columns], hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",
     column_config={
-        "id": st.column_config.NumberColumn("run", format="%d"),
+        "id": st.column_config.NumberColumn("run", format="%d", width="small"),
+        "name": st.column_config.TextColumn("name", width="medium"),
         "output_tokens_per_s": st.column_config.NumberColumn("output tok/s", format="%.1f"),
         "ttft_ms": st.column_config.NumberColumn("mean TTFT (ms)", format="%.1f"),
         "e2e_ms": st.column_config.NumberColumn("mean E2E (ms)", format="%.1f"),
@@ -81,7 +82,7 @@ selection = st.dataframe(
         "created_at": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm:ss"),
     },
 )
-st.caption("Select a row to open it. ⚠️ interrupted: the engine stopped writing without finishing "
+st.caption("Select a row to open it. *interrupted*: the engine stopped writing without finishing "
            "(killed or crashed); its steps up to the last write are all there.")
 rows = selection.selection.rows if selection is not None else []
 if rows:
@@ -89,13 +90,14 @@ if rows:
     run_id = int(chosen["id"])
     st.query_params["run"] = str(run_id)
     cols = st.columns(5)
-    if cols[0].button("Live", icon="🔴", width="stretch", disabled=chosen["status"].endswith("finished")):
+    if cols[0].button("Live", icon=":material/radio_button_checked:", width="stretch",
+                      disabled=chosen["status"] == "finished"):
         st.switch_page("pages/live.py")
-    if cols[1].button("Replay", icon="⏯️", width="stretch"):
+    if cols[1].button("Replay", icon=":material/replay:", width="stretch"):
         st.switch_page("pages/replay.py")
-    if cols[2].button("What-if", icon="🔮", width="stretch"):
+    if cols[2].button("What-if", icon=":material/science:", width="stretch"):
         st.switch_page("pages/what_if.py")
-    with cols[3].popover("Delete", icon="🗑️", width="stretch"):
+    with cols[3].popover("Delete", icon=":material/delete:", width="stretch"):
         st.write(f"Delete run #{run_id} and all its steps? This cannot be undone.")
         if st.button("Delete for good", type="primary", key="confirm_delete"):
             done = launcher.launch(launcher.delete_run_argv(run_id, target), f"delete-{run_id}")
@@ -106,7 +108,7 @@ if rows:
                 data.runs.clear()
                 st.query_params.pop("run", None)
                 st.rerun()
-    if chosen["status"].endswith("failed") and isinstance(runs.iloc[rows[0]]["error"], str):
+    if chosen["status"] == "failed" and isinstance(runs.iloc[rows[0]]["error"], str):
         st.error(f"Run #{run_id} failed: {runs.iloc[rows[0]]['error']}")
 
 # -- starting a run ----------------------------------------------------------------------------------
@@ -163,7 +165,7 @@ if submitted:
     else:
         data.runs.clear()
         st.success(f"Started (process {launched.pid}). Open **Live** to watch it.")
-        st.page_link("pages/live.py", label="Watch it live", icon="🔴")
+        st.page_link("pages/live.py", label="Watch it live", icon=":material/radio_button_checked:")
 
 with st.expander("Where the data lives"):
     st.write(f"Database: `{target}` (set `BATCHSCOPE_DB` to use another file or a PostgreSQL URL). "

@@ -8,6 +8,24 @@ import streamlit as st
 
 from dashboard import charts, data, launcher, ui
 
+LABELS = {"output_tokens_per_s": ("output tokens/s", 1.0), "ttft_p50": ("TTFT p50 (ms)", 1e3),
+          "ttft_p99": ("TTFT p99 (ms)", 1e3), "e2e_p50": ("E2E p50 (ms)", 1e3), "e2e_p99": ("E2E p99 (ms)", 1e3)}
+NUMBER_FORMATS = {c: st.column_config.NumberColumn(format="%.1f")
+                  for c in ("recorded", "simulated", "predicted", "real")}
+NUMBER_FORMATS |= {c: st.column_config.NumberColumn(format="%+.1f%%") for c in ("error %", "change %")}
+
+
+def metric_table(first: dict, second: dict, first_name: str, second_name: str, diff_name: str) -> pd.DataFrame:
+    """Two metric dicts (seconds, tokens/s) side by side in display units with the % difference."""
+    rows = []
+    for key, (label, scale) in LABELS.items():
+        a, b = first.get(key), second.get(key)
+        rows.append({"metric": label, first_name: None if a is None else a * scale,
+                     second_name: None if b is None else b * scale,
+                     diff_name: None if a in (None, 0) or b is None else (b - a) / a * 100})
+    return pd.DataFrame(rows)
+
+
 st.title("What-if")
 st.caption("Pick a recorded run, change parameters, and the same scheduler re-runs its exact requests on a "
            "virtual clock, with step times from a cost model fitted to that run.")
@@ -35,15 +53,10 @@ else:
     st.markdown("The cost model is fitted to this run's steps on the first prediction, then stored with it.")
 check = (latest_extra or {}).get("what_if", {}).get("self_check")
 if check:
-    rows = [{"metric": m, "recorded": check["recorded"][m], "simulated": check["predicted"][m],
-             "error %": check["error_pct"][m]} for m in check["recorded"]]
     st.markdown("The simulator replaying this run **under its own configuration**:")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
-        "recorded": st.column_config.NumberColumn(format="%.4f"),
-        "simulated": st.column_config.NumberColumn(format="%.4f"),
-        "error %": st.column_config.NumberColumn(format="%+.1f%%")})
-    st.caption("Throughput in tokens/s, latencies in seconds. Predictions for other parameters inherit errors "
-               "of about this size.")
+    st.dataframe(metric_table(check["recorded"], check["predicted"], "recorded", "simulated", "error %"),
+                 hide_index=True, column_config=NUMBER_FORMATS)
+    st.caption("Predictions for other parameters inherit errors of about this size.")
 else:
     st.info("The self-check appears with the first prediction below.")
 
@@ -110,16 +123,15 @@ rec = data.latency_percentiles(target, base_id, int(base["num_steps"])).set_inde
 new = data.latency_percentiles(target, pred_id, int(pred["num_steps"])).set_index("metric")
 base_row, pred_row = runs.set_index("id").loc[base_id], runs.set_index("id").loc[pred_id]
 table = pd.DataFrame([
-    {"metric": "output tokens/s", "recorded": base_row["output_tokens_per_s"], "predicted": pred_row["output_tokens_per_s"]},
+    {"metric": "output tokens/s", "recorded": base_row["output_tokens_per_s"],
+     "predicted": pred_row["output_tokens_per_s"]},
     *({"metric": f"{m.upper()} {p} (ms)", "recorded": rec.loc[m, p] * 1e3, "predicted": new.loc[m, p] * 1e3}
       for m in ("ttft", "e2e") for p in ("p50", "p99")),
     {"metric": "preemptions", "recorded": base_row["num_preemptions"], "predicted": pred_row["num_preemptions"]},
 ])
 table["change %"] = (table["predicted"] - table["recorded"]) / table["recorded"] * 100
 st.markdown(f"Changes: **{', '.join(f'{k}={v}' for k, v in what_if.get('changes', {}).items()) or 'none'}**")
-st.dataframe(table, hide_index=True, column_config={
-    "recorded": st.column_config.NumberColumn(format="%.1f"), "predicted": st.column_config.NumberColumn(format="%.1f"),
-    "change %": st.column_config.NumberColumn(format="%+.1f%%")})
+st.dataframe(table, hide_index=True, column_config=NUMBER_FORMATS)
 
 left, right = st.columns(2)
 for col, rid, title in ((left, base_id, "Recorded"), (right, pred_id, "Predicted")):
@@ -136,15 +148,13 @@ st.caption("Each run's whole schedule (binned) and queue lengths: where the pred
 validation = pred_extra.get("validation")
 st.subheader("4 · Check it against a real run")
 if validation:
-    rows = [{"metric": m, "predicted": validation["predicted"][m], "real": validation["real"][m],
-             "error %": validation["error_pct"][m]} for m in validation["predicted"]]
-    st.markdown(f"Real run #{validation['real_run_id']} with the same parameters:")
-    st.dataframe(pd.DataFrame(rows), hide_index=True,
-                 column_config={"error %": st.column_config.NumberColumn(format="%+.1f%%")})
+    st.markdown(f"Real run #{validation['real_run_id']} with the same parameters (error = predicted vs real):")
+    table = metric_table(validation["real"], validation["predicted"], "real", "predicted", "error %")
+    st.dataframe(table, hide_index=True, column_config=NUMBER_FORMATS)
 else:
     st.caption("Runs the real engine with these parameters on the same requests and records how far the "
                "prediction was off. It takes as long as the real run.")
-    if st.button("Validate with a real run", icon="🧪"):
+    if st.button("Validate with a real run", icon=":material/fact_check:"):
         launched = launcher.launch(what_if_argv(validate=True), f"validate-{base_id}")
         failure = launcher.early_failure(launched, wait_s=2)
         if failure:

@@ -36,13 +36,13 @@ def _record_interrupted(db: str) -> int:
     recorder = Recorder(engine_db, info, {"executor": "simulated", "cost_model": DEFAULT_COST_MODEL.to_dict()},
                         heartbeat_interval_s=3600)
     engine = Engine(config, SimulatedExecutor(DEFAULT_COST_MODEL), VirtualClock(), recorder)
-    engine._pending.extend(sorted(workload.requests, key=lambda s: s.arrival_time))  # noqa: SLF001
+    engine._pending.extend(sorted(workload.requests, key=lambda s: s.arrival_time))
     for _ in range(150):
         now = engine.clock.now()
-        while engine._pending and engine._pending[0].arrival_time <= now:  # noqa: SLF001
-            engine.add_request(engine.make_request(engine._pending.popleft()))  # noqa: SLF001
+        while engine._pending and engine._pending[0].arrival_time <= now:
+            engine.add_request(engine.make_request(engine._pending.popleft()))
         if engine.step() is None:
-            engine.clock.wait_until(engine._pending[0].arrival_time)  # noqa: SLF001
+            engine.clock.wait_until(engine._pending[0].arrival_time)
     recorder.flush()
     with engine_db.begin() as conn:
         conn.execute(update(Run.__table__).where(Run.__table__.c.id == recorder.run_id)
