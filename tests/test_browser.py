@@ -1,0 +1,73 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright against a live server.
+
+Skipped when chromium or Playwright is missing, unless BATCHSCOPE_REQUIRE_BROWSER=1 (CI sets it).
+Set BATCHSCOPE_SCREENSHOTS=DIR to keep a full-page screenshot of each page there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.browser import PAGES, browser, chromium_path, dashboard, full_screenshot, open_page
+from tests.dashboard_fixture import build
+
+MISSING = chromium_path() is None or importlib.util.find_spec("playwright") is None
+if MISSING and os.environ.get("BATCHSCOPE_REQUIRE_BROWSER") == "1":
+    raise RuntimeError("BATCHSCOPE_REQUIRE_BROWSER=1 but chromium or playwright is not installed")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(MISSING, reason="needs Debian's chromium and the playwright package")]
+
+MIN_CHARTS = {"runs": 0, "live": 5, "replay": 8, "what_if": 4, "curves": 5}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    db = tmp_path_factory.mktemp("browser") / "fixture.db"
+    ids = build(db)
+    with dashboard(db) as url, browser() as context:
+        yield url, context, ids
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_loads_draws_its_charts_and_shows_no_exception(name: str, server) -> None:  # type: ignore[no-untyped-def]
+    url, context, ids = server
+    run = ids["continuous"] if name != "replay" else ids["swap"]
+    page = open_page(context, f"{url}/{PAGES[name]}?run={run}", wait_charts=MIN_CHARTS[name])
+    try:
+        assert page.locator('[data-testid="stException"]').count() == 0
+        body = page.inner_text('[data-testid="stMain"]')
+        assert "Traceback" not in body and "Error" not in body.split("\n")[0]
+        drawn = page.locator('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg.marks')
+        assert drawn.count() >= MIN_CHARTS[name]
+        if name == "runs":
+            assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+            assert "killed mid-run" in body or page.locator("canvas").count() > 0  # the glide grid draws on canvas
+        shots = os.environ.get("BATCHSCOPE_SCREENSHOTS")
+        if shots:
+            Path(shots).mkdir(parents=True, exist_ok=True)
+            full_screenshot(page, Path(shots) / f"{name}.png")
+    finally:
+        page.close()
+
+
+def _current_step(page) -> int:  # type: ignore[no-untyped-def]
+    match = re.search(r"Step ([\d,]+) at ", page.inner_text('[data-testid="stMain"]'))
+    assert match, "no step line on the Replay page"
+    return int(match.group(1).replace(",", ""))
+
+
+def test_replay_play_advances_the_step(server) -> None:  # type: ignore[no-untyped-def]
+    url, context, ids = server
+    page = open_page(context, f"{url}/replay?run={ids['static']}", wait_charts=8)
+    try:
+        before = _current_step(page)
+        page.get_by_text("Play", exact=True).click()
+        page.wait_for_timeout(4000)  # a tick a second
+        assert _current_step(page) > before
+    finally:
+        page.close()

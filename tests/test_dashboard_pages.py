@@ -1,0 +1,172 @@
+"""Every page, in Streamlit's AppTest, against recorded fixture runs of every kind."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import launcher
+from tests.dashboard_fixture import build
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ("pages/runs.py", "pages/live.py", "pages/replay.py", "pages/what_if.py", "pages/curves.py")
+
+
+@pytest.fixture(scope="module")
+def fixture_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    path = tmp_path_factory.mktemp("dash") / "fixture.db"
+    return path, build(path)
+
+
+def _open(page: str, db: Path, monkeypatch: pytest.MonkeyPatch, run_id: int | None = None) -> AppTest:
+    monkeypatch.setenv("BATCHSCOPE_DB", str(db))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    if run_id is not None:
+        at.query_params["run"] = str(run_id)
+    at.run()
+    if page != "pages/runs.py":
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _charts(at: AppTest) -> int:
+    return len(at.get("vega_lite_chart"))
+
+
+def _text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+    parts += [w.value for w in at.warning] + [e.value for e in at.error] + [s.value for s in at.subheader]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "static", "recompute", "swap", "chunked", "interrupted", "what_if"])
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_every_kind_of_run(page: str, kind: str, fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, ids = fixture_db
+    at = _open(page, db, monkeypatch, ids[kind])
+    if page in ("pages/live.py", "pages/replay.py"):
+        assert _charts(at) >= 5
+        assert f"#{ids[kind]} " in at.selectbox[0].value.__str__() or at.selectbox[0].value == ids[kind]
+
+
+def test_runs_page_lists_every_run_with_its_status(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, ids = fixture_db
+    at = _open("pages/runs.py", db, monkeypatch)
+    table = at.dataframe[0].value
+    assert set(table["id"]) >= set(ids.values())
+    status = dict(zip(table["id"], table["status"], strict=True))
+    assert status[ids["interrupted"]] == "interrupted"
+    assert status[ids["continuous"]] == "finished"
+    assert table.set_index("id").loc[ids["what_if"], "based_on"] == ids["continuous"]
+
+
+def test_live_page_explains_an_interrupted_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, ids = fixture_db
+    at = _open("pages/live.py", db, monkeypatch, ids["interrupted"])
+    assert "stopped writing without finishing" in _text(at)
+
+
+def test_replay_of_static_batching_shows_padding(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, ids = fixture_db
+    at = _open("pages/replay.py", db, monkeypatch, ids["static"])
+    labels = {m.label: m.value for m in at.metric}
+    assert "padding" in labels
+    assert "padding" in _text(at)
+
+
+def test_replay_shows_the_swap_pool_for_a_swap_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, ids = fixture_db
+    at = _open("pages/replay.py", db, monkeypatch, ids["swap"])
+    assert "CPU swap pool" in _text(at)
+
+
+def test_what_if_page_shows_the_self_check_before_the_prediction(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, ids = fixture_db
+    at = _open("pages/what_if.py", db, monkeypatch, ids["continuous"])
+    text = _text(at)
+    assert text.index("How far to trust it") < text.index("Predicted vs recorded")
+    assert "under its own configuration" in text
+    tables = [d.value for d in at.dataframe]
+    self_check = tables[0]
+    assert list(self_check["metric"])[:1] == ["output tokens/s"]
+    assert self_check["error %"].abs().max() < 1e-6  # a simulated base run replays exactly
+    assert _charts(at) == 4
+
+
+def test_curves_page_draws_the_sweep_and_the_static_comparison(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, _ = fixture_db
+    at = _open("pages/curves.py", db, monkeypatch)
+    assert _charts(at) == 5
+    sweep_table = next(d.value for d in at.dataframe if "value_label" in d.value.columns)
+    assert sorted(sweep_table["value_label"].astype(int)) == [2, 8, 32]
+
+
+def test_first_launch_on_an_empty_database_starts_a_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    launched: list[list[str]] = []
+
+    def fake_launch(argv: list[str], label: str) -> launcher.Launched:
+        launched.append(argv)
+        return launcher.Launched(pid=999_999, log_path=tmp_path / "demo.log", argv=argv)
+
+    monkeypatch.setattr(launcher, "launch", fake_launch)
+    monkeypatch.setattr(launcher, "early_failure", lambda launched, wait_s=2.0: None)
+    import pages  # noqa: F401  (the page module reads launcher at run time)
+
+    at = _open("pages/runs.py", tmp_path / "new.db", monkeypatch)
+    assert "No runs yet" in _text(at) and "Starting a demo run" in _text(at)
+    assert len(launched) == 1
+    argv = launched[0]
+    assert argv[1:4] == ["-m", "engine", "run"] and "--model" in argv and argv[argv.index("--model") + 1] == "tiny"
+    assert not (tmp_path / "new.db").exists()  # the page itself never creates the database
+
+
+@pytest.mark.parametrize("page", PAGES[1:])
+def test_other_pages_on_an_empty_database_say_so(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _open(page, tmp_path / "none.db", monkeypatch)
+    assert "No runs recorded yet" in _text(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_foreign_database_gets_a_clear_message(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "other.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    at = _open(page, db, monkeypatch)
+    assert "not a Batchscope one" in _text(at)
+
+
+def test_a_corrupt_database_gets_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "broken.db"
+    db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    at = _open("pages/replay.py", db, monkeypatch)
+    assert "Cannot read the database" in _text(at)
+
+
+def test_the_run_form_refuses_bad_values() -> None:
+    with pytest.raises(launcher.LaunchError, match="max_num_seqs must be a whole number from 1 to 1024"):
+        launcher.RunForm(max_num_seqs=0).validate()
+    with pytest.raises(launcher.LaunchError, match="model must be one of tiny, smollm2"):
+        launcher.RunForm(model="/etc/passwd").validate()
+    with pytest.raises(launcher.LaunchError, match="swap preemption needs"):
+        launcher.RunForm(preemption_mode="swap", swap_space=0).validate()
+    form = launcher.RunForm(name="x; rm -rf /")
+    form.validate()
+    argv = form.argv("/tmp/db.sqlite")
+    assert argv[argv.index("--name") + 1] == "x; rm -rf /"  # one argv element, never a shell string
+
+
+def test_the_dashboard_listens_on_loopback_only() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    assert config["server"]["allowedHosts"] == ["localhost", "127.0.0.1"]
+    assert config["server"]["enableXsrfProtection"] is True and config["server"]["enableCORS"] is True
+    assert config["browser"]["gatherUsageStats"] is False
