@@ -203,8 +203,7 @@ def kv_block_grid(blocks: pd.DataFrame, columns: int | None = None, cell_px: int
         x=alt.X("col:O", axis=None),
         y=alt.Y("row:O", axis=None),
         color=alt.Color("color:N", scale=None),
-        tooltip=[alt.Tooltip("block_id:Q", title="block"), alt.Tooltip("owner:N", title="owner"),
-                 alt.Tooltip("last_event:N", title="last event"), alt.Tooltip("since_step:Q", title="since step")],
+        tooltip=[alt.Tooltip("block_id:Q", title="block"), alt.Tooltip("owner:N", title="owner")],
     ).properties(width=columns * cell_px, height=rows * cell_px)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, delete, select, update
 
 from storage.database import StorageError
-from storage.schema import KVBlockEventRow, PhaseRow, RequestRow, Run, StepRow
+from storage.schema import KVBlockEventRow, KVKeyframeRow, PhaseRow, RequestRow, Run, StepRow
 
 
 def delete_run(engine: Engine, run_id: int) -> None:
@@ -21,7 +21,7 @@ def delete_run(engine: Engine, run_id: int) -> None:
 
             if get_run(engine, run_id)["status"] == "running":  # type: ignore[index]
                 raise StorageError(f"run {run_id} is still running; stop it first")
-        for table in (KVBlockEventRow, PhaseRow, StepRow, RequestRow):
+        for table in (KVKeyframeRow, KVBlockEventRow, PhaseRow, StepRow, RequestRow):
             conn.execute(delete(table.__table__).where(table.__table__.c.run_id == run_id))
         conn.execute(update(runs).where(runs.c.base_run_id == run_id).values(base_run_id=None))
         conn.execute(delete(runs).where(runs.c.id == run_id))

@@ -14,7 +14,7 @@ from storage.queries import get_run
 
 _PID_REQUESTS = 1
 _PID_ENGINE = 2
-TABLES = ("requests", "steps", "request_phases", "kv_block_events")
+TABLES = ("requests", "steps", "request_phases", "kv_block_events", "kv_block_keyframes")
 
 
 def _frame(engine: Engine, sql: str, **params: Any) -> pd.DataFrame:
@@ -86,7 +86,7 @@ def write_chrome_trace(engine: Engine, run_id: int, path: Path) -> int:
 
 
 def write_csv(engine: Engine, run_id: int, folder: Path) -> list[Path]:
-    """One CSV per table (run.csv plus requests, steps, request_phases, kv_block_events)."""
+    """One CSV per table (run.csv plus requests, steps, request_phases, kv_block_events and keyframes)."""
     run = _require_run(engine, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -5,12 +5,15 @@ and return pandas DataFrames (or small dicts).
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, text
+
+from storage.schema import OWNING_EVENTS
 
 STALE_AFTER_S = 15.0  # a running run without a heartbeat for this long is shown as interrupted
 PHASE_ORDER = ("queued", "prefill", "decode", "preempted", "swapped", "padding")
@@ -134,14 +137,12 @@ def steps_binned(engine: Engine, run_id: int, max_points: int = 600) -> pd.DataF
     n = last_step(engine, run_id) + 1
     width = max(1, -(-n // max_points))
     return _frame(engine, """
-        SELECT step / :w * :w AS step, MIN(start_time) AS start_time, MAX(end_time) AS end_time,
+        SELECT step / :w * :w AS step, MIN(start_time) AS start_time,
                AVG(num_waiting) AS num_waiting, AVG(num_running) AS num_running, AVG(num_swapped) AS num_swapped,
-               AVG(num_prefill_tokens) AS num_prefill_tokens, AVG(num_decode_tokens) AS num_decode_tokens,
-               AVG(num_batched_tokens) AS num_batched_tokens, AVG(num_prefill_seqs + num_decode_seqs) AS batch_size,
-               AVG(num_padding_seqs) AS num_padding_seqs, AVG(num_used_gpu_blocks) AS num_used_gpu_blocks,
-               MAX(num_gpu_blocks) AS num_gpu_blocks, AVG(num_used_cpu_blocks) AS num_used_cpu_blocks,
-               SUM(num_preemptions) AS num_preemptions, SUM(num_output_tokens) AS num_output_tokens,
-               AVG(compute_utilization) AS compute_utilization, COUNT(*) AS num_steps
+               AVG(num_prefill_seqs + num_decode_seqs) AS batch_size, AVG(num_padding_seqs) AS num_padding_seqs,
+               AVG(num_used_gpu_blocks) AS num_used_gpu_blocks, MAX(num_gpu_blocks) AS num_gpu_blocks,
+               AVG(num_used_cpu_blocks) AS num_used_cpu_blocks, SUM(num_preemptions) AS num_preemptions,
+               COUNT(*) AS num_steps
         FROM steps WHERE run_id = :run GROUP BY step / :w ORDER BY 1
     """, run=run_id, w=width)
 
@@ -285,38 +286,59 @@ def queue_contents(engine: Engine, run_id: int, step: int) -> pd.DataFrame:
 def gantt_overview(engine: Engine, run_id: int, step_bins: int = 240, row_bins: int = 120) -> pd.DataFrame:
     """The whole run's Gantt binned on the server: a grid of (request rows x steps) cells, each
     colored by the phase that covers most of it, with how full it is. Never more than
-    step_bins x row_bins cells, whatever the run's size."""
-    # Phases shorter than a step (a request admitted in the step it arrived) cover no step cell.
-    frame = _frame(engine, """
-        SELECT row_no, phase, start_step, COALESCE(end_step, :n) AS end_step FROM request_phases
-        WHERE run_id = :run AND row_no >= 0 AND COALESCE(end_step, :n) > start_step
-    """, run=run_id, n=last_step(engine, run_id) + 1)
-    if frame.empty:
-        return pd.DataFrame(columns=["row0", "row1", "step0", "step1", "phase", "share"])
-    n_steps = max(int(frame["end_step"].max()), 1)
-    n_rows = int(frame["row_no"].max()) + 1
+    step_bins x row_bins cells, whatever the run's size.
+
+    SQL groups phase intervals by (row bin, phase, first step bin, last step bin) with the sums
+    that give their exact overlap with each bin, so a few thousand groups come back instead of
+    every interval; numpy spreads each group over the bins it spans.
+    """
+    with engine.connect() as conn:
+        n_steps = conn.execute(text("SELECT COALESCE(MAX(step), -1) + 1 FROM steps WHERE run_id = :run"),
+                               {"run": run_id}).scalar_one()
+        n_rows = conn.execute(text("SELECT COALESCE(MAX(row_no), -1) + 1 FROM requests WHERE run_id = :run"),
+                              {"run": run_id}).scalar_one()
+    empty = pd.DataFrame(columns=["row0", "row1", "step0", "step1", "phase", "share"])
+    if n_steps == 0 or n_rows == 0:
+        return empty
     step_w = max(1, -(-n_steps // step_bins))
     row_h = max(1, -(-n_rows // row_bins))
     n_sb, n_rb = -(-n_steps // step_w), -(-n_rows // row_h)
-    start = frame["start_step"].to_numpy(np.int64)
-    end = frame["end_step"].to_numpy(np.int64)
-    phase_idx = pd.Categorical(frame["phase"], categories=PHASE_ORDER).codes.astype(np.int64)
-    row_bin = frame["row_no"].to_numpy(np.int64) // row_h
-    # Spread every interval over the step bins it touches, weighting by the steps it covers there.
-    first_bin, last_bin = start // step_w, (end - 1) // step_w
-    counts = last_bin - first_bin + 1
-    owner = np.repeat(np.arange(len(start)), counts)
-    bins = first_bin[owner] + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
-    overlap = np.minimum(end[owner], (bins + 1) * step_w) - np.maximum(start[owner], bins * step_w)
-    cell = (row_bin[owner] * n_sb + bins) * len(PHASE_ORDER) + phase_idx[owner]
-    weight = np.bincount(cell, weights=overlap, minlength=n_rb * n_sb * len(PHASE_ORDER))
+    # Phases shorter than a step (a request admitted in the step it arrived) cover no step cell.
+    groups = _frame(engine, """
+        SELECT row_no / :h AS rb, phase, start_step / :w AS b0, (e - 1) / :w AS b1,
+               COUNT(*) AS cnt, SUM(start_step) AS sum_s, SUM(e) AS sum_e
+        FROM (SELECT row_no, phase, start_step,
+                     CASE WHEN end_step IS NULL OR end_step > :n THEN :n ELSE end_step END AS e
+              FROM request_phases
+              WHERE run_id = :run AND row_no >= 0) p
+        WHERE e > start_step
+        GROUP BY row_no / :h, phase, start_step / :w, (e - 1) / :w
+    """, run=run_id, n=n_steps, w=step_w, h=row_h)
+    if groups.empty:
+        return empty
+    rb = groups["rb"].to_numpy(np.int64)
+    b0, b1 = groups["b0"].to_numpy(np.int64), groups["b1"].to_numpy(np.int64)
+    cnt = groups["cnt"].to_numpy(np.float64)
+    sum_s, sum_e = groups["sum_s"].to_numpy(np.float64), groups["sum_e"].to_numpy(np.float64)
+    phase = pd.Categorical(groups["phase"], categories=PHASE_ORDER).codes.astype(np.int64)
+    same = b0 == b1
+    # First bin: from each start to the bin's end; last bin: from the bin's start to each end.
+    first_w = np.where(same, sum_e - sum_s, cnt * (b0 + 1) * step_w - sum_s)
+    last_w = np.where(same, 0.0, sum_e - cnt * b1 * step_w)
+    middle = np.maximum(b1 - b0 - 1, 0)
+    owner = np.repeat(np.arange(len(groups)), middle)
+    mid_bins = b0[owner] + 1 + (np.arange(middle.sum()) - np.repeat(np.cumsum(middle) - middle, middle))
+    cells = np.concatenate([(rb * n_sb + b0) * len(PHASE_ORDER) + phase, (rb * n_sb + b1) * len(PHASE_ORDER) + phase,
+                            (rb[owner] * n_sb + mid_bins) * len(PHASE_ORDER) + phase[owner]])
+    weights = np.concatenate([first_w, last_w, cnt[owner] * step_w])
+    weight = np.bincount(cells, weights=weights, minlength=n_rb * n_sb * len(PHASE_ORDER))
     weight = weight.reshape(n_rb * n_sb, len(PHASE_ORDER))
     total = weight.sum(axis=1)
-    filled = np.nonzero(total)[0]
+    filled = np.nonzero(total > 1e-9)[0]
     dominant = weight[filled].argmax(axis=1)
-    rb, sb = filled // n_sb, filled % n_sb
-    row0, row1 = rb * row_h, np.minimum((rb + 1) * row_h, n_rows)
-    step0, step1 = sb * step_w, np.minimum((sb + 1) * step_w, n_steps)
+    rbs, sbs = filled // n_sb, filled % n_sb
+    row0, row1 = rbs * row_h, np.minimum((rbs + 1) * row_h, n_rows)
+    step0, step1 = sbs * step_w, np.minimum((sbs + 1) * step_w, n_steps)
     return pd.DataFrame({
         "row0": row0, "row1": row1, "step0": step0, "step1": step1,
         "phase": np.asarray(PHASE_ORDER)[dominant],
@@ -326,29 +348,29 @@ def gantt_overview(engine: Engine, run_id: int, step_bins: int = 240, row_bins: 
 
 # -- KV blocks ---------------------------------------------------------------------------------------
 def kv_block_map(engine: Engine, run_id: int, step: int, device: str = "gpu") -> pd.DataFrame:
-    """Every block of the pool during `step` and the request that owned it (None: free). Each
-    block's latest event at or before the step is found with one index seek per block."""
-    if device == "gpu":
-        size_sql = "SELECT MAX(num_gpu_blocks) FROM steps WHERE run_id = :run"
-        owning = "('allocate', 'swap_in')"
-    else:
-        size_sql = "SELECT COALESCE(MAX(block_id) + 1, 0) FROM kv_block_events WHERE run_id = :run AND device = 'cpu'"
-        owning = "('swap_out')"
-    frame = _frame(engine, f"""
-        WITH RECURSIVE blocks(b) AS (
-            SELECT 0 WHERE ({size_sql}) > 0
-            UNION ALL SELECT b + 1 FROM blocks WHERE b + 1 < ({size_sql})
-        ),
-        latest AS (
-            SELECT b, (SELECT e.event_id FROM kv_block_events e
-                       WHERE e.run_id = :run AND e.device = :dev AND e.block_id = blocks.b AND e.step <= :s
-                       ORDER BY e.step DESC, e.event_id DESC LIMIT 1) AS event_id
-            FROM blocks
-        )
-        SELECT latest.b AS block_id,
-               CASE WHEN ev.kind IN {owning} THEN ev.request_id END AS request_id,
-               ev.kind AS last_event, ev.step AS since_step
-        FROM latest LEFT JOIN kv_block_events ev ON ev.run_id = :run AND ev.event_id = latest.event_id
-        ORDER BY latest.b
-    """, run=run_id, dev=device, s=step)
-    return frame
+    """Every block of a pool during `step` and the request that owned it (None: free): the latest
+    keyframe at or before the step, plus the at most KEYFRAME_INTERVAL steps of events after it."""
+    with engine.connect() as conn:
+        keyframe = conn.execute(text("""
+            SELECT step, owners FROM kv_block_keyframes WHERE run_id = :run AND device = :dev AND step <= :s
+            ORDER BY step DESC LIMIT 1"""), {"run": run_id, "dev": device, "s": step}).first()
+        if device == "gpu":
+            size = conn.execute(text("SELECT MAX(num_gpu_blocks) FROM steps WHERE run_id = :run"),
+                                {"run": run_id}).scalar()
+        else:
+            config = conn.execute(text("SELECT config FROM runs WHERE id = :run"), {"run": run_id}).scalar()
+            config = json.loads(config) if isinstance(config, str) else (config or {})
+            size = config.get("swap_space")
+        events = conn.execute(text("""
+            SELECT request_id, kind, block_ids FROM kv_block_events
+            WHERE run_id = :run AND device = :dev AND step >= :from AND step <= :s ORDER BY event_id"""),
+            {"run": run_id, "dev": device, "from": keyframe.step if keyframe else 0, "s": step}).all()
+    owners: list[str | None] = json.loads(keyframe.owners) if keyframe else []
+    owners.extend([None] * (int(size or 0) - len(owners)))
+    for request_id, kind, block_ids in events:  # bounded by the keyframe interval, not the run length
+        owner = request_id if (kind, device) in OWNING_EVENTS else None
+        for block in json.loads(block_ids):
+            if block >= len(owners):
+                owners.extend([None] * (block + 1 - len(owners)))
+            owners[block] = owner
+    return pd.DataFrame({"block_id": np.arange(len(owners)), "request_id": pd.Series(owners, dtype="object")})

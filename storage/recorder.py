@@ -9,6 +9,7 @@ A heartbeat thread refreshes the run's heartbeat so readers can tell a live run 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime
@@ -20,7 +21,16 @@ from sqlalchemy import Connection, Engine, bindparam, insert, update
 from engine.outputs import KVBlockEvent
 from engine.phases import PhaseChange
 from engine.snapshot import FirstToken, RequestArrival, RequestFinish, RunInfo, StepSnapshot
-from storage.schema import KVBlockEventRow, PhaseRow, RequestRow, Run, StepRow
+from storage.schema import (
+    KEYFRAME_INTERVAL,
+    OWNING_EVENTS,
+    KVBlockEventRow,
+    KVKeyframeRow,
+    PhaseRow,
+    RequestRow,
+    Run,
+    StepRow,
+)
 
 HEARTBEAT_INTERVAL_S = 2.0
 
@@ -29,6 +39,7 @@ _requests = RequestRow.__table__
 _steps = StepRow.__table__
 _phases = PhaseRow.__table__
 _kv = KVBlockEventRow.__table__
+_keyframes = KVKeyframeRow.__table__
 
 _close_phase = (
     update(_phases)
@@ -50,6 +61,30 @@ def _request_update(fields: tuple[str, ...]) -> Any:
 
 _update_first_token = _request_update(_FIRST_TOKEN_FIELDS)
 _update_finish = _request_update(_FINISH_FIELDS)
+
+
+STEP_COLUMNS = (
+    "run_id", "step", "start_time", "end_time", "num_waiting", "num_running", "num_swapped", "num_prefill_seqs",
+    "num_prefill_tokens", "num_decode_seqs", "num_decode_tokens", "num_batched_tokens", "num_padding_seqs",
+    "num_output_tokens", "num_context_tokens", "num_prefill_pairs", "num_swap_blocks", "model_time",
+    "num_used_gpu_blocks", "num_gpu_blocks", "num_used_cpu_blocks", "num_preemptions", "model_flops",
+    "compute_utilization",
+)
+KV_COLUMNS = ("run_id", "event_id", "step", "request_id", "kind", "device", "num_blocks", "block_ids")
+KEYFRAME_COLUMNS = ("run_id", "device", "step", "owners")
+REQUEST_COLUMNS = ("run_id", "request_id", "row_no", "arrival_time", "prompt_len", "max_tokens", "priority",
+                   "output_len", "first_scheduled_time", "first_token_time", "finish_time", "finish_reason",
+                   "num_preemptions", "reject_reason")
+PHASE_COLUMNS = ("run_id", "interval_id", "request_id", "row_no", "phase", "start_step", "end_step", "start_time",
+                 "end_time")
+
+
+def _bulk_insert(conn: Connection, table: Any, rows: list[tuple[Any, ...]], columns: tuple[str, ...]) -> None:
+    """executemany straight to the driver: the per-row parameter handling of a Core insert costs
+    more than SQLite's own insert at 100,000s of rows. Values are plain ints, floats and strings."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
+    conn.exec_driver_sql(sql, rows)
 
 
 def utcnow() -> datetime:
@@ -94,13 +129,16 @@ class Recorder:
         self._next_event = 0
         self._num_steps = 0
         self._last_time = 0.0
-        self._new_steps: list[dict[str, Any]] = []
+        self._new_steps: list[tuple[Any, ...]] = []
         self._new_requests: dict[str, dict[str, Any]] = {}
         self._first_token_updates: dict[str, dict[str, Any]] = {}
         self._finish_updates: dict[str, dict[str, Any]] = {}
         self._new_intervals: dict[int, dict[str, Any]] = {}
         self._interval_closes: list[dict[str, Any]] = []
-        self._new_kv: list[dict[str, Any]] = []
+        self._new_kv: list[tuple[Any, ...]] = []
+        self._new_keyframes: list[tuple[Any, ...]] = []
+        # The owner of every block, kept to write keyframes (see KVKeyframeRow).
+        self._owners: dict[str, list[str | None]] = {"cpu": [None] * int(info.config.get("swap_space") or 0)}
         self._last_flush = time.monotonic()
         self._closed = False
         self._stop_heartbeat = threading.Event()
@@ -110,35 +148,23 @@ class Recorder:
 
     # -- the engine's side ----------------------------------------------------------------------
     def record(self, snapshot: StepSnapshot) -> None:
+        if "gpu" not in self._owners:
+            self._owners["gpu"] = [None] * snapshot.num_gpu_blocks
+        if snapshot.step % KEYFRAME_INTERVAL == 0 and snapshot.step > 0:
+            for device, owners in self._owners.items():
+                if owners:
+                    self._new_keyframes.append((self.run_id, device, snapshot.step, json.dumps(owners)))
         self._add_requests(snapshot.arrivals, snapshot.first_tokens, snapshot.finishes)
         self._add_phase_changes(snapshot.phase_changes)
         self._add_kv_events(snapshot.step, snapshot.kv_events)
-        self._new_steps.append({
-            "run_id": self.run_id,
-            "step": snapshot.step,
-            "start_time": snapshot.start_time,
-            "end_time": snapshot.end_time,
-            "num_waiting": snapshot.num_waiting,
-            "num_running": snapshot.num_running,
-            "num_swapped": snapshot.num_swapped,
-            "num_prefill_seqs": snapshot.num_prefill_seqs,
-            "num_prefill_tokens": snapshot.num_prefill_tokens,
-            "num_decode_seqs": snapshot.num_decode_seqs,
-            "num_decode_tokens": snapshot.num_decode_tokens,
-            "num_batched_tokens": snapshot.num_batched_tokens,
-            "num_padding_seqs": snapshot.num_padding_seqs,
-            "num_output_tokens": snapshot.num_output_tokens,
-            "num_context_tokens": snapshot.num_context_tokens,
-            "num_prefill_pairs": snapshot.num_prefill_pairs,
-            "num_swap_blocks": snapshot.num_swap_blocks,
-            "model_time": snapshot.model_time,
-            "num_used_gpu_blocks": snapshot.num_used_gpu_blocks,
-            "num_gpu_blocks": snapshot.num_gpu_blocks,
-            "num_used_cpu_blocks": snapshot.num_used_cpu_blocks,
-            "num_preemptions": snapshot.num_preemptions,
-            "model_flops": snapshot.model_flops,
-            "compute_utilization": snapshot.compute_utilization,
-        })
+        s = snapshot
+        self._new_steps.append((
+            self.run_id, s.step, s.start_time, s.end_time, s.num_waiting, s.num_running, s.num_swapped,
+            s.num_prefill_seqs, s.num_prefill_tokens, s.num_decode_seqs, s.num_decode_tokens, s.num_batched_tokens,
+            s.num_padding_seqs, s.num_output_tokens, s.num_context_tokens, s.num_prefill_pairs, s.num_swap_blocks,
+            s.model_time, s.num_used_gpu_blocks, s.num_gpu_blocks, s.num_used_cpu_blocks, s.num_preemptions,
+            s.model_flops, s.compute_utilization,
+        ))
         self._num_steps = snapshot.step + 1
         self._last_time = snapshot.end_time
         if (len(self._new_steps) >= self.flush_every_steps
@@ -222,11 +248,16 @@ class Recorder:
         run_id = self.run_id
         rows = self._new_kv
         event_id = self._next_event
+        owners = self._owners
         for rid, kind, device, blocks in events:
+            rows.append((run_id, event_id, step, rid, kind, device, len(blocks), json.dumps(blocks)))
+            event_id += 1
+            pool = owners.setdefault(device, [])
+            if blocks and max(blocks) >= len(pool):
+                pool.extend([None] * (max(blocks) + 1 - len(pool)))
+            owner = rid if (kind, device) in OWNING_EVENTS else None
             for block in blocks:
-                rows.append({"run_id": run_id, "event_id": event_id, "step": step, "request_id": rid,
-                             "kind": kind, "device": device, "block_id": block})
-                event_id += 1
+                pool[block] = owner
         self._next_event = event_id
 
     # -- writing --------------------------------------------------------------------------------
@@ -238,7 +269,8 @@ class Recorder:
 
     def _write(self, conn: Connection) -> None:
         if self._new_requests:
-            conn.execute(insert(_requests), list(self._new_requests.values()))
+            _bulk_insert(conn, _requests, [tuple(row[c] for c in REQUEST_COLUMNS)
+                                           for row in self._new_requests.values()], REQUEST_COLUMNS)
         if self._first_token_updates:
             conn.execute(_update_first_token, [
                 {"b_run": self.run_id, "b_rid": rid, **{f"v_{k}": v for k, v in fields.items()}}
@@ -250,13 +282,16 @@ class Recorder:
                 for rid, fields in self._finish_updates.items()
             ])
         if self._new_intervals:
-            conn.execute(insert(_phases), list(self._new_intervals.values()))
+            _bulk_insert(conn, _phases, [tuple(row[c] for c in PHASE_COLUMNS)
+                                         for row in self._new_intervals.values()], PHASE_COLUMNS)
         if self._interval_closes:
             conn.execute(_close_phase, self._interval_closes)
         if self._new_kv:
-            conn.execute(insert(_kv), self._new_kv)
+            _bulk_insert(conn, _kv, self._new_kv, KV_COLUMNS)
+        if self._new_keyframes:
+            _bulk_insert(conn, _keyframes, self._new_keyframes, KEYFRAME_COLUMNS)
         if self._new_steps:
-            conn.execute(insert(_steps), self._new_steps)
+            _bulk_insert(conn, _steps, self._new_steps, STEP_COLUMNS)
         conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(
             num_steps=self._num_steps, last_time=self._last_time, heartbeat_at=utcnow()))
         self._new_requests = {}
@@ -265,6 +300,7 @@ class Recorder:
         self._new_intervals = {}
         self._interval_closes = []
         self._new_kv = []
+        self._new_keyframes = []
         self._new_steps = []
 
     def _beat(self, interval: float) -> None:

@@ -127,7 +127,10 @@ class PhaseRow(Base):
 
 
 class KVBlockEventRow(Base):
-    """One row per block per ownership change; the block map at step N is each block's latest event."""
+    """One row per ownership change: a request took or released some blocks of one pool.
+
+    Appended in order (event_id), never updated, so recording stays cheap at 100,000s of events.
+    """
 
     __tablename__ = "kv_block_events"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
@@ -136,10 +139,23 @@ class KVBlockEventRow(Base):
     request_id: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(16))  # allocate | free | swap_out | swap_in
     device: Mapped[str] = mapped_column(String(8))  # gpu | cpu
-    block_id: Mapped[int] = mapped_column(Integer)
+    num_blocks: Mapped[int] = mapped_column(Integer)
+    block_ids: Mapped[str] = mapped_column(Text)  # JSON array of block ids, e.g. [12, 13, 40]
 
-    __table_args__ = (Index("ix_kv_block_latest", "run_id", "device", "block_id", "step", "event_id"),)
+    __table_args__ = (Index("ix_kv_events_run_step", "run_id", "device", "step"),)
 
 
-# Which (kind, device) events leave the block owned by the event's request.
+class KVKeyframeRow(Base):
+    """The owner of every block of a pool at the start of a step, every KEYFRAME_INTERVAL steps, so
+    the block map at any step is one keyframe plus the few events after it (derived data)."""
+
+    __tablename__ = "kv_block_keyframes"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    device: Mapped[str] = mapped_column(String(8), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)  # state before this step's events
+    owners: Mapped[str] = mapped_column(Text)  # JSON array: owning request id per block, null when free
+
+
+KEYFRAME_INTERVAL = 256
+# Which (kind, device) events leave the blocks owned by the event's request.
 OWNING_EVENTS = {("allocate", "gpu"), ("swap_in", "gpu"), ("swap_out", "cpu")}

@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from engine.clock import VirtualClock
+from engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from engine.engine_loop import Engine
+from engine.executors.cost_model import DEFAULT_COST_MODEL
+from engine.executors.simulated import SimulatedExecutor
+from engine.snapshot import RunInfo
+from engine.workload.generators import synthetic_workload
 from storage import queries
-from storage.database import open_for_read
+from storage.database import open_for_read, open_for_write
+from storage.recorder import Recorder
 from tests.recording import record_simulation
 
 
@@ -134,3 +142,67 @@ def test_reading_never_changes_the_file(tmp_path: Path) -> None:
     queries.gantt_overview(reader, run_id)
     reader.dispose()
     assert db.read_bytes() == before
+
+
+class _OwnerCapturingExecutor(SimulatedExecutor):
+    """Notes the block owners the scheduler handed out for every step, to check the recorded map."""
+
+    def __init__(self) -> None:
+        super().__init__(DEFAULT_COST_MODEL)
+        self.engine: Engine | None = None
+        self.gpu: list[dict[int, str]] = []
+        self.cpu: list[dict[int, str]] = []
+
+    def execute_model(self, out):  # type: ignore[no-untyped-def]
+        if out.scheduled:
+            bm = self.engine.scheduler.block_manager  # type: ignore[union-attr]
+            self.gpu.append(bm.owners())
+            self.cpu.append({b: rid for rid, table in bm._cpu_tables.items() for b in table})
+        return super().execute_model(out)
+
+
+@pytest.mark.parametrize("interval", [5, 256])
+def test_block_map_equals_the_schedulers_blocks_at_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              interval: int) -> None:
+    import storage.recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "KEYFRAME_INTERVAL", interval)
+    config = EngineConfig(SchedulerConfig(max_num_seqs=16), CacheConfig(num_gpu_blocks=40, swap_space=64,
+                                                                         block_size=16))
+    config = config.replace(preemption_mode="swap")
+    executor = _OwnerCapturingExecutor()
+    info = RunInfo(name="owners", mode="simulated", batching="continuous", config=config.to_dict())
+    recorder = Recorder(open_for_write(str(tmp_path / "o.db")), info, {}, flush_every_steps=9)
+    engine = Engine(config, executor, VirtualClock(), recorder)
+    executor.engine = engine
+    engine.run(synthetic_workload("mixed", 60, request_rate=80.0, seed=11).requests)
+    recorder.finish()
+    reader = open_for_read(str(tmp_path / "o.db"))
+    assert engine.stats.num_preemptions > 0
+    for step in range(len(executor.gpu)):
+        for device, expected in (("gpu", executor.gpu[step]), ("cpu", executor.cpu[step])):
+            frame = queries.kv_block_map(reader, recorder.run_id, step, device)
+            got = {int(b): r for b, r in zip(frame["block_id"], frame["request_id"], strict=True) if r is not None}
+            assert got == expected, (device, step)
+
+
+def test_gantt_overview_matches_a_step_by_step_count(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    run_id, _, _ = record_simulation(db, num_requests=70, num_gpu_blocks=40)
+    reader = open_for_read(str(db))
+    overview = queries.gantt_overview(reader, run_id, step_bins=17, row_bins=6)
+    with reader.connect() as conn:
+        n = conn.execute(text("SELECT MAX(step) + 1 FROM steps")).scalar_one()
+        rows = conn.execute(text("SELECT row_no, phase, start_step, COALESCE(end_step, :n) FROM request_phases"),
+                            {"n": n}).all()
+    step_w, row_h = -(-n // 17), -(-70 // 6)
+    weights: dict[tuple[int, int], dict[str, int]] = {}
+    for row_no, phase, start, end in rows:
+        for step in range(start, min(end, n)):
+            cell = weights.setdefault((row_no // row_h, step // step_w), {})
+            cell[phase] = cell.get(phase, 0) + 1
+    assert len(overview) == len(weights)
+    for r in overview.itertuples():
+        cell = weights[(r.row0 // row_h, r.step0 // step_w)]
+        assert cell[r.phase] == max(cell.values())
+        assert r.share == pytest.approx(sum(cell.values()) / ((r.row1 - r.row0) * (r.step1 - r.step0)))
