@@ -22,17 +22,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.clock import VirtualClock  # noqa: E402
-from engine.config import CacheConfig, EngineConfig, SchedulerConfig  # noqa: E402
-from engine.engine_loop import Engine  # noqa: E402
-from engine.executors.cost_model import DEFAULT_COST_MODEL  # noqa: E402
-from engine.executors.simulated import SimulatedExecutor  # noqa: E402
-from engine.snapshot import RunInfo  # noqa: E402
-from engine.workload import BUNDLED_AZURE_TRACE  # noqa: E402
-from engine.workload.files import load_azure_csv  # noqa: E402
-from storage import queries  # noqa: E402
-from storage.database import open_for_read, open_for_write  # noqa: E402
-from storage.recorder import Recorder  # noqa: E402
+from engine.clock import VirtualClock
+from engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from engine.engine_loop import Engine
+from engine.executors.cost_model import DEFAULT_COST_MODEL
+from engine.executors.simulated import SimulatedExecutor
+from engine.snapshot import RunInfo
+from engine.workload import BUNDLED_AZURE_TRACE
+from engine.workload.files import load_azure_csv
+from storage import queries
+from storage.database import open_for_read, open_for_write
+from storage.recorder import Recorder
 
 TARGET_MS = 200.0
 
