@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from engine.cli.args import (
     DEFAULT_SIM_GPU_BLOCKS,
@@ -18,7 +19,7 @@ from engine.cli.args import (
 from engine.cli.session import RecordTarget, run_session
 from engine.clock import VirtualClock
 from engine.config import ConfigError, EngineConfig
-from engine.executors.cost_model import named_cost_model
+from engine.executors.cost_model import CostModel, cost_model_from_dict, named_cost_model
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
 from engine.workload import resolve_workload
@@ -31,6 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--cost-model", choices=("default", "unit"), default=None,
                    help="default: step time from batch shape (fitted on `tiny`); unit: every step costs 1 "
                         "(with --from-run: the model fitted to that run)")
+    p.add_argument("--cost-model-file", default=None, metavar="JSON",
+                   help="a cost model written by `python -m engine profile -o` (overrides --cost-model)")
     what_if = p.add_argument_group("what-if")
     what_if.add_argument("--from-run", type=positive_int, metavar="RUN",
                          help="replay run RUN's exact requests with its fitted cost model; engine flags given "
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     workload_name = args.workload or "mixed"
     config = engine_config_from_args(args, num_gpu_blocks=DEFAULT_SIM_GPU_BLOCKS)
     workload = resolve_workload(workload_name, workload_options_from_args(args))
-    executor = SimulatedExecutor(named_cost_model(args.cost_model or "default"))
+    executor = SimulatedExecutor(chosen_cost_model(args) or named_cost_model("default"))
     info = RunInfo(
         name=args.name or default_run_name("simulate", workload_name, config),
         mode="simulated",
@@ -68,6 +71,19 @@ def run(args: argparse.Namespace) -> int:
     print_summary(result.summary.to_dict() | {"run_id": result.run_id, "status": result.status},
                   result.summary.format(), args.json, result.run_id)
     return 0
+
+
+def chosen_cost_model(args: argparse.Namespace) -> CostModel | None:
+    """The cost model the flags ask for (--cost-model-file, then --cost-model), or None."""
+    path = getattr(args, "cost_model_file", None)
+    if path:
+        try:
+            return cost_model_from_dict(json.loads(Path(path).read_text()))
+        except OSError as exc:
+            raise ConfigError(f"cannot read cost model file {path}: {exc.strerror or exc}") from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{path} is not a cost model written by `python -m engine profile` ({exc})") from None
+    return named_cost_model(args.cost_model) if args.cost_model else None
 
 
 def default_run_name(verb: str, workload: str, config: EngineConfig) -> str:

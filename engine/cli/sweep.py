@@ -24,6 +24,7 @@ from engine.cli.args import (
     workload_options_from_args,
 )
 from engine.cli.session import RecordTarget, run_session
+from engine.cli.simulate import chosen_cost_model
 from engine.clock import VirtualClock
 from engine.config import BATCHING_MODES, POLICIES, PREEMPTION_MODES, ConfigError, EngineConfig
 from engine.executors.cost_model import CostModel, named_cost_model
@@ -52,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--model", default="tiny", help="with --real: the model (tiny)")
     p.add_argument("--device", default=None, help="with --real: cuda or cpu (default: cuda when present)")
     p.add_argument("--cost-model", choices=("default", "unit"), default=None, help="simulated: the cost model")
+    p.add_argument("--cost-model-file", default=None, metavar="JSON", help="simulated: a profiled cost model")
     p.add_argument("--from-run", type=positive_int, metavar="RUN",
                    help="sweep over run RUN's recorded requests and configuration (simulated with its fitted model)")
     add_engine_args(p)
@@ -132,13 +134,13 @@ def _base(args: argparse.Namespace) -> tuple[EngineConfig, Workload, CostModel |
         from storage.database import open_for_write
 
         base = load_base_run(open_for_write(args.db), args.from_run)
-        cost = named_cost_model(args.cost_model) if args.cost_model else base.cost_model
+        cost = chosen_cost_model(args) or base.cost_model
         return engine_config_from_args(args, base=base.config), base.workload, cost, base.model
     workload = resolve_workload(args.workload, workload_options_from_args(args))
     if args.real:
         return engine_config_from_args(args), workload, None, args.model
     config = engine_config_from_args(args, num_gpu_blocks=DEFAULT_SIM_GPU_BLOCKS)
-    return config, workload, named_cost_model(args.cost_model or "default"), None
+    return config, workload, chosen_cost_model(args) or named_cost_model("default"), None
 
 
 def _one_run(args: argparse.Namespace, config: EngineConfig, workload: Workload, cost_model: CostModel | None,

@@ -14,9 +14,9 @@ from typing import Any
 from engine.cli.args import engine_config_from_args, given_engine_flags
 from engine.cli.base_run import BaseRun, load_base_run, percent_errors, self_check, summary_metrics
 from engine.cli.session import RecordTarget, run_session
+from engine.cli.simulate import chosen_cost_model
 from engine.clock import VirtualClock
 from engine.config import ConfigError
-from engine.executors.cost_model import named_cost_model
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
 from storage.database import open_for_write
@@ -40,7 +40,7 @@ def run_what_if(args: argparse.Namespace) -> int:
     changes = given_engine_flags(args)
     config = engine_config_from_args(args, base=base.config)
     check = self_check(base)
-    cost_model = named_cost_model(args.cost_model) if args.cost_model else base.cost_model
+    cost_model = chosen_cost_model(args) or base.cost_model
     info = RunInfo(
         name=args.name or f"what-if of run {base.run_id}: {describe_changes(changes)}",
         mode="simulated",

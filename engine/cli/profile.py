@@ -1,0 +1,160 @@
+"""`python -m engine profile`: fit a step-time cost model for a model and device, no workload needed.
+
+Times one forward pass for a grid of batch shapes (decode batches at several context lengths,
+prefill chunks with and without earlier context, and mixes of both), then fits the same linear
+cost model the what-if page fits to recorded runs. The JSON it writes is what
+`simulate --cost-model-file` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.block_manager import BlockManager
+from engine.cli.args import positive_float, positive_int
+from engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from engine.executors.cost_fit import fit_cost_model
+from engine.executors.cost_model import FEATURES, LinearCostModel, step_features
+from engine.outputs import ScheduledRequest, SchedulerOutput
+from engine.sampling_params import SamplingParams
+
+GREEDY = SamplingParams(max_tokens=1, temperature=0.0)
+
+
+@dataclass(frozen=True)
+class Shape:
+    decodes: int  # sequences decoding one token
+    decode_context: int  # tokens already in each decoding sequence's cache
+    prefills: int  # sequences computing a prefill chunk
+    chunk: int  # tokens in each prefill chunk
+    prefill_context: int = 0  # tokens already cached before each chunk
+
+    def label(self) -> str:
+        parts = []
+        if self.decodes:
+            parts.append(f"{self.decodes} decodes @ {self.decode_context}")
+        if self.prefills:
+            ctx = f" after {self.prefill_context}" if self.prefill_context else ""
+            parts.append(f"{self.prefills} x {self.chunk}-token prefill{ctx}")
+        return " + ".join(parts)
+
+
+def default_grid(max_seqs: int, max_tokens: int) -> list[Shape]:
+    shapes = []
+    for batch in (1, 2, 4, 8, 16, 32, 64, 128):
+        if batch <= max_seqs:
+            for context in (32, 256, 1024):
+                shapes.append(Shape(batch, context, 0, 0))
+    for chunk in (16, 64, 128, 256, 512, 1024):
+        for seqs in (1, 2, 4):
+            if chunk * seqs <= max_tokens:
+                shapes.append(Shape(0, 0, seqs, chunk))
+                shapes.append(Shape(0, 0, seqs, chunk, prefill_context=512))
+    for batch in (4, 16, 32):
+        for chunk in (64, 256):
+            if batch <= max_seqs and batch + chunk <= max_tokens:
+                shapes.append(Shape(batch, 256, 1, chunk))
+    return shapes
+
+
+def build_output(shape: Shape, step: int, block_size: int, num_blocks: int, vocab: int,
+                 rng: np.random.Generator) -> SchedulerOutput:
+    """A hand-made SchedulerOutput with real block tables, as the scheduler would hand out."""
+    bm = BlockManager(num_blocks, 0, block_size)
+    scheduled = []
+    for i in range(shape.decodes + shape.prefills):
+        decode = i < shape.decodes
+        start = shape.decode_context if decode else shape.prefill_context
+        n = 1 if decode else shape.chunk
+        rid = f"p{i}"
+        if bm.grow(rid, start + n) is None:
+            raise SystemExit(f"error: the profile pool ({num_blocks} blocks) is too small for {shape.label()}")
+        tokens = tuple(int(t) for t in rng.integers(1000, vocab, n))
+        scheduled.append(ScheduledRequest(rid, n, start, not decode, True, GREEDY, tokens,
+                                          tuple(bm.block_table(rid))))
+    return SchedulerOutput(step=step, scheduled=tuple(scheduled),
+                           total_num_scheduled_tokens=sum(s.num_tokens for s in scheduled),
+                           finished_req_ids=tuple(f"p{i}" for i in range(len(scheduled))))
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("profile", help="fit a step-time cost model for a model and device")
+    p.add_argument("--model", default="tiny", help="tiny, smollm2, a model directory or a .gguf file (tiny)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16")
+    p.add_argument("--max-num-seqs", type=positive_int, default=128, help="largest decode batch to time (128)")
+    p.add_argument("--max-num-batched-tokens", type=positive_int, default=2048, help="largest step to time (2048)")
+    p.add_argument("--block-size", type=positive_int, default=16)
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed passes per shape; the median counts (5)")
+    p.add_argument("--budget-s", type=positive_float, default=600.0, help="stop timing new shapes after this long")
+    p.add_argument("--output", "-o", default=None, help="write the fitted model here as JSON")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.executors.model_loading import load_model
+    from engine.executors.torch_executor import TorchExecutor
+
+    loaded = load_model(args.model, args.device, args.dtype)
+    shapes = default_grid(args.max_num_seqs, args.max_num_batched_tokens)
+    need = max(s.decodes * -(-(s.decode_context + 1) // args.block_size)
+               + s.prefills * -(-(s.prefill_context + s.chunk) // args.block_size) for s in shapes)
+    max_len = max(2048, max(s.prefill_context + s.chunk for s in shapes), max(s.decode_context + 1 for s in shapes))
+    config = EngineConfig(SchedulerConfig(max_num_seqs=args.max_num_seqs, enable_chunked_prefill=True,
+                                          max_num_batched_tokens=max(args.max_num_batched_tokens, args.max_num_seqs),
+                                          max_model_len=min(max_len, loaded.max_position_embeddings or max_len)),
+                          CacheConfig(block_size=args.block_size, num_gpu_blocks=need + 1))
+    executor = TorchExecutor(loaded, config, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    rows, durations, labels = [], [], []
+    deadline = time.monotonic() + args.budget_s
+    try:
+        executor.execute_model(build_output(shapes[0], 0, args.block_size, need + 1, loaded.vocab_size, rng))  # warm
+        for i, shape in enumerate(shapes):
+            if time.monotonic() > deadline:
+                print(f"stopping after {i} shapes: --budget-s reached", file=sys.stderr)
+                break
+            out = build_output(shape, i, args.block_size, need + 1, loaded.vocab_size, rng)
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                executor.execute_model(out)
+                times.append(time.perf_counter() - start)
+            rows.append(step_features(out))
+            durations.append(statistics.median(times))
+            labels.append(shape.label())
+            if not args.json:
+                print(f"{shape.label():<42} {durations[-1] * 1e3:8.2f} ms", file=sys.stderr)
+    finally:
+        executor.shutdown()
+    model = fit_cost_model(np.array(rows), np.array(durations), name=f"profiled {args.model}",
+                           provenance={"source": "profile", "model": args.model, "device": str(loaded.device),
+                                       "shapes": len(rows)})
+    if args.output:
+        Path(args.output).write_text(json.dumps(model.to_dict(), indent=2) + "\n")
+    if args.json:
+        json.dump(model.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_model(model)
+        if args.output:
+            print(f"wrote {args.output} (use it with: python -m engine simulate --cost-model-file {args.output})")
+    return 0
+
+
+def print_model(model: LinearCostModel) -> None:
+    fit = model.fit
+    print(f"{model.name}: {fit['num_steps']} shapes, R² {fit['r2']:.3f}, median error "
+          f"{fit['median_abs_pct_error']:.1f}%, p90 {fit['p90_abs_pct_error']:.1f}%")
+    for name in FEATURES:
+        print(f"  {name:<16} {model.coefficients[name]:.3e} s")
