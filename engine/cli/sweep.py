@@ -154,8 +154,8 @@ def _one_run(args: argparse.Namespace, config: EngineConfig, workload: Workload,
         result = run_session(config, SimulatedExecutor(cost_model), VirtualClock(), workload.requests, info,
                              RecordTarget(args.db, enabled=not args.no_record))
         return result.summary, result.run_id
-    from engine.cli.run import run_real_session
+    from engine.cli.real_session import run_real_session
 
-    result = run_real_session(args, config, workload, name=f"{name} {args.param}={value}", sweep_id=sweep_id,
-                              extra=extra)
+    result = run_real_session(args, config, workload, name=f"{name} {args.param}={value}", model=model,
+                              sweep_id=sweep_id, extra=extra, progress=False)
     return result.summary, result.run_id
