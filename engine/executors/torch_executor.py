@@ -16,6 +16,7 @@ import torch
 from engine.config import EngineConfig
 from engine.executors.flops import FlopModel, measure_peak_flops
 from engine.executors.kv_cache import PagedKVCache
+from engine.executors.lm_head import install_chunked_lm_head
 from engine.executors.model_loading import LoadedModel, ModelLoadError
 from engine.executors.paged_attention import register_paged_attention
 from engine.executors.sampler import Sampler
@@ -47,6 +48,8 @@ class TorchExecutor:
         self.kv_cache = PagedKVCache(loaded.num_layers, cache.pool_blocks, cache.block_size, loaded.num_kv_heads,
                                      loaded.head_dim, loaded.dtype, loaded.device, cache.swap_space)
         self.model.set_attn_implementation(register_paged_attention())
+        if self.device.type == "cpu":
+            install_chunked_lm_head(self.model)
         self.sampler = Sampler(self.device, seed)
         self.flop_model = FlopModel.of(self.model, loaded.num_layers, loaded.num_heads, loaded.head_dim)
         self.peak_flops = peak_flops if peak_flops is not None else measure_peak_flops(self.device, loaded.dtype)

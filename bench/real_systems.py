@@ -1,0 +1,163 @@
+"""The systems bench_real.py compares, each run on the same requests and timed the same way.
+
+- HF generate in static batches (left padding, greedy, every request forced to its length),
+- transformers' own continuous batching (its manager API, per-request max_new_tokens),
+- our engine (continuous or static), with where each step's time went.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.clock import WallClock
+from engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from engine.engine_loop import Engine
+from engine.executors.model_loading import LoadedModel
+from engine.executors.torch_executor import TorchExecutor
+from engine.outputs import ModelRunnerOutput, SchedulerOutput
+from engine.snapshot import StepSnapshot
+from engine.workload.spec import RequestSpec
+
+BLOCK_SIZE = 16
+NUM_GPU_BLOCKS = 1024  # 16k token slots: the whole workload fits, so no preemption muddies the comparison
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    request_id: str
+    prompt: list[int]
+    max_tokens: int
+
+
+@dataclass
+class RunResult:
+    duration_s: float  # start to last finish
+    output_tokens: int
+    latencies_s: list[float]  # end to end, per request
+    breakdown: dict[str, float] = field(default_factory=dict)  # seconds per part (ours only)
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        return self.output_tokens / self.duration_s
+
+    @property
+    def p50_s(self) -> float:
+        return float(np.percentile(self.latencies_s, 50))
+
+    @property
+    def p99_s(self) -> float:
+        return float(np.percentile(self.latencies_s, 99))
+
+
+def run_hf_static(model: Any, reqs: list[BenchRequest], batch_size: int) -> RunResult:
+    latencies: list[float] = []
+    t0 = time.perf_counter()
+    for i in range(0, len(reqs), batch_size):
+        batch = reqs[i : i + batch_size]
+        width = max(len(r.prompt) for r in batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        mask = torch.zeros(len(batch), width, dtype=torch.long)
+        for row, r in enumerate(batch):  # left padding: every prompt ends at the same column
+            ids[row, width - len(r.prompt) :] = torch.tensor(r.prompt)
+            mask[row, width - len(r.prompt) :] = 1
+        new = max(r.max_tokens for r in batch)
+        with torch.inference_mode():
+            model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                           pad_token_id=0)
+        latencies += [time.perf_counter() - t0] * len(batch)
+    return RunResult(time.perf_counter() - t0, sum(r.max_tokens for r in reqs), latencies)
+
+
+def run_hf_cb(model: Any, reqs: list[BenchRequest], max_batch_tokens: int, max_seqs: int) -> RunResult:
+    from transformers import ContinuousBatchingConfig, GenerationConfig
+
+    gen = GenerationConfig(max_new_tokens=max(r.max_tokens for r in reqs), do_sample=False, eos_token_id=-1,
+                           pad_token_id=0)
+    # On CPU its defaults would reserve 6-9 GB: size the pages and the batch by hand (NOTES.md).
+    cb = ContinuousBatchingConfig(num_blocks=64, max_batch_tokens=max_batch_tokens, max_requests_per_batch=max_seqs)
+    latencies: dict[str, float] = {}
+    tokens = 0
+    with model.continuous_batching_context_manager(generation_config=gen, continuous_batching_config=cb,
+                                                   block=True, timeout=30, warmup=False) as manager:
+        t0 = time.perf_counter()
+        for r in reqs:
+            manager.add_request(r.prompt, request_id=r.request_id, max_new_tokens=r.max_tokens, eos_token_id=-1)
+        while len(latencies) < len(reqs):
+            result = manager.get_result(timeout=1)
+            if result is None:
+                continue
+            if result.is_finished():
+                if result.error:
+                    raise RuntimeError(f"transformers CB failed on {result.request_id}: {result.error}")
+                latencies[result.request_id] = time.perf_counter() - t0
+                tokens += len(result.generated_tokens)
+    return RunResult(max(latencies.values()), tokens, list(latencies.values()))
+
+
+class _TimedExecutor:
+    """Passes through to the torch executor and sums its per-step timings."""
+
+    def __init__(self, inner: TorchExecutor) -> None:
+        self.inner = inner
+        self.mode, self.include_token_ids = inner.mode, inner.include_token_ids
+        self.eos_token_id, self.vocab_size = inner.eos_token_id, inner.vocab_size
+        self.totals: dict[str, float] = defaultdict(float)
+
+    def execute_model(self, out: SchedulerOutput) -> ModelRunnerOutput:
+        result = self.inner.execute_model(out)
+        for part, seconds in result.timings.items():
+            self.totals[part] += seconds
+        self.totals["executor"] += result.model_time_s
+        return result
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.inner.encode(text))
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
+_executors: dict[tuple[int, str], TorchExecutor] = {}
+
+
+def run_ours(loaded: LoadedModel, reqs: list[BenchRequest], budget: int, max_seqs: int, chunked: bool,
+             batching: str) -> RunResult:
+    config = EngineConfig(
+        SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget, enable_chunked_prefill=chunked,
+                        batching=batching),  # type: ignore[arg-type]
+        CacheConfig(block_size=BLOCK_SIZE, num_gpu_blocks=NUM_GPU_BLOCKS),
+    )
+    key = (id(loaded), loaded.name)
+    if key not in _executors:  # one KV pool per model, reused: the pool does not depend on the schedule
+        _executors[key] = TorchExecutor(loaded, config)
+    executor = _TimedExecutor(_executors[key])
+    specs = [RequestSpec(r.request_id, 0.0, r.max_tokens, prompt_token_ids=tuple(r.prompt)) for r in reqs]
+    steps_wall = 0.0
+
+    def on_step(s: StepSnapshot) -> None:
+        nonlocal steps_wall
+        steps_wall += s.end_time - s.start_time
+
+    engine = Engine(config, executor, WallClock())  # type: ignore[arg-type]
+    summary = engine.run(specs, on_step=on_step)
+    t = executor.totals
+    breakdown = {
+        "model (matmuls, norms, ...)": t["model"],
+        "kv gather": t["kv_gather"],
+        "attention (+ kv write)": t["attention"] + t["kv_write"],
+        "sampling": t["sampling"],
+        "prepare + swap": t["prepare"] + t["swap"] + t["other"],
+        "scheduler + engine loop": steps_wall - t["executor"],
+        "rest": summary.duration_s - steps_wall,
+    }
+    latencies = [r.finish_time - r.arrival_time for r in engine.requests.values() if r.finish_time is not None]
+    return RunResult(summary.duration_s, summary.output_tokens, latencies, breakdown)
