@@ -153,32 +153,17 @@ class Engine:
         end = clock.now()
         changes.extend(self.phases.updated(out.step, update, end))
 
-        first_tokens: list[FirstToken] = []
-        finishes = self._finishes
         requests = self.requests
-        for u in update.updates:
-            if u.is_first_token:
-                req = requests[u.request_id]
-                first_tokens.append(FirstToken(u.request_id, req.first_scheduled_time, end))
-            if u.finish_reason is not None:
-                finishes.append(_finish_record(requests[u.request_id]))
-
-        prefill_seqs = prefill_tokens = decode_seqs = context_tokens = prefill_pairs = 0
-        for s in out.scheduled:
-            if s.is_prefill:
-                n = s.num_tokens
-                prefill_seqs += 1
-                prefill_tokens += n
-                prefill_pairs += n * s.start_pos + n * (n + 1) // 2
-            else:
-                decode_seqs += 1
-                context_tokens += s.start_pos + 1
+        first_tokens = [FirstToken(rid, requests[rid].first_scheduled_time, end) for rid in update.first_token_req_ids]
+        finishes = self._finishes
+        for f in update.finished:
+            finishes.append(_finish_record(requests[f.request_id]))
         num_preempted = len(out.preempted_req_ids) + len(out.swapped_out_req_ids)
         stats = self.stats
         stats.num_steps += 1
         stats.sum_batch_size += len(out.scheduled)
         stats.sum_batched_tokens += out.total_num_scheduled_tokens
-        stats.sum_prefill_tokens += prefill_tokens
+        stats.sum_prefill_tokens += out.num_prefill_tokens
         stats.num_preemptions += num_preempted
         stats.model_time_s += result.model_time_s
         stats.model_flops += result.num_flops
@@ -195,19 +180,19 @@ class Engine:
             num_waiting=out.num_waiting,
             num_running=out.num_running,
             num_swapped=out.num_swapped,
-            num_prefill_seqs=prefill_seqs,
-            num_prefill_tokens=prefill_tokens,
-            num_decode_seqs=decode_seqs,
-            num_decode_tokens=decode_seqs,
+            num_prefill_seqs=out.num_prefill_seqs,
+            num_prefill_tokens=out.num_prefill_tokens,
+            num_decode_seqs=out.num_decode_seqs,
+            num_decode_tokens=out.num_decode_seqs,
             num_batched_tokens=out.total_num_scheduled_tokens,
             num_padding_seqs=len(out.padding_req_ids),
             num_used_gpu_blocks=out.num_used_gpu_blocks,
             num_gpu_blocks=out.num_gpu_blocks,
             num_used_cpu_blocks=out.num_used_cpu_blocks,
             num_preemptions=num_preempted,
-            num_output_tokens=len(update.updates),
-            num_context_tokens=context_tokens,
-            num_prefill_pairs=prefill_pairs,
+            num_output_tokens=update.num_sampled_tokens,
+            num_context_tokens=out.num_context_tokens,
+            num_prefill_pairs=out.num_prefill_pairs,
             num_swap_blocks=len(out.blocks_to_swap_in) + len(out.blocks_to_swap_out),
             model_time=result.model_time_s,
             model_flops=result.num_flops or None,

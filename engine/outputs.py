@@ -60,6 +60,12 @@ class SchedulerOutput:
     num_used_gpu_blocks: int = 0  # KV pool use after this step's allocations
     num_gpu_blocks: int = 0
     num_used_cpu_blocks: int = 0
+    # The step's shape, summed while scheduling so no consumer loops over `scheduled` again.
+    num_prefill_seqs: int = 0
+    num_prefill_tokens: int = 0
+    num_decode_seqs: int = 0
+    num_context_tokens: int = 0  # tokens attended by the decodes: sum of their positions + 1
+    num_prefill_pairs: int = 0  # query-key pairs attended by the prefill chunks
 
     @property
     def num_scheduled_tokens(self) -> dict[str, int]:
@@ -82,18 +88,16 @@ class ModelRunnerOutput:
     timings: dict[str, float] = field(default_factory=dict)  # breakdown of model_time_s by part, seconds
 
 
-class RequestUpdate(NamedTuple):
-    """One request's progress from update_from_output."""
-
+class FinishedRequest(NamedTuple):
     request_id: str
-    new_token_id: int
-    is_first_token: bool
-    finish_reason: str | None  # stopped | length, or None while it runs on
+    finish_reason: str  # stopped | length
 
 
 @dataclass(slots=True)
 class SchedulerUpdate:
-    """What update_from_output changed: new tokens, finishes, blocks freed by finishes."""
+    """What update_from_output changed (the tokens themselves are on the requests)."""
 
-    updates: tuple[RequestUpdate, ...] = ()
-    kv_events: tuple[KVBlockEvent, ...] = ()
+    num_sampled_tokens: int = 0  # requests that received a token this step
+    first_token_req_ids: tuple[str, ...] = ()  # requests whose first token this was
+    finished: tuple[FinishedRequest, ...] = ()
+    kv_events: tuple[KVBlockEvent, ...] = ()  # blocks freed by the finishes

@@ -73,9 +73,9 @@ class PhaseTracker:
         """Finishes at the end of step `step`. Under static batching a finished member's row
         continues as padding, which scheduled() opens at the next step if its batch goes on."""
         changes: list[PhaseChange] = []
-        for u in update.updates:
-            if u.finish_reason is not None and self._phase.pop(u.request_id, None) is not None:
-                changes.append(PhaseChange(u.request_id, None, step + 1, time))
+        for f in update.finished:
+            if self._phase.pop(f.request_id, None) is not None:
+                changes.append(PhaseChange(f.request_id, None, step + 1, time))
         return changes
 
     def close_all(self, step: int, time: float) -> list[PhaseChange]:

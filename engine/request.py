@@ -47,6 +47,7 @@ class Request:
         "finish_time",
         "first_scheduled_time",
         "first_token_time",
+        "kv_capacity",
         "max_total_tokens",
         "num_computed_tokens",
         "num_preemptions",
@@ -82,6 +83,7 @@ class Request:
         self.num_computed_tokens = 0  # tokens whose KV is in the cache
         self.prefill_target = 0  # tokens to compute before decoding (prompt, or all on recompute)
         self.max_total_tokens = 0  # prompt + output cap, set by the scheduler on admission
+        self.kv_capacity = 0  # token slots in the request's GPU blocks (the scheduler's cache of it)
         self.status = RequestStatus.WAITING
         self.num_preemptions = 0
         self.first_scheduled_time: float | None = None

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from engine.block_manager import BlockManager
 from engine.config import CacheConfig, SchedulerConfig
 from engine.outputs import (
+    FinishedRequest,
     KVBlockEvent,
     ModelRunnerOutput,
     RejectedRequest,
-    RequestUpdate,
     ScheduledRequest,
     SchedulerOutput,
     SchedulerUpdate,
@@ -151,24 +151,44 @@ class Scheduler:
 
         # 1. Running requests: a decode token, or the next prefill chunk.
         running = self.running
+        block_size = bm.block_size
+        include_ids = self._include_ids
+        decode_seqs = context_tokens = prefill_seqs = prefill_tokens = prefill_pairs = 0
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
-            num_new = min(req.num_prompt_tokens + len(req.output_token_ids) - req.num_computed_tokens, budget)
-            new_blocks = bm.grow(req.request_id, req.num_computed_tokens + num_new)
-            while new_blocks is None:
-                victim = running[-1]  # the policy's last: fcfs' latest arrival, lowest priority
-                self._preempt(victim, kv_events, preempted, swapped_out, swap_out_pairs)
-                if victim is req:
-                    break
-                new_blocks = bm.grow(req.request_id, req.num_computed_tokens + num_new)
-            if new_blocks is None:
-                break  # req preempted itself; it was the last running request
-            if new_blocks:
-                kv_events.append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
-            scheduled.append(self._scheduled(req, num_new))
+            computed = req.num_computed_tokens
+            num_new = req.num_prompt_tokens + len(req.output_token_ids) - computed
+            if num_new > budget:
+                num_new = budget
+            if computed + num_new > req.kv_capacity:  # crosses into a block it does not hold yet
+                new_blocks = bm.grow(req.request_id, computed + num_new)
+                while new_blocks is None:
+                    victim = running[-1]  # the policy's last: fcfs' latest arrival, lowest priority
+                    self._preempt(victim, kv_events, preempted, swapped_out, swap_out_pairs)
+                    if victim is req:
+                        break
+                    new_blocks = bm.grow(req.request_id, computed + num_new)
+                if new_blocks is None:
+                    break  # req preempted itself; it was the last running request
+                if new_blocks:
+                    kv_events.append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
+                req.kv_capacity = bm.num_gpu_blocks_of(req.request_id) * block_size
+            if computed >= req.prefill_target:
+                decode_seqs += 1
+                context_tokens += computed + 1
+                if include_ids:
+                    scheduled.append(self._scheduled(req, 1))
+                else:  # the simulator's hot path: a decode always samples
+                    scheduled.append(ScheduledRequest(req.request_id, 1, computed, False, True, req.sampling_params))
+            else:
+                prefill_seqs += 1
+                prefill_tokens += num_new
+                prefill_pairs += num_new * computed + num_new * (num_new + 1) // 2
+                scheduled.append(self._scheduled(req, num_new))
             budget -= num_new
             i += 1
+        num_from_running = len(scheduled)
 
         if not preempted and not swapped_out:
             # 2. Swapped requests come back before anything new is admitted.
@@ -177,6 +197,15 @@ class Scheduler:
             if admission_open and not self.swapped and self.waiting and self._passed_delay():
                 budget = self._admit(budget, scheduled, kv_events)
 
+        for s in scheduled[num_from_running:]:  # what swap-in and admission added
+            if s.is_prefill:
+                n = s.num_tokens
+                prefill_seqs += 1
+                prefill_tokens += n
+                prefill_pairs += n * s.start_pos + n * (n + 1) // 2
+            else:
+                decode_seqs += 1
+                context_tokens += s.start_pos + 1
         rejected, self._pending_rejected = tuple(self._pending_rejected), []
         finished, self._pending_finished = tuple(self._pending_finished), []
         out = SchedulerOutput(
@@ -198,6 +227,11 @@ class Scheduler:
             num_used_gpu_blocks=bm.num_used_gpu_blocks,
             num_gpu_blocks=bm.num_gpu_blocks,
             num_used_cpu_blocks=bm.num_used_cpu_blocks,
+            num_prefill_seqs=prefill_seqs,
+            num_prefill_tokens=prefill_tokens,
+            num_decode_seqs=decode_seqs,
+            num_context_tokens=context_tokens,
+            num_prefill_pairs=prefill_pairs,
         )
         if scheduled:
             self._step += 1  # an empty schedule is not a step
@@ -227,6 +261,7 @@ class Scheduler:
             assert new_blocks is not None
             if new_blocks:
                 kv_events.append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
+            req.kv_capacity = bm.num_gpu_blocks_of(req.request_id) * bm.block_size
             req.status = RequestStatus.RUNNING
             bisect.insort(self.running, req, key=self._key)
             swapped_in.append(req.request_id)
@@ -252,6 +287,7 @@ class Scheduler:
             if new_blocks:
                 kv_events.append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
             num_new = min(target, budget)
+            req.kv_capacity = bm.num_gpu_blocks_of(req.request_id) * bm.block_size
             req.status = RequestStatus.RUNNING
             req.prefill_target = target
             if req.first_scheduled_time is None:
@@ -273,6 +309,7 @@ class Scheduler:
     ) -> None:
         self.running.remove(req)
         req.num_preemptions += 1
+        req.kv_capacity = 0
         rid = req.request_id
         pairs = self.block_manager.swap_out(rid) if self._swap else None
         if pairs is not None:
@@ -330,12 +367,15 @@ class Scheduler:
         """Advance computed tokens, append sampled tokens, finish requests that stop."""
         now = self._clock()
         sampled = result.sampled_token_ids
-        updates: list[RequestUpdate] = []
+        requests = self.requests
+        running_status = RequestStatus.RUNNING
+        first_tokens: list[str] = []
+        finished: list[FinishedRequest] = []
         kv_events: list[KVBlockEvent] = []
-        any_finished = False
+        num_sampled = 0
         for s in out.scheduled:
-            req = self.requests.get(s.request_id)
-            if req is None or req.status != RequestStatus.RUNNING:
+            req = requests.get(s.request_id)
+            if req is None or req.status != running_status:
                 continue  # aborted between schedule() and now
             req.num_computed_tokens += s.num_tokens
             if not s.do_sample:
@@ -344,29 +384,27 @@ class Scheduler:
                 token = sampled[s.request_id]
             except KeyError:
                 raise RuntimeError(f"executor returned no token for {s.request_id!r}, which had do_sample") from None
-            req.output_token_ids.append(token)
-            first = req.first_token_time is None
-            if first:
+            output = req.output_token_ids
+            output.append(token)
+            num_sampled += 1
+            if req.first_token_time is None:
                 req.first_token_time = now
-            status = self._stop_status(req, token)
-            if status is not None:
-                self._finish(req, status, now, kv_events)
-                any_finished = True
-            updates.append(RequestUpdate(s.request_id, token, first, req.status.finish_reason))
-        if any_finished:
-            self.running = [r for r in self.running if r.status == RequestStatus.RUNNING]
-        return SchedulerUpdate(updates=tuple(updates), kv_events=tuple(kv_events))
-
-    def _stop_status(self, req: Request, token: int) -> RequestStatus | None:
-        params = req.sampling_params
-        num_output = len(req.output_token_ids)
-        if num_output >= params.max_tokens or req.num_prompt_tokens + num_output >= req.max_total_tokens:
-            return RequestStatus.FINISHED_LENGTH
-        if not params.ignore_eos and token == req.eos_token_id:
-            return RequestStatus.FINISHED_STOPPED
-        if token in params.stop_token_ids:
-            return RequestStatus.FINISHED_STOPPED
-        return None
+                first_tokens.append(s.request_id)
+            # vLLM's order: length caps first, then EOS (unless ignored), then stop tokens.
+            params = req.sampling_params
+            n_out = len(output)
+            if n_out >= params.max_tokens or req.num_prompt_tokens + n_out >= req.max_total_tokens:
+                status = RequestStatus.FINISHED_LENGTH
+            elif (token == req.eos_token_id and not params.ignore_eos) or token in params.stop_token_ids:
+                status = RequestStatus.FINISHED_STOPPED
+            else:
+                continue
+            self._finish(req, status, now, kv_events)
+            finished.append(FinishedRequest(s.request_id, status.finish_reason))  # type: ignore[arg-type]
+        if finished:
+            self.running = [r for r in self.running if r.status == running_status]
+        return SchedulerUpdate(num_sampled_tokens=num_sampled, first_token_req_ids=tuple(first_tokens),
+                               finished=tuple(finished), kv_events=tuple(kv_events))
 
     def _finish(self, req: Request, status: RequestStatus, now: float, kv_events: list[KVBlockEvent]) -> None:
         req.status = status

@@ -25,20 +25,10 @@ FEATURES: tuple[str, ...] = (
 
 
 def step_features(out: SchedulerOutput) -> tuple[float, ...]:
-    """The FEATURES of one scheduled step, in order."""
-    prefill_tokens = decode_seqs = decode_context = 0
-    prefill_pairs = 0.0
-    for s in out.scheduled:
-        if s.is_prefill:
-            n = s.num_tokens
-            prefill_tokens += n
-            prefill_pairs += n * s.start_pos + n * (n + 1) / 2
-        else:
-            decode_seqs += 1
-            decode_context += s.start_pos + 1
-    swap_blocks = len(out.blocks_to_swap_in) + len(out.blocks_to_swap_out)
-    return (1.0, float(len(out.scheduled)), float(prefill_tokens), float(decode_seqs), float(decode_context),
-            prefill_pairs, float(swap_blocks))
+    """The FEATURES of one scheduled step, in order (the scheduler summed them already)."""
+    return (1.0, float(len(out.scheduled)), float(out.num_prefill_tokens), float(out.num_decode_seqs),
+            float(out.num_context_tokens), float(out.num_prefill_pairs),
+            float(len(out.blocks_to_swap_in) + len(out.blocks_to_swap_out)))
 
 
 class CostModel(Protocol):
