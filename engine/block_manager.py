@@ -7,16 +7,16 @@ reference count.
 
 from __future__ import annotations
 
-from collections import deque
-
 
 class BlockManager:
     def __init__(self, num_gpu_blocks: int, num_cpu_blocks: int, block_size: int) -> None:
         self.block_size = block_size
         self.num_gpu_blocks = num_gpu_blocks
         self.num_cpu_blocks = num_cpu_blocks
-        self._free_gpu: deque[int] = deque(range(num_gpu_blocks))
-        self._free_cpu: deque[int] = deque(range(num_cpu_blocks))
+        # Free lists are stacks (the end is the top) so taking n blocks is one slice; reversed so a
+        # fresh pool hands out blocks 0, 1, 2, ... Recently freed blocks are reused first.
+        self._free_gpu: list[int] = list(range(num_gpu_blocks - 1, -1, -1))
+        self._free_cpu: list[int] = list(range(num_cpu_blocks - 1, -1, -1))
         self._gpu_tables: dict[str, list[int]] = {}
         self._cpu_tables: dict[str, list[int]] = {}
 
@@ -70,10 +70,11 @@ class BlockManager:
         if table is None:
             table = self._gpu_tables[request_id] = []
         if need == 1:
-            block = free.popleft()
+            block = free.pop()
             table.append(block)
             return (block,)
-        new = tuple(free.popleft() for _ in range(need))
+        new = tuple(reversed(free[-need:]))
+        del free[-need:]
         table.extend(new)
         return new
 
@@ -82,7 +83,7 @@ class BlockManager:
         table = self._gpu_tables.pop(request_id, None)
         if not table:
             return ()
-        self._free_gpu.extend(table)
+        self._free_gpu.extend(reversed(table))
         return tuple(table)
 
     # -- CPU swap pool ------------------------------------------------------------------------
@@ -94,10 +95,10 @@ class BlockManager:
         table = self._gpu_tables.get(request_id)
         if table is None or len(table) > len(self._free_cpu):
             return None
-        cpu_table = [self._free_cpu.popleft() for _ in table]
+        cpu_table = self._take(self._free_cpu, len(table))
         self._cpu_tables[request_id] = cpu_table
         del self._gpu_tables[request_id]
-        self._free_gpu.extend(table)
+        self._free_gpu.extend(reversed(table))
         return tuple(zip(table, cpu_table, strict=True))
 
     def can_swap_in(self, request_id: str, num_tokens: int) -> bool:
@@ -110,10 +111,10 @@ class BlockManager:
         cpu_table = self._cpu_tables.get(request_id)
         if cpu_table is None or len(cpu_table) > len(self._free_gpu):
             return None
-        table = [self._free_gpu.popleft() for _ in cpu_table]
+        table = self._take(self._free_gpu, len(cpu_table))
         self._gpu_tables[request_id] = table
         del self._cpu_tables[request_id]
-        self._free_cpu.extend(cpu_table)
+        self._free_cpu.extend(reversed(cpu_table))
         return tuple(zip(cpu_table, table, strict=True))
 
     def free_cpu(self, request_id: str) -> tuple[int, ...]:
@@ -121,8 +122,15 @@ class BlockManager:
         table = self._cpu_tables.pop(request_id, None)
         if not table:
             return ()
-        self._free_cpu.extend(table)
+        self._free_cpu.extend(reversed(table))
         return tuple(table)
+
+    @staticmethod
+    def _take(free: list[int], count: int) -> list[int]:
+        """Pop `count` blocks off the top of a free stack, in the order they come off."""
+        taken = free[-count:][::-1] if count else []
+        del free[len(free) - count:]
+        return taken
 
     # -- checks -------------------------------------------------------------------------------
     def check_invariants(self) -> None:

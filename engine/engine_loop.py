@@ -6,15 +6,18 @@ virtual clock); only the executor and the clock differ.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from engine.clock import Clock
+from engine import decode_burst
+from engine.clock import Clock, VirtualClock
 from engine.config import ConfigError, EngineConfig
 from engine.executors.base import Executor
+from engine.executors.simulated import SimulatedExecutor
 from engine.metrics import EngineStats, RunSummary, summarize
 from engine.outputs import KVBlockEvent
 from engine.phases import PhaseChange, PhaseTracker
@@ -24,6 +27,8 @@ from engine.scheduler import Scheduler
 from engine.snapshot import FirstToken, RequestArrival, RequestFinish, StepRecorder, StepSnapshot
 from engine.workload.spec import RequestSpec
 from engine.workload.synthetic import SyntheticPrompt
+
+MAX_BURST_STEPS = 4096
 
 
 class EngineStalledError(RuntimeError):
@@ -37,6 +42,7 @@ class Engine:
         executor: Executor,
         clock: Clock,
         recorder: StepRecorder | None = None,
+        decode_bursts: bool = True,
     ) -> None:
         if config.cache.num_gpu_blocks is None:
             raise ConfigError("num_gpu_blocks must be known before the engine starts")
@@ -56,6 +62,9 @@ class Engine:
         self._changes: list[PhaseChange] = []
         self._kv_carry: list[KVBlockEvent] = []  # block events for the next recorded step
         self._next_step = 0
+        # Decode bursts need a virtual clock and an executor that knows its steps' cost in advance.
+        self._bursts = (decode_bursts and isinstance(clock, VirtualClock)
+                        and isinstance(executor, SimulatedExecutor))
 
     # -- requests -----------------------------------------------------------------------------
     def make_request(self, spec: RequestSpec) -> Request:
@@ -209,6 +218,71 @@ class Engine:
             self.recorder.record(snapshot)
         return snapshot
 
+    # -- the simulator's fast path ----------------------------------------------------------------------
+    def _decode_burst(self, next_arrival: float, on_step: Callable[[StepSnapshot], None] | None) -> bool:
+        """Run a stretch of plain decode steps at once when a simulation is certain what they are
+        (see decode_burst); False when the next step must be taken the ordinary way."""
+        token = self.executor.burst_token  # type: ignore[attr-defined]
+        limit = decode_burst.limit(self.scheduler, token, MAX_BURST_STEPS)
+        if limit == 0:
+            return False
+        # Price the steps to stop before the one that would start at or after the next arrival.
+        cost_model = self.executor.cost_model  # type: ignore[attr-defined]
+        scheduler, clock = self.scheduler, self.clock
+        n = len(scheduler.running)
+        base = sum(r.num_computed_tokens for r in scheduler.running)
+        costs: list[float] = []
+        t = clock.now()
+        for j in range(1, limit + 1):
+            cost = cost_model.predict((1.0, float(n), 0.0, float(n), float(base + n * j), 0.0, 0.0))
+            costs.append(cost)
+            t += cost
+            if t >= next_arrival:
+                break
+        if len(costs) < decode_burst.MIN_BURST:
+            return False
+        self._changes.extend(self.phases.decoding([r.request_id for r in scheduler.running],
+                                                  tuple(scheduler._padding), scheduler._step,
+                                                  clock.now()))
+        burst = decode_burst.advance(scheduler, len(costs), token)
+        stats = self.stats
+        stats.num_steps += burst.num_steps
+        stats.sum_batch_size += n * burst.num_steps
+        stats.sum_batched_tokens += n * burst.num_steps
+        for cost in costs:  # one at a time, as stepping adds them (same float rounding)
+            stats.model_time_s += cost
+        record = self.recorder is not None or on_step is not None
+        out_len = (len(scheduler.waiting), len(scheduler.running), len(scheduler.swapped))
+        padding = len(scheduler._padding)
+        bm = scheduler.block_manager
+        for j, cost in enumerate(costs, start=1):
+            start = clock.now()
+            clock.advance(cost)
+            if not record:
+                continue
+            kv_events = burst.allocations[j - 1]
+            if self._kv_carry:
+                kv_events = tuple(self._kv_carry) + kv_events
+                self._kv_carry = []
+            snapshot = StepSnapshot(
+                step=burst.first_step + j - 1, start_time=start, end_time=clock.now(),
+                num_waiting=out_len[0], num_running=out_len[1], num_swapped=out_len[2],
+                num_prefill_seqs=0, num_prefill_tokens=0, num_decode_seqs=n, num_decode_tokens=n,
+                num_batched_tokens=n, num_padding_seqs=padding, num_used_gpu_blocks=burst.used_blocks[j - 1],
+                num_gpu_blocks=bm.num_gpu_blocks, num_used_cpu_blocks=bm.num_used_cpu_blocks, num_preemptions=0,
+                num_output_tokens=n, num_context_tokens=burst.base_context + n * j, num_prefill_pairs=0,
+                num_swap_blocks=0, model_time=cost, arrivals=tuple(self._arrivals), finishes=tuple(self._finishes),
+                phase_changes=tuple(self._changes), kv_events=kv_events,
+            )
+            self._arrivals, self._finishes, self._changes = [], [], []
+            if self.recorder is not None:
+                self.recorder.record(snapshot)
+            if on_step is not None:
+                on_step(snapshot)
+        self._kv_carry = []
+        self._next_step = burst.first_step + burst.num_steps
+        return True
+
     # -- a whole workload -----------------------------------------------------------------------
     def run(
         self,
@@ -237,6 +311,8 @@ class Engine:
                 if not pending:
                     break
                 clock.wait_until(pending[0].arrival_time)
+                continue
+            if self._bursts and self._decode_burst(pending[0].arrival_time if pending else math.inf, on_step):
                 continue
             snapshot = self.step()
             if snapshot is None:

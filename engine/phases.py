@@ -56,17 +56,36 @@ class PhaseTracker:
             if phases.get(s.request_id) != phase:
                 phases[s.request_id] = phase
                 changes.append(PhaseChange(s.request_id, phase, step, time))  # type: ignore[arg-type]
-        padding = out.padding_req_ids
+        if out.padding_req_ids or self._padding:
+            changes.extend(self.padding(out.padding_req_ids, step, time))
+        return changes
+
+    def padding(self, padding: tuple[str, ...], step: int, time: float) -> list[PhaseChange]:
+        """Static batching: finished members that now hold a slot, and slots freed by a batch's end."""
+        phases = self._phase
+        changes = []
+        now_padding = set(padding)
+        for rid in self._padding - now_padding:
+            if phases.pop(rid, None) is not None:
+                changes.append(PhaseChange(rid, None, step, time))
+        for rid in padding:
+            if rid not in self._padding:
+                phases[rid] = "padding"
+                changes.append(PhaseChange(rid, "padding", step, time))
+        self._padding = now_padding
+        return changes
+
+    def decoding(self, request_ids: list[str], padding: tuple[str, ...], step: int,
+                 time: float) -> list[PhaseChange]:
+        """Changes at the start of a decode burst (decode_burst), as scheduled() would make them."""
+        phases = self._phase
+        changes = []
+        for rid in request_ids:
+            if phases.get(rid) != "decode":
+                phases[rid] = "decode"
+                changes.append(PhaseChange(rid, "decode", step, time))
         if padding or self._padding:
-            now_padding = set(padding)
-            for rid in self._padding - now_padding:
-                if phases.pop(rid, None) is not None:
-                    changes.append(PhaseChange(rid, None, step, time))
-            for rid in padding:
-                if rid not in self._padding:
-                    phases[rid] = "padding"
-                    changes.append(PhaseChange(rid, "padding", step, time))
-            self._padding = now_padding
+            changes.extend(self.padding(padding, step, time))
         return changes
 
     def updated(self, step: int, update: SchedulerUpdate, time: float) -> list[PhaseChange]:

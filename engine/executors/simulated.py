@@ -18,6 +18,7 @@ class SimulatedExecutor:
     include_token_ids = False
     eos_token_id: int | None = None
     vocab_size = 32_000
+    burst_token = SIMULATED_TOKEN_ID  # what decode bursts append (engine/decode_burst.py)
 
     def __init__(self, cost_model: CostModel) -> None:
         self.cost_model = cost_model

@@ -1,0 +1,133 @@
+"""The simulator's fast path: many decode-only steps at once, exactly as if stepped one by one.
+
+When every running request is decoding, nothing waiting or swapped can get in, no request can
+finish, and the blocks the decodes will need are free, the next k steps are fully determined:
+each running request gains one token per step and takes a block whenever it crosses a block
+boundary, in running order. advance() applies k such steps to the Scheduler's state in O(n + k)
+instead of O(n * k); the engine loop turns them into the same step records a step-by-step run
+writes. A test runs randomized simulations both ways and compares every recorded step.
+
+This module is part of the Scheduler (it reads and changes its state directly) and never decides
+anything the Scheduler would decide differently: when in doubt, limit() answers 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.outputs import KVBlockEvent
+from engine.request import Request
+from engine.scheduler import Scheduler
+
+MIN_BURST = 2  # a single step is cheaper the ordinary way
+
+
+@dataclass(frozen=True)
+class DecodeBurst:
+    first_step: int  # index of the burst's first step
+    num_steps: int
+    num_seqs: int  # running requests, all decoding every step
+    base_context: int  # sum of their computed tokens before the burst; step j attends base + num_seqs * j
+    allocations: tuple[tuple[KVBlockEvent, ...], ...]  # per step: ownership changes (frees of aborts first)
+    used_blocks: tuple[int, ...]  # per step: GPU blocks in use after its allocations
+
+
+def _blocks_to_take(requests: list[Request], steps: int, block_size: int) -> int:
+    """Blocks the running decodes take over the next `steps` steps."""
+    total = 0
+    for req in requests:
+        short = req.num_computed_tokens + steps - req.kv_capacity
+        if short > 0:
+            total += -(-short // block_size)
+    return total
+
+
+def limit(scheduler: Scheduler, token: int, max_steps: int) -> int:
+    """How many upcoming steps are certain to be plain decodes of the running set (0: none)."""
+    s = scheduler
+    running = s.running
+    if not running or s.swapped or (s.scheduler_config.scheduler_delay_factor > 0 and s.waiting):
+        return 0
+    bm = s.block_manager
+    cfg = s.scheduler_config
+    n = len(running)
+    if s.waiting and not s._static:  # static batching admits nothing while a batch runs
+        head = s.waiting.peek()
+        budget_left = cfg.token_budget - n
+        blocked = (n >= cfg.max_num_seqs or budget_left <= 0
+                   or (not cfg.enable_chunked_prefill and head.num_tokens > budget_left)
+                   or not bm.can_allocate(head.num_tokens))  # free blocks only shrink during a burst
+        if not blocked:
+            return 0
+    steps = max_steps
+    for req in running:
+        params = req.sampling_params
+        num_output = len(req.output_token_ids)
+        computed = req.num_computed_tokens
+        if computed != req.num_prompt_tokens + num_output - 1 or computed < req.prefill_target:
+            return 0  # not decoding (a prefill chunk or a recompute is due)
+        if (token == req.eos_token_id and not params.ignore_eos) or token in params.stop_token_ids:
+            return 0  # the sampled token would end it
+        # It finishes on the step that brings its last allowed token; the burst stops short of that.
+        left = params.max_tokens - num_output
+        room = req.max_total_tokens - req.num_prompt_tokens - num_output
+        if room < left:
+            left = room
+        if left - 1 < steps:
+            steps = left - 1
+            if steps < MIN_BURST:
+                return 0
+    free = bm.num_free_gpu_blocks
+    if _blocks_to_take(running, steps, bm.block_size) > free:
+        lo, hi = 0, steps  # the longest burst whose block growth fits
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _blocks_to_take(running, mid, bm.block_size) <= free:
+                lo = mid
+            else:
+                hi = mid - 1
+        steps = lo
+    return steps if steps >= MIN_BURST else 0
+
+
+def advance(scheduler: Scheduler, num_steps: int, token: int) -> DecodeBurst:
+    """Apply num_steps decode steps (num_steps <= limit(...)) and say what they were."""
+    s = scheduler
+    bm = s.block_manager
+    block_size = bm.block_size
+    running = s.running
+    crossings: list[tuple[int, int]] = []  # (step, running index): a step-by-step run allocates in this order
+    for index, req in enumerate(running):
+        step = req.kv_capacity - req.num_computed_tokens + 1  # first step whose token has no slot yet
+        while step <= num_steps:
+            crossings.append((max(step, 1), index))
+            step += block_size
+    crossings.sort()
+    allocations: list[list[KVBlockEvent]] = [[] for _ in range(num_steps)]
+    # What schedule() would have reported on its first step (the executor of a simulation keeps no
+    # per-request state, so finished and rejected ids only need clearing; aborts' frees are recorded).
+    allocations[0].extend(s._pending_kv_events)
+    s._pending_kv_events, s._pending_finished, s._pending_rejected = [], [], []
+    used: list[int] = []
+    used_now = bm.num_used_gpu_blocks
+    cursor = 0
+    for step in range(1, num_steps + 1):
+        while cursor < len(crossings) and crossings[cursor][0] == step:
+            req = running[crossings[cursor][1]]
+            new_blocks = bm.grow(req.request_id, req.num_computed_tokens + step)
+            assert new_blocks, "limit() promised these blocks were free"
+            allocations[step - 1].append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
+            req.kv_capacity += block_size * len(new_blocks)
+            used_now += len(new_blocks)
+            cursor += 1
+        used.append(used_now)
+    base_context = 0
+    tokens = [token] * num_steps
+    for req in running:
+        base_context += req.num_computed_tokens
+        req.output_token_ids.extend(tokens)
+        req.num_computed_tokens += num_steps
+    first = s._step
+    s._step += num_steps
+    return DecodeBurst(first, num_steps, len(running), base_context,
+                       tuple(tuple(a) for a in allocations), tuple(used))
