@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from engine.errors import UserError
+
 Policy = Literal["fcfs", "priority", "sjf"]
 PreemptionMode = Literal["recompute", "swap"]
 Batching = Literal["continuous", "static"]
@@ -14,7 +16,7 @@ PREEMPTION_MODES: tuple[str, ...] = ("recompute", "swap")
 BATCHING_MODES: tuple[str, ...] = ("continuous", "static")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that cannot work; the message names the parameter and the fix."""
 
 

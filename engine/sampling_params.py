@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.errors import UserError
 
-class SamplingParamsError(ValueError):
+
+class SamplingParamsError(UserError, ValueError):
     """Sampling parameters that cannot work."""
 
 

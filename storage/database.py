@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, select
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from engine.errors import UserError
 from storage.schema import APP_ID, SCHEMA_VERSION, Base, Meta
 
 DEFAULT_DB_FILE = "batchscope.db"
@@ -24,7 +25,7 @@ BUSY_TIMEOUT_S = 30.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-class StorageError(Exception):
+class StorageError(UserError):
     """A database problem explained for the user."""
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from engine.cli.args import add_db_arg, positive_int
-from storage.admin import delete_run
-from storage.database import open_for_write
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -17,6 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
+    from storage.admin import delete_run
+    from storage.database import open_for_write
+
     delete_run(open_for_write(args.db), args.run_id)
     print(f"deleted run {args.run_id}")
     return 0

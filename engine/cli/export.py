@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 
 from engine.cli.args import add_db_arg, positive_int
-from storage.database import open_for_read
-from storage.export import write_chrome_trace, write_csv
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,6 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
+    from storage.database import open_for_read
+    from storage.export import write_chrome_trace, write_csv
+
     engine = open_for_read(args.db)
     if args.format == "chrome-trace":
         path = Path(args.output or f"run-{args.run_id}.trace.json")

@@ -7,8 +7,6 @@ import json
 import sys
 
 from engine.cli.args import add_db_arg
-from storage.database import DatabaseMissingError, EmptyDatabaseError, open_for_read
-from storage.queries import list_runs
 
 COLUMNS = ("id", "status", "mode", "batching", "name", "num_requests", "num_finished", "output_tokens_per_s",
            "mean_ttft", "mean_e2e", "num_steps")
@@ -22,6 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
+    from storage.database import DatabaseMissingError, EmptyDatabaseError, open_for_read
+    from storage.queries import list_runs
+
     try:
         engine = open_for_read(args.db)
     except (DatabaseMissingError, EmptyDatabaseError) as exc:

@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import UserError
 from engine.executors.cost_model import FEATURES, LinearCostModel
 
 MIN_STEPS = 8
 OUTLIER_MADS = 6.0
 
 
-class CostModelFitError(ValueError):
+class CostModelFitError(UserError, ValueError):
     """Too little or unusable data to fit a cost model."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from engine.errors import UserError
 from engine.executors.tiny_model import ensure_tiny_model
 
 NAMED_MODELS = ("tiny", "smollm2")
@@ -25,7 +26,7 @@ SMOLLM2_DIR_NAME = "smollm2-135m-instruct"
 DEFAULT_CACHE = Path.home() / ".cache" / "batchscope" / "models"
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(UserError):
     """A model that cannot be loaded or served; the message says which and why, in one line."""
 
 

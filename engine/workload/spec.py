@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.errors import UserError
 
-class WorkloadError(ValueError):
+
+class WorkloadError(UserError, ValueError):
     """A workload that cannot be built or read; the message names the file, line and field."""
 
 
