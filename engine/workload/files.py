@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,41 +91,52 @@ def load_azure_csv(
 
     Lengths are multiplied by length_scale and arrival gaps by time_scale (0.1 = ten times
     faster), both rounded and kept >= 1 token, so a CPU model can replay a GPU-sized trace.
+    The csv module reads it (three plain columns; no need to load pandas for that).
     """
-    import pandas as pd  # only this loader needs pandas; keep `simulate` startup light
-
     if length_scale <= 0 or time_scale < 0:
         raise WorkloadError("--length-scale must be > 0 and --time-scale >= 0")
     if max_requests is not None and max_requests < 1:
         raise WorkloadError(f"--max-requests must be >= 1, got {max_requests}")
+    rows: list[tuple[datetime, int, int]] = []
     try:
-        frame = pd.read_csv(path, nrows=max_requests)
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in AZURE_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise WorkloadError(
+                    f"{path.name} is not in the Azure trace format: missing column(s) {', '.join(missing)} "
+                    f"(expected {', '.join(AZURE_COLUMNS)})"
+                )
+            for lineno, row in enumerate(reader, 2):
+                if max_requests is not None and len(rows) >= max_requests:
+                    break
+                try:
+                    stamp = datetime.fromisoformat(row["TIMESTAMP"].strip())
+                    context, generated = int(row["ContextTokens"]), int(row["GeneratedTokens"])
+                except (ValueError, TypeError, AttributeError):
+                    raise WorkloadError(f"{path.name} line {lineno}: cannot read a TIMESTAMP and two token "
+                                        f"counts from {dict(row)}") from None
+                if context < 0 or generated < 0:
+                    raise WorkloadError(f"{path.name} line {lineno}: token counts must be >= 0")
+                rows.append((stamp, context, generated))
     except FileNotFoundError:
         raise WorkloadError(f"workload file not found: {path}") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+    except UnicodeDecodeError:
+        raise WorkloadError(f"{path} is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise WorkloadError(f"cannot read workload file {path}: {exc.strerror or exc}") from None
+    except csv.Error as exc:
         raise WorkloadError(f"cannot read {path} as CSV: {exc}") from None
-    missing = [c for c in AZURE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise WorkloadError(
-            f"{path.name} is not in the Azure trace format: missing column(s) {', '.join(missing)} "
-            f"(expected {', '.join(AZURE_COLUMNS)})"
-        )
-    if frame.empty:
+    if not rows:
         raise WorkloadError(f"{path} holds no requests")
-    try:
-        stamps = pd.to_datetime(frame["TIMESTAMP"], format="ISO8601")
-        context = pd.to_numeric(frame["ContextTokens"], errors="raise")
-        generated = pd.to_numeric(frame["GeneratedTokens"], errors="raise")
-    except (ValueError, TypeError) as exc:
-        raise WorkloadError(f"{path.name}: a TIMESTAMP or token count cannot be read ({exc})") from None
-    arrivals = ((stamps - stamps.min()).dt.total_seconds() * time_scale).round(6)
-    prompt_lens = (context * length_scale).round().clip(lower=1).astype(int)
-    output_lens = (generated * length_scale).round().clip(lower=1).astype(int)
-    specs = tuple(
-        RequestSpec(request_id=f"r{i}", arrival_time=float(a), max_tokens=int(o), prompt_len=int(p))
-        for i, (a, p, o) in enumerate(zip(arrivals, prompt_lens, output_lens, strict=True))
-    )
-    specs = tuple(sorted(specs, key=lambda s: s.arrival_time))
+    start = min(stamp for stamp, _, _ in rows)
+    specs = [
+        RequestSpec(request_id=f"r{i}", arrival_time=round((stamp - start).total_seconds() * time_scale, 6),
+                    max_tokens=max(1, round(generated * length_scale)),
+                    prompt_len=max(1, round(context * length_scale)))
+        for i, (stamp, context, generated) in enumerate(rows)
+    ]
+    specs.sort(key=lambda spec: spec.arrival_time)
     desc = (f"{path.name}: {len(specs)} requests, lengths x{length_scale:g}, time x{time_scale:g} "
             "(Azure LLM inference trace 2023, CC-BY 4.0)")
-    return Workload(specs, desc)
+    return Workload(tuple(specs), desc)
