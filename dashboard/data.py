@@ -4,14 +4,38 @@ run's data is read once and a live run's as it grows."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from storage import queries
 from storage.database import open_for_read
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _stop_on_db_error(fn: F) -> F:
+    """A query that fails (a damaged file, a table from another layout, a lost server) stops the
+    page with one clear message instead of a traceback. Storage errors (missing, empty, foreign
+    database) pass through: pages explain those themselves."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            st.error(f"Cannot read the database: {detail}. Was it written by another version of Batchscope? "
+                     "Point BATCHSCOPE_DB at another file; this one was not changed.")
+            st.stop()
+
+    wrapper.clear = fn.clear  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
 
 LIVE_TTL_S = 1.0
 
@@ -22,52 +46,62 @@ def reader(target: str) -> Engine:
     return open_for_read(target)
 
 
+@_stop_on_db_error
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=8, show_spinner=False)
 def runs(target: str) -> pd.DataFrame:
     return queries.list_runs(reader(target))
 
 
+@_stop_on_db_error
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=32, show_spinner=False)
 def run(target: str, run_id: int) -> dict[str, Any] | None:
     return queries.get_run(reader(target), run_id)
 
 
+@_stop_on_db_error
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=8, show_spinner=False)
 def sweep_groups(target: str) -> pd.DataFrame:
     return queries.sweep_groups(reader(target))
 
 
+@_stop_on_db_error
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=16, show_spinner=False)
 def sweep_runs(target: str, sweep_id: str) -> pd.DataFrame:
     return queries.list_runs(reader(target), sweep_id=sweep_id)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=64, show_spinner=False)
 def steps_window(target: str, run_id: int, first: int, last: int, version: int) -> pd.DataFrame:
     return queries.steps_window(reader(target), run_id, first, last)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=32, show_spinner=False)
 def steps_binned(target: str, run_id: int, version: int, max_points: int = 600) -> pd.DataFrame:
     return queries.steps_binned(reader(target), run_id, max_points)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=64, show_spinner=False)
 def step_at(target: str, run_id: int, step: int, version: int) -> dict[str, Any] | None:
     return queries.step_at(reader(target), run_id, step)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=64, show_spinner=False)
 def phases_window(target: str, run_id: int, first: int, last: int, version: int,
                   max_rows: int = 5_000) -> pd.DataFrame:
     return queries.phases_window(reader(target), run_id, first, last, max_rows)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=16, show_spinner=False)
 def gantt_overview(target: str, run_id: int, version: int) -> pd.DataFrame:
     return queries.gantt_overview(reader(target), run_id)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=16, show_spinner=False)
 def phase_count(target: str, run_id: int, version: int) -> int:
     from sqlalchemy import text
@@ -77,42 +111,50 @@ def phase_count(target: str, run_id: int, version: int) -> int:
                                 {"r": run_id}).scalar_one())
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=64, show_spinner=False)
 def kv_block_map(target: str, run_id: int, step: int, device: str, version: int) -> pd.DataFrame:
     return queries.kv_block_map(reader(target), run_id, step, device)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=64, show_spinner=False)
 def queue_contents(target: str, run_id: int, step: int, version: int) -> pd.DataFrame:
     return queries.queue_contents(reader(target), run_id, step)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=32, show_spinner=False)
 def run_requests(target: str, run_id: int, version: int) -> pd.DataFrame:
     return queries.run_requests(reader(target), run_id)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=32, show_spinner=False)
 def latency_percentiles(target: str, run_id: int, version: int, since_time: float | None = None) -> pd.DataFrame:
     return queries.latency_percentiles(reader(target), run_id, since_time)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=32, show_spinner=False)
 def latency_by_length(target: str, run_id: int, version: int) -> pd.DataFrame:
     return queries.latency_by_length(reader(target), run_id)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=32, show_spinner=False)
 def throughput_over_time(target: str, run_id: int, bucket_s: float, version: int) -> pd.DataFrame:
     return queries.throughput_over_time(reader(target), run_id, bucket_s)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=64, show_spinner=False)
 def request_detail(target: str, run_id: int, request_id: str,
                    version: int) -> tuple[dict[str, Any] | None, pd.DataFrame]:
     return queries.request_detail(reader(target), run_id, request_id)
 
 
+@_stop_on_db_error
 @st.cache_data(max_entries=64, show_spinner=False)
 def last_step(target: str, run_id: int, version: int) -> int:
     return queries.last_step(reader(target), run_id)

@@ -4,6 +4,7 @@ formatting numbers."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,6 +20,27 @@ STATUS_COLORS = {"running": "green", "finished": "blue", "aborted": "gray", "fai
 def status_badge(status: str) -> str:
     """Markdown for a coloured status badge."""
     return f":{STATUS_COLORS.get(status, 'gray')}-badge[{status}]"
+
+
+NAVIGATION = (
+    ("app.py", "Runs", ":material/table_rows:"),
+    ("pages/1_Live.py", "Live", ":material/radio_button_checked:"),
+    ("pages/2_Replay.py", "Replay", ":material/replay:"),
+    ("pages/3_What-if.py", "What-if", ":material/science:"),
+    ("pages/4_Curves.py", "Curves", ":material/show_chart:"),
+)
+
+
+def page_setup(title: str) -> None:
+    """First call of every page: Streamlit runs a page file alone (app.py does not run first), so
+    page config and the sidebar live here. The sidebar replaces Streamlit's file-name navigation
+    (hidden in .streamlit/config.toml) with titled, iconed links."""
+    st.set_page_config(page_title=f"{title} · Batchscope", page_icon=":material/view_timeline:", layout="wide")
+    with st.sidebar:
+        st.markdown("### Batchscope")
+        for path, label, icon in NAVIGATION:
+            st.page_link(path, label=label, icon=icon)
+        st.caption(f"Database: `{Path(settings.db_target()).name if '://' not in settings.db_target() else 'URL'}`")
 
 
 def runs_or_stop(empty_hint: str = "Start one from the **Runs** page.") -> tuple[str, pd.DataFrame]:

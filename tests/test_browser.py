@@ -63,7 +63,7 @@ def _current_step(page) -> int:  # type: ignore[no-untyped-def]
 
 def test_replay_play_advances_the_step(server) -> None:  # type: ignore[no-untyped-def]
     url, context, ids = server
-    page = open_page(context, f"{url}/replay?run={ids['static']}", wait_charts=8)
+    page = open_page(context, f"{url}/{PAGES['replay']}?run={ids['static']}", wait_charts=8)
     try:
         before = _current_step(page)
         page.get_by_text("Play", exact=True).click()

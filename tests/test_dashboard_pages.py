@@ -10,9 +10,10 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import launcher
 from tests.dashboard_fixture import build
+from tests.recording import record_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("pages/runs.py", "pages/live.py", "pages/replay.py", "pages/what_if.py", "pages/curves.py")
+PAGES = ("app.py", "pages/1_Live.py", "pages/2_Replay.py", "pages/3_What-if.py", "pages/4_Curves.py")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def _open(page: str, db: Path, monkeypatch: pytest.MonkeyPatch, run_id: int | No
     if run_id is not None:
         at.query_params["run"] = str(run_id)
     at.run()
-    if page != "pages/runs.py":
+    if page != "app.py":
         at.switch_page(page)
         at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -49,14 +50,14 @@ def _text(at: AppTest) -> str:
 def test_every_page_renders_every_kind_of_run(page: str, kind: str, fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
     at = _open(page, db, monkeypatch, ids[kind])
-    if page in ("pages/live.py", "pages/replay.py"):
+    if page in ("pages/1_Live.py", "pages/2_Replay.py"):
         assert _charts(at) >= 5
         assert f"#{ids[kind]} " in at.selectbox[0].value.__str__() or at.selectbox[0].value == ids[kind]
 
 
 def test_runs_page_lists_every_run_with_its_status(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/runs.py", db, monkeypatch)
+    at = _open("app.py", db, monkeypatch)
     table = at.dataframe[0].value
     assert set(table["id"]) >= set(ids.values())
     status = dict(zip(table["id"], table["status"], strict=True))
@@ -67,13 +68,13 @@ def test_runs_page_lists_every_run_with_its_status(fixture_db, monkeypatch) -> N
 
 def test_live_page_explains_an_interrupted_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/live.py", db, monkeypatch, ids["interrupted"])
+    at = _open("pages/1_Live.py", db, monkeypatch, ids["interrupted"])
     assert "stopped writing without finishing" in _text(at)
 
 
 def test_replay_of_static_batching_shows_padding(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/replay.py", db, monkeypatch, ids["static"])
+    at = _open("pages/2_Replay.py", db, monkeypatch, ids["static"])
     labels = {m.label: m.value for m in at.metric}
     assert "padding" in labels
     assert "padding" in _text(at)
@@ -81,13 +82,13 @@ def test_replay_of_static_batching_shows_padding(fixture_db, monkeypatch) -> Non
 
 def test_replay_shows_the_swap_pool_for_a_swap_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/replay.py", db, monkeypatch, ids["swap"])
+    at = _open("pages/2_Replay.py", db, monkeypatch, ids["swap"])
     assert "CPU swap pool" in _text(at)
 
 
 def test_what_if_page_shows_the_self_check_before_the_prediction(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/what_if.py", db, monkeypatch, ids["continuous"])
+    at = _open("pages/3_What-if.py", db, monkeypatch, ids["continuous"])
     text = _text(at)
     assert text.index("How far to trust it") < text.index("Predicted vs recorded")
     assert "under its own configuration" in text
@@ -100,7 +101,7 @@ def test_what_if_page_shows_the_self_check_before_the_prediction(fixture_db, mon
 
 def test_curves_page_draws_the_sweep_and_the_static_comparison(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, _ = fixture_db
-    at = _open("pages/curves.py", db, monkeypatch)
+    at = _open("pages/4_Curves.py", db, monkeypatch)
     assert _charts(at) == 5
     sweep_table = next(d.value for d in at.dataframe if "value_label" in d.value.columns)
     assert sorted(sweep_table["value_label"].astype(int)) == [2, 8, 32]
@@ -117,7 +118,7 @@ def test_first_launch_on_an_empty_database_starts_a_demo(tmp_path: Path, monkeyp
     monkeypatch.setattr(launcher, "early_failure", lambda launched, wait_s=2.0: None)
     import pages  # noqa: F401  (the page module reads launcher at run time)
 
-    at = _open("pages/runs.py", tmp_path / "new.db", monkeypatch)
+    at = _open("app.py", tmp_path / "new.db", monkeypatch)
     assert "No runs yet" in _text(at) and "Starting a demo run" in _text(at)
     assert len(launched) == 1
     argv = launched[0]
@@ -145,7 +146,7 @@ def test_a_foreign_database_gets_a_clear_message(page: str, tmp_path: Path, monk
 def test_a_corrupt_database_gets_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "broken.db"
     db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
-    at = _open("pages/replay.py", db, monkeypatch)
+    at = _open("pages/2_Replay.py", db, monkeypatch)
     assert "Cannot read the database" in _text(at)
 
 
@@ -170,3 +171,15 @@ def test_the_dashboard_listens_on_loopback_only() -> None:
     assert config["server"]["allowedHosts"] == ["localhost", "127.0.0.1"]
     assert config["server"]["enableXsrfProtection"] is True and config["server"]["enableCORS"] is True
     assert config["browser"]["gatherUsageStats"] is False
+
+
+def test_a_table_from_another_layout_stops_the_page_with_a_message(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "old.db"
+    record_simulation(db, num_requests=20)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE kv_block_keyframes")
+    conn.commit()
+    conn.close()
+    at = _open("pages/2_Replay.py", db, monkeypatch, 1)
+    assert "Cannot read the database: no such table: kv_block_keyframes" in _text(at)

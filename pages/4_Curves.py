@@ -12,6 +12,7 @@ def to_ms(seconds: float | None) -> float | None:
     return None if seconds is None or pd.isna(seconds) else float(seconds) * 1e3
 
 
+ui.page_setup("Curves")
 st.title("Curves")
 target, runs = ui.runs_or_stop()
 

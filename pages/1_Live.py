@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard import charts, data, launcher, settings, ui
 
+ui.page_setup("Live")
 st.title("Live")
 target, runs = ui.runs_or_stop()
 run_id = ui.pick_run(runs, key="live_run", prefer_running=True)

@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard import charts, data, settings, ui
 
+ui.page_setup("Replay")
 st.title("Replay")
 target, runs = ui.runs_or_stop()
 run_id = ui.pick_run(runs, key="replay_run")

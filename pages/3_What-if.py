@@ -26,6 +26,7 @@ def metric_table(first: dict, second: dict, first_name: str, second_name: str, d
     return pd.DataFrame(rows)
 
 
+ui.page_setup("What-if")
 st.title("What-if")
 st.caption("Pick a recorded run, change parameters, and the same scheduler re-runs its exact requests on a "
            "virtual clock, with step times from a cost model fitted to that run.")
