@@ -69,7 +69,7 @@ def run_label(row: Any) -> str:
 
 
 def pick_run(runs: pd.DataFrame, key: str, prefer_running: bool = False, label: str = "Run",
-             allowed: pd.Series | None = None, remember: bool = True) -> int:
+             allowed: pd.Series | None = None, remember: bool = True, preferred: int | None = None) -> int:
     """A run picker; the page's main one is remembered in the URL (?run=ID) so views can be linked
     and reloaded."""
     choices = runs if allowed is None else runs[allowed]
@@ -80,6 +80,8 @@ def pick_run(runs: pd.DataFrame, key: str, prefer_running: bool = False, label: 
     labels = {int(r["id"]): run_label(r) for _, r in choices.iterrows()}
     wanted = st.query_params.get("run") if remember else None
     default = int(wanted) if wanted and wanted.isdigit() and int(wanted) in labels else None
+    if default is None and preferred in labels:
+        default = preferred
     if default is None:
         running = choices[choices["status"] == "running"]
         default = int(running["id"].iloc[0]) if prefer_running and not running.empty else ids[0]

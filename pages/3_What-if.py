@@ -32,7 +32,12 @@ st.caption("Pick a recorded run, change parameters, and the same scheduler re-ru
            "virtual clock, with step times from a cost model fitted to that run.")
 target, runs = ui.runs_or_stop()
 finished = runs["status"].isin(["finished", "aborted", "interrupted"]) & runs["base_run_id"].isna()
-base_id = ui.pick_run(runs, key="whatif_base", label="Recorded run", allowed=finished)
+# Open on a run that already has predictions, else the latest real run.
+predicted_bases = runs["base_run_id"].dropna().astype(int)
+real = runs[finished & (runs["mode"] == "real")]
+preferred = int(predicted_bases.iloc[0]) if not predicted_bases.empty else (
+    int(real["id"].iloc[0]) if not real.empty else None)
+base_id = ui.pick_run(runs, key="whatif_base", label="Recorded run", allowed=finished, preferred=preferred)
 base = data.run(target, base_id)
 if base is None:
     st.stop()
