@@ -3,7 +3,9 @@
 Negative coefficients would let the simulator predict negative or shrinking step times outside
 the shapes it saw, so features whose coefficient comes out negative are dropped and the rest
 refitted (a small active-set NNLS). Steps far off the fit (a GC pause, another process on the
-machine) are trimmed once, robustly, before the final fit.
+machine) are trimmed once, robustly, so they cannot bend the shape of the model; then the model is
+scaled so its total over every step equals the measured total, because queueing (TTFT, E2E)
+follows the sum of step times, slow steps included.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def fit_cost_model(features: np.ndarray, durations: np.ndarray, name: str = "fit
     if inliers.sum() >= MIN_STEPS and inliers.sum() < len(y):
         coef = _nonnegative_lstsq(x[inliers] / scale, y[inliers])
     coef = coef / scale
+    raw_total = float(np.maximum(x @ coef, 0.0).sum())
+    total_scale = float(y.sum()) / raw_total if raw_total > 0 else 1.0
+    coef = coef * total_scale
     predicted = np.maximum(x @ coef, 0.0)
     rel_err = np.abs(predicted - y) / y
     ss_res = float(((y - predicted) ** 2).sum())
@@ -71,6 +76,7 @@ def fit_cost_model(features: np.ndarray, durations: np.ndarray, name: str = "fit
         "median_abs_pct_error": float(np.median(rel_err) * 100),
         "p90_abs_pct_error": float(np.percentile(rel_err, 90) * 100),
         "total_time_pct_error": float((predicted.sum() - y.sum()) / y.sum() * 100),
+        "total_scale": total_scale,  # how much the trimmed fit was scaled to match the measured total
         **(provenance or {}),
     }
     return LinearCostModel(coefficients={f: float(c) for f, c in zip(FEATURES, coef, strict=True)}, name=name,
