@@ -44,6 +44,14 @@ def _current_rule(value: float | None) -> list[alt.Chart]:
     return [alt.Chart(pd.DataFrame({"x": [value]})).mark_rule(color=CURRENT_STEP, strokeWidth=2).encode(x="x:Q")]
 
 
+def _limit_rule(value: float | None, title: str) -> list[alt.Chart]:
+    """A dashed horizontal line at a configured limit (token budget, max_num_seqs)."""
+    if not value:
+        return []
+    return [alt.Chart(pd.DataFrame({"limit": [value]})).mark_rule(color=LIMIT_RULE, strokeDash=[4, 3]).encode(
+        y="limit:Q", tooltip=[alt.Tooltip("limit:Q", title=title)])]
+
+
 # -- the Gantt ---------------------------------------------------------------------------------------
 def gantt(frame: pd.DataFrame, x: str = "step", current: float | None = None, height: int = 360) -> alt.LayerChart:
     """One row per request (arrival order, first at the top), one bar per phase."""
@@ -128,12 +136,7 @@ def token_mix(steps: pd.DataFrame, budget: int | None, x: str = "step",
         color=alt.Color("kind:N", scale=_scale(TOKEN_COLORS), legend=alt.Legend(orient="top", title=None)),
         tooltip=[alt.Tooltip(f"{x}:Q"), "kind:N", alt.Tooltip("tokens:Q", format=".0f")],
     )
-    layers: list[alt.Chart] = [stack]
-    if budget:
-        layers.append(alt.Chart(pd.DataFrame({"budget": [budget]})).mark_rule(
-            color=LIMIT_RULE, strokeDash=[4, 3]).encode(y="budget:Q", tooltip=[alt.Tooltip("budget:Q",
-                                                                                          title="token budget")]))
-    return alt.layer(*layers, *_current_rule(current)).properties(height=200)
+    return alt.layer(stack, *_limit_rule(budget, "token budget"), *_current_rule(current)).properties(height=200)
 
 
 def batch_slots(steps: pd.DataFrame, max_num_seqs: int | None, x: str = "step",
@@ -152,12 +155,7 @@ def batch_slots(steps: pd.DataFrame, max_num_seqs: int | None, x: str = "step",
         color=alt.Color("slot:N", scale=_scale(SLOT_COLORS), legend=alt.Legend(orient="top", title=None)),
         tooltip=[alt.Tooltip(f"{x}:Q"), "slot:N", alt.Tooltip("sequences:Q", format=".1f")],
     )
-    layers: list[alt.Chart] = [area]
-    if max_num_seqs:
-        layers.append(alt.Chart(pd.DataFrame({"cap": [max_num_seqs]})).mark_rule(
-            color=LIMIT_RULE, strokeDash=[4, 3]).encode(y="cap:Q", tooltip=[alt.Tooltip("cap:Q",
-                                                                                       title="max_num_seqs")]))
-    return alt.layer(*layers, *_current_rule(current)).properties(height=200)
+    return alt.layer(area, *_limit_rule(max_num_seqs, "max_num_seqs"), *_current_rule(current)).properties(height=200)
 
 
 def throughput_over_time(frame: pd.DataFrame) -> alt.Chart:

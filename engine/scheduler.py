@@ -330,25 +330,10 @@ class Scheduler:
     def _scheduled(self, req: Request, num_new: int) -> ScheduledRequest:
         start = req.num_computed_tokens
         end = start + num_new
-        if not self._include_ids:
-            return ScheduledRequest(
-                req.request_id,
-                num_new,
-                start,
-                start < req.prefill_target,
-                end == req.num_prompt_tokens + len(req.output_token_ids),
-                req.sampling_params,
-            )
-        return ScheduledRequest(
-            req.request_id,
-            num_new,
-            start,
-            start < req.prefill_target,
-            end == req.num_prompt_tokens + len(req.output_token_ids),
-            req.sampling_params,
-            req.token_ids(start, end),
-            tuple(self.block_manager.block_table(req.request_id)),
-        )
+        ids = (req.token_ids(start, end), tuple(self.block_manager.block_table(req.request_id))) \
+            if self._include_ids else ((), ())
+        return ScheduledRequest(req.request_id, num_new, start, start < req.prefill_target,
+                                end == req.num_prompt_tokens + len(req.output_token_ids), req.sampling_params, *ids)
 
     def _passed_delay(self) -> bool:
         """vLLM V0's scheduler_delay_factor: hold new prompts briefly so more can batch together."""
