@@ -169,7 +169,7 @@ def main() -> int:
         f"{args.max_other_load} cores were redone (the max load of the kept runs is shown)",
         "- latency: end-to-end per request (all arrive at t=0); HF static returns a batch at once", "",
     ]
-    Path(args.out).write_text("\n".join(header) + "\n\n".join(sections) + "\n")
+    Path(args.out).write_text("\n".join(header) + "\n" + "\n\n".join(sections) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

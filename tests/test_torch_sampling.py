@@ -83,3 +83,11 @@ def test_max_tokens_below_one_is_rejected() -> None:
         SamplingParams(max_tokens=0)
     with pytest.raises(SamplingParamsError):
         SamplingParams(max_tokens=-3)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_the_mass() -> None:
+    from engine.executors.sampler import _apply_top_p
+
+    logits = torch.log(torch.tensor([[0.2, 0.5, 0.3], [0.2, 0.5, 0.3]]))
+    kept = _apply_top_p(logits, torch.tensor([0.7, 0.5])).isfinite().tolist()
+    assert kept == [[False, True, True], [False, True, False]]

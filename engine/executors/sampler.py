@@ -86,7 +86,8 @@ def _apply_top_k(x: torch.Tensor, top_k: list[int]) -> torch.Tensor:
 def _apply_top_p(x: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose probability reaches top_p (at least one)."""
     sorted_x, order = x.sort(dim=-1, descending=True)
-    cum = sorted_x.softmax(dim=-1).cumsum(dim=-1)
-    remove_sorted = (cum - sorted_x.softmax(dim=-1)) >= top_p.unsqueeze(1)  # mass before this token already enough
+    probs = sorted_x.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs
+    remove_sorted = mass_before >= top_p.unsqueeze(1)  # the more likely tokens already reach top_p
     remove = torch.zeros_like(remove_sorted).scatter(1, order, remove_sorted)
     return x.masked_fill(remove, float("-inf"))
