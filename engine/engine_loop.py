@@ -331,6 +331,13 @@ class Engine:
     def finish(self) -> RunSummary:
         """Close open phases, write what is left, and summarize."""
         self._apply_aborts()
+        if not self.scheduler.has_unfinished_requests():
+            # No step follows, so hand over what a next schedule() would report: the executor drops
+            # the finished requests' state, and the frees of aborts are recorded.
+            out = self.scheduler.schedule()
+            if out.finished_req_ids or out.kv_events:
+                self.executor.execute_model(out)
+                self._kv_carry.extend(out.kv_events)
         end = self.clock.now()
         self._changes.extend(self.phases.close_all(self._next_step, end))
         if self.recorder is not None and (self._arrivals or self._finishes or self._changes or self._kv_carry):

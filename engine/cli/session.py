@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
 
@@ -36,6 +36,7 @@ class SessionResult:
     run_id: int | None
     summary: RunSummary
     status: str  # finished | aborted
+    rejections: dict[str, str] = field(default_factory=dict)  # request id -> why it was refused
 
 
 @contextmanager
@@ -109,7 +110,9 @@ def run_session(
     if recorder is not None:
         recorder.finish(status, summary=summary.to_dict(),
                         error="stopped by SIGINT/SIGTERM" if status == "aborted" else None)
-    return SessionResult(recorder.run_id if recorder else None, summary, status)
+    rejections = {rid: req.reject_reason or "no reason given" for rid, req in engine.requests.items()
+                  if req.reject_reason is not None}
+    return SessionResult(recorder.run_id if recorder else None, summary, status, rejections)
 
 
 def _progress_bar(total: int) -> Any:
