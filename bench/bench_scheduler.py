@@ -40,8 +40,25 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+
+def _engine_root() -> Path:
+    """--engine-root DIR: import engine/ from DIR (e.g. a `git archive` export of one commit, so a
+    benchmark is not measuring someone's half-finished edit); default: this checkout."""
+    argv = sys.argv
+    for i, arg in enumerate(argv):
+        if arg == "--engine-root" and i + 1 < len(argv):
+            return Path(argv[i + 1]).resolve()
+        if arg.startswith("--engine-root="):
+            return Path(arg.split("=", 1)[1]).resolve()
+    return ROOT
+
+
+ENGINE_ROOT = _engine_root()
+sys.path.insert(0, str(ENGINE_ROOT))
+
 from bench.vllm_scheduler_driver import (  # noqa: E402  (stdlib-only helpers shared with the driver)
     SAMPLED_TOKEN,
+    SPEED_CHECK_EVERY,
     _busy_ticks,
     _other_cores,
     calibrate,
@@ -103,6 +120,7 @@ def run_ours(
         num_preempted = 0
         empty_steps = 0
         sched_ns = 0  # schedule()'s share of step_ns
+        speed_checks: list[float] = []
         t_add = time.perf_counter_ns()
         for r in reqs:
             sched.add_request(r)
@@ -126,6 +144,8 @@ def run_ours(
                 continue
             step_ns.append(t1 - t0 + t3 - t2)
             sched_ns += t1 - t0
+            if len(step_ns) % SPEED_CHECK_EVERY == 0:
+                speed_checks.append(calibrate(2))
             num_reqs.append(len(out.scheduled))
             num_tokens.append(out.total_num_scheduled_tokens)
             num_preempted += len(out.preempted_req_ids)
@@ -148,6 +168,7 @@ def run_ours(
     )
     rec["calib_us"] = calib_us
     rec["calib_after_us"] = calibrate()
+    rec["calib_during_us"] = speed_checks
     return rec
 
 
@@ -251,7 +272,7 @@ class Discipline:
         reasons = []
         if rec["other_cores"] > self.max_other_load:
             reasons.append(f"others {rec['other_cores']:.2f} cores")
-        slow = max(rec["calib_us"], rec["calib_after_us"]) / self.ref_calib_us
+        slow = max(rec["calib_us"], rec["calib_after_us"], *rec["calib_during_us"]) / self.ref_calib_us
         if slow > self.max_slowdown:
             reasons.append(f"machine {slow:.2f}x slower")
         return ", ".join(reasons)
@@ -306,7 +327,7 @@ def measure(
             for attempt in range(args.max_attempts):
                 disc.wait()
                 rec = measure_once(cfg, workload_path, workload, driver)
-                disc.see(rec["calib_us"], rec["calib_after_us"])
+                disc.see(rec["calib_us"], rec["calib_after_us"], *rec["calib_during_us"])
                 rec["round"], rec["attempt"] = rnd, attempt
                 why = disc.why_dirty(rec)
                 rec["dirty"] = why
@@ -314,7 +335,8 @@ def measure(
                 print(
                     f"  round {rnd} {cfg.key:28s} mean {rec['mean_us']:8.1f} us  median {rec['median_us']:8.1f} us"
                     f"  others {rec['other_cores']:.2f} cores  speed check {rec['calib_us']:.0f}/"
-                    f"{rec['calib_after_us']:.0f} us{'  -> redo: ' + why if why else ''}",
+                    f"{max(rec['calib_during_us'], default=0):.0f}/{rec['calib_after_us']:.0f} us"
+                    f"{'  -> redo: ' + why if why else ''}",
                     file=sys.stderr,
                 )
                 if not why:
@@ -345,6 +367,26 @@ def machine() -> dict[str, str]:
     }
 
 
+def engine_source(args: argparse.Namespace) -> str:
+    """Which engine code was measured: the label given, or this checkout's commit and dirty files."""
+    import engine.scheduler
+
+    where = Path(engine.scheduler.__file__).resolve().parent.parent
+    if args.engine_label:
+        return f"{args.engine_label} (from {where})"
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(where), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--", "engine"], capture_output=True, text=True
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return str(where)
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"commit {commit}" + (f", plus uncommitted changes in {', '.join(changed)}" if changed else "")
+
+
 def render(
     cfgs: list[Config],
     args: argparse.Namespace,
@@ -362,6 +404,7 @@ def render(
         f"- Command: `{command}`",
         f"- Date: {started} (took {elapsed_s:.0f} s)",
         f"- Machine: {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}, Linux {m['kernel']}",
+        f"- Our engine measured: {engine_source(args)}",
         f"- vLLM: {vllm_info['vllm']} (torch {vllm_info['torch']}, Python {vllm_info['python']}), "
         "driven in its own virtualenv by bench/vllm_scheduler_driver.py"
         if vllm_info
@@ -377,8 +420,9 @@ def render(
         f"vLLM, after waiting (up to {args.quiet_timeout:.0f} s) for a quiet machine. A run is redone (up to "
         f"{args.max_attempts} attempts) when other processes used more than {args.max_other_load} cores "
         "during it (machine busy time from /proc/stat minus the measuring process's own), or when the "
-        "speed check, a fixed pure-Python loop timed in the measuring process just before and just after "
-        f"the run, was more than {args.max_slowdown}x slower than the fastest seen in the session "
+        "speed check, a fixed pure-Python loop timed in the measuring process just before, every "
+        f"{SPEED_CHECK_EVERY} steps during (outside the timed calls) and just after the run, was more than "
+        f"{args.max_slowdown}x slower than the fastest seen in the session "
         f"({disc.ref_calib_us:.0f} us): on this VM the machine's speed swings up to 2x with nothing "
         "visible in /proc/stat (other tenants of the host). Figures are medians over clean runs (each "
         "run gives the mean and the median of its per-step times).",
@@ -491,10 +535,12 @@ def main() -> None:
         "--max-slowdown",
         type=float,
         default=1.2,
-        help="redo a run whose speed check (before or after) is slower than this x the session's fastest",
+        help="redo a run whose speed check (before, during or after) is slower than this x the session's fastest",
     )
     p.add_argument("--quiet-timeout", type=float, default=20.0, help="seconds to wait for a quiet machine per run")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine-root", default=str(ROOT), help="directory whose engine/ is measured (read early)")
+    p.add_argument("--engine-label", default="", help="what --engine-root holds, for the report (e.g. a commit)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results_scheduler.md"), help="markdown results file")
     p.add_argument("--json", default="", help="also write every run's record here")
     p.add_argument("--profile", action="store_true", help="cProfile ours (chunked, 64 and 256) and exit")

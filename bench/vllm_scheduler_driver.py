@@ -57,13 +57,17 @@ def _other_cores(before: tuple[int, int], after: tuple[int, int], wall_s: float)
     return max(busy - own, 0) / _TICKS / max(wall_s, 1e-9)
 
 
-def calibrate() -> float:
-    """Microseconds for a fixed pure-Python loop (dict and list work like a scheduler's): the
-    interpreter's speed in this process right now. Timed before and after every run: on this VM the
-    machine's speed changes up to 2x with no trace in /proc/stat (other tenants of the host), so
-    this is the only way to see that contamination. Also shows both interpreters run alike."""
+SPEED_CHECK_EVERY = 100  # steps between speed checks inside a run (outside the timed calls)
+
+
+def calibrate(repeats: int = 3) -> float:
+    """Microseconds for a fixed pure-Python loop (dict and list work like a scheduler's), best of
+    `repeats`: the interpreter's speed in this process right now. Timed before, during (every
+    SPEED_CHECK_EVERY steps) and after every run: on this VM the machine's speed swings up to 2x for
+    seconds at a time with no trace in /proc/stat (other tenants of the host), so this is the only
+    way to see that contamination. It also shows that both interpreters run alike."""
     best = float("inf")
-    for _ in range(3):
+    for _ in range(repeats):
         t0 = time.perf_counter_ns()
         d: dict[int, list[int]] = {}
         for i in range(20000):
@@ -193,6 +197,7 @@ def _run(sched: Any, new_request: Any, workload: dict[str, list[int]], ModelRunn
     num_preempted = 0
     empty_steps = 0
     sched_ns = 0  # schedule()'s share of step_ns
+    speed_checks: list[float] = []
     t_add = time.perf_counter_ns()
     for r in reqs:
         sched.add_request(r)
@@ -221,6 +226,8 @@ def _run(sched: Any, new_request: Any, workload: dict[str, list[int]], ModelRunn
             continue
         step_ns.append(t1 - t0 + t3 - t2)
         sched_ns += t1 - t0
+        if len(step_ns) % SPEED_CHECK_EVERY == 0:
+            speed_checks.append(calibrate(2))
         num_reqs.append(len(ids))
         num_tokens.append(out.total_num_scheduled_tokens)
         num_preempted += len(out.preempted_req_ids or ())
@@ -237,6 +244,7 @@ def _run(sched: Any, new_request: Any, workload: dict[str, list[int]], ModelRunn
         add_ns,
         sched_ns,
     )
+    rec["calib_during_us"] = speed_checks
     cfg = sched.vllm_config
     rec["effective"] = {  # what vLLM ended up using after its config post-processing
         "max_num_seqs": cfg.scheduler_config.max_num_seqs,
