@@ -11,7 +11,7 @@ import queue
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from engine import decode_burst
 from engine.clock import Clock, VirtualClock
@@ -69,6 +69,7 @@ class Engine:
     # -- requests -----------------------------------------------------------------------------
     def make_request(self, spec: RequestSpec) -> Request:
         """A scheduler Request from a workload entry; prompts are tokenized or synthesized."""
+        ids: Sequence[int]
         if spec.prompt_token_ids is not None:
             ids = spec.prompt_token_ids
         elif spec.prompt is not None:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from engine.errors import UserError
-from storage.schema import APP_ID, SCHEMA_VERSION, Base, Meta
+from storage.schema import APP_ID, SCHEMA_VERSION, Base, Meta, table_of
 
 DEFAULT_DB_FILE = "batchscope.db"
 BUSY_TIMEOUT_S = 30.0
@@ -195,13 +195,14 @@ def _ensure_schema(engine: Engine, target: str) -> None:
     for attempt in range(3):
         try:
             check_schema(engine, target)
+            _add_derived_tables(engine)
             return
         except EmptyDatabaseError:
             pass
         try:
             Base.metadata.create_all(engine)
             with engine.begin() as conn:
-                conn.execute(Meta.__table__.insert(), [
+                conn.execute(table_of(Meta).insert(), [
                     {"key": "app", "value": APP_ID},
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                 ])
@@ -210,6 +211,16 @@ def _ensure_schema(engine: Engine, target: str) -> None:
             if attempt == 2:
                 raise  # another writer raced us twice; give up loudly
     check_schema(engine, target)
+
+
+def _add_derived_tables(engine: Engine) -> None:
+    """Create tables of derived data that a file from an earlier build of this schema version lacks
+    (step_rollups): additive only, and the runs recorded before read the same from their steps."""
+    try:
+        Base.metadata.create_all(engine)  # checks first; creates only what is missing
+    except OperationalError:
+        if not all(inspect(engine).has_table(t) for t in Base.metadata.tables):
+            raise  # not a race with another writer creating the same table
 
 
 def _explain(exc: OperationalError, where: str) -> StorageError:

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
-from storage.schema import OWNING_EVENTS
+from storage.schema import OWNING_EVENTS, ROLLUP_STEPS, table_of
 
 STALE_AFTER_S = 15.0  # a running run without a heartbeat for this long is shown as interrupted
 PHASE_ORDER = ("queued", "prefill", "decode", "preempted", "swapped", "padding")
@@ -98,7 +98,7 @@ def get_run(engine: Engine, run_id: int) -> dict[str, Any] | None:
     from storage.schema import Run
 
     with engine.connect() as conn:
-        row = conn.execute(select(Run.__table__).where(Run.__table__.c.id == run_id)).mappings().first()
+        row = conn.execute(select(table_of(Run)).where(table_of(Run).c.id == run_id)).mappings().first()
     if row is None:
         return None
     run = dict(row)
@@ -133,18 +133,43 @@ def steps_window(engine: Engine, run_id: int, first_step: int, last_step_incl: i
 
 def steps_binned(engine: Engine, run_id: int, max_points: int = 600) -> pd.DataFrame:
     """The whole run's step series folded into at most max_points bins (means per bin, sums for
-    preemptions), so a 100,000-step run draws as quickly as a short one."""
+    preemptions), so a 100,000-step run draws as quickly as a short one. Long runs fold their
+    step_rollups (ROLLUP_STEPS steps per row) plus the steps after the last rollup; the result is
+    the same as folding every step."""
     n = last_step(engine, run_id) + 1
     width = max(1, -(-n // max_points))
-    return _frame(engine, """
-        SELECT step / :w * :w AS step, MIN(start_time) AS start_time,
-               AVG(num_waiting) AS num_waiting, AVG(num_running) AS num_running, AVG(num_swapped) AS num_swapped,
-               AVG(num_prefill_seqs + num_decode_seqs) AS batch_size, AVG(num_padding_seqs) AS num_padding_seqs,
-               AVG(num_used_gpu_blocks) AS num_used_gpu_blocks, MAX(num_gpu_blocks) AS num_gpu_blocks,
-               AVG(num_used_cpu_blocks) AS num_used_cpu_blocks, SUM(num_preemptions) AS num_preemptions,
-               COUNT(*) AS num_steps
-        FROM steps WHERE run_id = :run GROUP BY step / :w ORDER BY 1
+    rolled = 0  # steps covered by rollups: chunks 0..rolled/ROLLUP_STEPS-1
+    if width >= ROLLUP_STEPS and _has_table(engine, "step_rollups"):
+        width = -(-width // ROLLUP_STEPS) * ROLLUP_STEPS  # bins made of whole chunks
+        count, top = _frame(engine, "SELECT COUNT(*) AS c, MAX(chunk) AS m FROM step_rollups WHERE run_id = :run",
+                            run=run_id).iloc[0]
+        if count and int(count) == int(top) + 1:  # contiguous from chunk 0
+            rolled = int(count) * ROLLUP_STEPS
+    parts = [f"""
+        SELECT step / :w AS bin, start_time, 1 AS n, num_waiting AS w, num_running AS r, num_swapped AS s,
+               num_prefill_seqs + num_decode_seqs AS b, num_padding_seqs AS p, num_used_gpu_blocks AS g,
+               num_gpu_blocks AS gt, num_used_cpu_blocks AS c, num_preemptions AS e
+        FROM steps WHERE run_id = :run AND step >= {rolled}"""]
+    if rolled:
+        parts.append(f"""
+        SELECT chunk * {ROLLUP_STEPS} / :w, start_time, num_steps, sum_waiting, sum_running, sum_swapped,
+               sum_batch_size, sum_padding_seqs, sum_used_gpu_blocks, max_gpu_blocks, sum_used_cpu_blocks,
+               sum_preemptions
+        FROM step_rollups WHERE run_id = :run AND chunk < {rolled // ROLLUP_STEPS}""")
+    return _frame(engine, f"""
+        SELECT bin * :w AS step, MIN(start_time) AS start_time,
+               SUM(w) * 1.0 / SUM(n) AS num_waiting, SUM(r) * 1.0 / SUM(n) AS num_running,
+               SUM(s) * 1.0 / SUM(n) AS num_swapped, SUM(b) * 1.0 / SUM(n) AS batch_size,
+               SUM(p) * 1.0 / SUM(n) AS num_padding_seqs, SUM(g) * 1.0 / SUM(n) AS num_used_gpu_blocks,
+               MAX(gt) AS num_gpu_blocks, SUM(c) * 1.0 / SUM(n) AS num_used_cpu_blocks,
+               SUM(e) AS num_preemptions, SUM(n) AS num_steps
+        FROM ({" UNION ALL ".join(parts)}) AS folded GROUP BY bin ORDER BY bin
     """, run=run_id, w=width)
+
+
+def _has_table(engine: Engine, name: str) -> bool:
+    """Whether the database has a table (a file from an earlier build may lack a derived one)."""
+    return inspect(engine).has_table(name)
 
 
 def step_at(engine: Engine, run_id: int, step: int) -> dict[str, Any] | None:

@@ -24,22 +24,26 @@ from engine.snapshot import FirstToken, RequestArrival, RequestFinish, RunInfo, 
 from storage.schema import (
     KEYFRAME_INTERVAL,
     OWNING_EVENTS,
+    ROLLUP_STEPS,
     KVBlockEventRow,
     KVKeyframeRow,
     PhaseRow,
     RequestRow,
     Run,
+    StepRollupRow,
     StepRow,
+    table_of,
 )
 
 HEARTBEAT_INTERVAL_S = 2.0
 
-_runs = Run.__table__
-_requests = RequestRow.__table__
-_steps = StepRow.__table__
-_phases = PhaseRow.__table__
-_kv = KVBlockEventRow.__table__
-_keyframes = KVKeyframeRow.__table__
+_runs = table_of(Run)
+_requests = table_of(RequestRow)
+_steps = table_of(StepRow)
+_phases = table_of(PhaseRow)
+_kv = table_of(KVBlockEventRow)
+_keyframes = table_of(KVKeyframeRow)
+_rollups = table_of(StepRollupRow)
 
 _close_phase = (
     update(_phases)
@@ -72,6 +76,9 @@ STEP_COLUMNS = (
 )
 KV_COLUMNS = ("run_id", "event_id", "step", "request_id", "kind", "device", "num_blocks", "block_ids")
 KEYFRAME_COLUMNS = ("run_id", "device", "step", "owners")
+ROLLUP_COLUMNS = ("run_id", "chunk", "num_steps", "start_time", "sum_waiting", "sum_running", "sum_swapped",
+                  "sum_batch_size", "sum_padding_seqs", "sum_used_gpu_blocks", "max_gpu_blocks",
+                  "sum_used_cpu_blocks", "sum_preemptions")
 REQUEST_COLUMNS = ("run_id", "request_id", "row_no", "arrival_time", "prompt_len", "max_tokens", "priority",
                    "output_len", "first_scheduled_time", "first_token_time", "finish_time", "finish_reason",
                    "num_preemptions", "reject_reason")
@@ -137,6 +144,8 @@ class Recorder:
         self._interval_closes: list[dict[str, Any]] = []
         self._new_kv: list[tuple[Any, ...]] = []
         self._new_keyframes: list[tuple[Any, ...]] = []
+        self._new_rollups: list[tuple[Any, ...]] = []
+        self._rollup: list[Any] | None = None  # the chunk being summed, in ROLLUP_COLUMNS order
         # The owner of every block, kept to write keyframes (see KVKeyframeRow).
         self._owners: dict[str, list[str | None]] = {"cpu": [None] * int(info.config.get("swap_space") or 0)}
         self._last_flush = time.monotonic()
@@ -165,6 +174,7 @@ class Recorder:
             s.model_time, s.num_used_gpu_blocks, s.num_gpu_blocks, s.num_used_cpu_blocks, s.num_preemptions,
             s.model_flops, s.compute_utilization,
         ))
+        self._add_to_rollup(s)
         self._num_steps = snapshot.step + 1
         self._last_time = snapshot.end_time
         if (len(self._new_steps) >= self.flush_every_steps
@@ -185,6 +195,32 @@ class Recorder:
         self.flush()
 
     # -- buffering ------------------------------------------------------------------------------
+    def _add_to_rollup(self, s: StepSnapshot) -> None:
+        chunk = s.step // ROLLUP_STEPS
+        acc = self._rollup
+        if acc is not None and acc[1] != chunk:
+            self._close_rollup()
+            acc = None
+        if acc is None:
+            acc = self._rollup = [self.run_id, chunk, 0, s.start_time, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        acc[2] += 1
+        acc[4] += s.num_waiting
+        acc[5] += s.num_running
+        acc[6] += s.num_swapped
+        acc[7] += s.num_prefill_seqs + s.num_decode_seqs
+        acc[8] += s.num_padding_seqs
+        acc[9] += s.num_used_gpu_blocks
+        acc[10] = max(acc[10], s.num_gpu_blocks)
+        acc[11] += s.num_used_cpu_blocks
+        acc[12] += s.num_preemptions
+        if s.step % ROLLUP_STEPS == ROLLUP_STEPS - 1:
+            self._close_rollup()
+
+    def _close_rollup(self) -> None:
+        if self._rollup is not None:
+            self._new_rollups.append(tuple(self._rollup))
+            self._rollup = None
+
     def _add_requests(
         self,
         arrivals: tuple[RequestArrival, ...],
@@ -201,7 +237,8 @@ class Recorder:
                 "finish_reason": None, "num_preemptions": 0, "reject_reason": None,
             }
         for f in first_tokens:
-            fields = {"first_scheduled_time": f.first_scheduled_time, "first_token_time": f.first_token_time}
+            fields: dict[str, Any] = {"first_scheduled_time": f.first_scheduled_time,
+                                      "first_token_time": f.first_token_time}
             pending = self._new_requests.get(f.request_id)
             if pending is not None:
                 pending.update(fields)
@@ -292,6 +329,8 @@ class Recorder:
             _bulk_insert(conn, _keyframes, self._new_keyframes, KEYFRAME_COLUMNS)
         if self._new_steps:
             _bulk_insert(conn, _steps, self._new_steps, STEP_COLUMNS)
+        if self._new_rollups:
+            _bulk_insert(conn, _rollups, self._new_rollups, ROLLUP_COLUMNS)
         conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(
             num_steps=self._num_steps, last_time=self._last_time, heartbeat_at=utcnow()))
         self._new_requests = {}
@@ -302,6 +341,7 @@ class Recorder:
         self._new_kv = []
         self._new_keyframes = []
         self._new_steps = []
+        self._new_rollups = []
 
     def _beat(self, interval: float) -> None:
         while not self._stop_heartbeat.wait(interval):
@@ -324,6 +364,7 @@ class Recorder:
             values["summary"] = summary
         if extra is not None:
             values["extra"] = extra
+        self._close_rollup()  # the last, partial chunk
         with self._lock, self.engine.begin() as conn:
             self._write(conn)
             conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(**values))

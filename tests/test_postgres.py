@@ -45,6 +45,9 @@ def test_steps_requests_and_percentiles_match(both) -> None:  # type: ignore[no-
     _same(queries.run_requests(lite, lite_run), queries.run_requests(pg, pg_run))
     _same(queries.latency_percentiles(lite, lite_run), queries.latency_percentiles(pg, pg_run))
     _same(queries.steps_binned(lite, lite_run, 50), queries.steps_binned(pg, pg_run, 50))
+    n = queries.last_step(lite, lite_run) + 1
+    assert n >= 2 * 64, "the run must be long enough to fold rollups"
+    _same(queries.steps_binned(lite, lite_run, 2), queries.steps_binned(pg, pg_run, 2))  # from step_rollups
 
 
 def test_block_maps_gantt_and_queues_match(both) -> None:  # type: ignore[no-untyped-def]

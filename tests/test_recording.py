@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy import text
 
@@ -206,3 +207,53 @@ def test_gantt_overview_matches_a_step_by_step_count(tmp_path: Path) -> None:
         cell = weights[(r.row0 // row_h, r.step0 // step_w)]
         assert cell[r.phase] == max(cell.values())
         assert r.share == pytest.approx(sum(cell.values()) / ((r.row1 - r.row0) * (r.step1 - r.step0)))
+
+
+def _fold_every_step(reader, run_id: int, width: int):  # type: ignore[no-untyped-def]
+    steps = queries.steps_window(reader, run_id, 0, 10**9)
+    steps["bin"] = steps["step"] // width * width
+    steps["batch_size"] = steps["num_prefill_seqs"] + steps["num_decode_seqs"]
+    means = ["num_waiting", "num_running", "num_swapped", "batch_size", "num_padding_seqs", "num_used_gpu_blocks",
+             "num_used_cpu_blocks"]
+    grouped = steps.groupby("bin")
+    folded = grouped[means].mean()
+    folded["num_preemptions"] = grouped["num_preemptions"].sum()
+    folded["num_steps"] = grouped.size()
+    folded["start_time"] = grouped["start_time"].min()
+    return folded.reset_index().rename(columns={"bin": "step"})
+
+
+def test_whole_run_bins_from_rollups_equal_folding_every_step(tmp_path: Path) -> None:
+    db = tmp_path / "long.db"
+    run_id, _, summary = record_simulation(db, num_requests=120, num_gpu_blocks=40, preemption_mode="swap",
+                                           swap_space=64, max_num_seqs=4)
+    assert summary.num_steps > 5 * 64
+    reader = open_for_read(str(db))
+    with reader.connect() as conn:
+        chunks = conn.execute(text("SELECT COUNT(*) FROM step_rollups WHERE run_id = :r"), {"r": run_id}).scalar_one()
+    assert chunks == -(-summary.num_steps // 64)  # the last, partial chunk is written at finish
+
+    def check(max_points: int, whole_chunks: bool = True) -> None:
+        binned = queries.steps_binned(reader, run_id, max_points)
+        width = int(binned["step"].iloc[1] - binned["step"].iloc[0])
+        assert (width % 64 == 0) == whole_chunks and len(binned) <= max_points
+        expected = _fold_every_step(reader, run_id, width)
+        pd.testing.assert_frame_equal(binned[expected.columns], expected, check_dtype=False)
+
+    check(3)  # bins of whole rollup chunks
+    # A run whose last rollups are missing (the engine was killed): its tail is folded from steps.
+    writer = open_for_write(str(db))
+    with writer.begin() as conn:
+        conn.execute(text("DELETE FROM step_rollups WHERE chunk >= 2"))
+    check(3)
+    # A file from before rollups existed reads the same, from its steps.
+    with writer.begin() as conn:
+        conn.execute(text("DROP TABLE step_rollups"))
+    writer.dispose()
+    reader = open_for_read(str(db))
+    check(3, whole_chunks=False)
+    # The next writer adds the missing table without touching the recorded runs.
+    open_for_write(str(db)).dispose()
+    reader = open_for_read(str(db))
+    check(3)  # the table is back, empty for the old run: its bins are folded from its steps
+    assert queries.get_run(open_for_read(str(db)), run_id)["num_steps"] == summary.num_steps  # type: ignore[index]

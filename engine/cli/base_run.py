@@ -25,7 +25,7 @@ from engine.metrics import RunSummary
 from engine.workload.spec import RequestSpec, Workload
 from storage.database import StorageError
 from storage.queries import get_run, latency_percentiles, run_requests, step_features
-from storage.schema import Run
+from storage.schema import Run, table_of
 
 # What a what-if reports, and how it is read from a RunSummary.
 COMPARED_METRICS = ("output_tokens_per_s", "ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99")
@@ -114,7 +114,7 @@ def fitted_cost_model(writer: Engine, run: dict[str, Any]) -> CostModel:
     model = fit_cost_model(features, frame["duration"].to_numpy(float), name=f"fitted to run {run['id']}",
                            provenance={"run_id": run["id"], "model": run.get("model")})
     with writer.begin() as conn:
-        conn.execute(update(Run.__table__).where(Run.__table__.c.id == run["id"]).values(cost_model=model.to_dict()))
+        conn.execute(update(table_of(Run)).where(table_of(Run).c.id == run["id"]).values(cost_model=model.to_dict()))
     return model
 
 

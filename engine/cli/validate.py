@@ -12,7 +12,7 @@ from engine.cli.real_session import run_real_session
 from engine.config import EngineConfig
 from storage.database import open_for_write
 from storage.queries import get_run
-from storage.schema import Run
+from storage.schema import Run, table_of
 
 
 def validate_prediction(args: argparse.Namespace, base: BaseRun, config: EngineConfig, prediction_run_id: int | None,
@@ -30,5 +30,5 @@ def validate_prediction(args: argparse.Namespace, base: BaseRun, config: EngineC
         run = get_run(writer, prediction_run_id)
         extra = dict((run or {}).get("extra") or {}) | {"validation": validation}
         with writer.begin() as conn:
-            conn.execute(update(Run.__table__).where(Run.__table__.c.id == prediction_run_id).values(extra=extra))
+            conn.execute(update(table_of(Run)).where(table_of(Run).c.id == prediction_run_id).values(extra=extra))
     return validation

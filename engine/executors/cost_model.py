@@ -32,7 +32,8 @@ def step_features(out: SchedulerOutput) -> tuple[float, ...]:
 
 
 class CostModel(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def predict(self, features: tuple[float, ...]) -> float:
         """Seconds one step with these features takes."""

@@ -1,0 +1,1 @@
+"""Recorded runs: the schema, the writer, the read-side queries."""
