@@ -13,6 +13,10 @@ from typing import Protocol
 class Clock(Protocol):
     def now(self) -> float: ...
 
+    def start(self) -> None:
+        """The run begins now: time 0 from here (setup before it, such as opening the database,
+        is not the run's time)."""
+
     def advance(self, seconds: float) -> None:
         """A step of this length was executed (the virtual clock moves; wall time moves by itself)."""
 
@@ -25,6 +29,9 @@ class VirtualClock:
 
     def __init__(self) -> None:
         self._now = 0.0
+
+    def start(self) -> None:
+        pass  # virtual time is 0 until the engine moves it
 
     def now(self) -> float:
         return self._now
@@ -42,6 +49,9 @@ class WallClock:
     def __init__(self) -> None:
         self._start = time.perf_counter()
         self._wake = threading.Event()
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
 
     def now(self) -> float:
         return time.perf_counter() - self._start

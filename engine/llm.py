@@ -106,8 +106,8 @@ class LLM:
         """Generate for every prompt (continuously batched); outputs in prompt order."""
         texts, token_lists = self._normalize(prompts)
         params = self._params_for(sampling_params, len(token_lists))
-        clock = WallClock()
         recorder = self._recorder(len(token_lists)) if self.record else None
+        clock = WallClock()  # after opening the database: that is not the requests' time
         engine = Engine(self.config, self.executor, clock, recorder)
         ids: list[str] = []
         for ids_, p in zip(token_lists, params, strict=True):

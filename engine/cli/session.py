@@ -91,6 +91,7 @@ def run_session(
         if on_step is not None:
             on_step(snapshot)
 
+    clock.start()  # loading the model and opening the database are not the run's time
     try:
         with _graceful_signals(stop, wake):
             summary = engine.run(specs, on_step=step_hook, stop=stop)
