@@ -94,7 +94,8 @@ def pick_run(runs: pd.DataFrame, key: str, prefer_running: bool = False, label: 
 def ms(seconds: float | None) -> str:
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "–"
-    return f"{seconds * 1e3:,.1f} ms" if seconds < 10 else f"{seconds:,.2f} s"
+    # Seconds from 1 s up: "1,425.4 ms" does not fit a metric tile.
+    return f"{seconds * 1e3:,.1f} ms" if seconds < 1 else f"{seconds:,.2f} s"
 
 
 def rate(value: float | None, unit: str = "tok/s") -> str:
