@@ -1,11 +1,13 @@
 """The simulator's fast path: many decode-only steps at once, exactly as if stepped one by one.
 
 When every running request is decoding, nothing waiting or swapped can get in, no request can
-finish, and the blocks the decodes will need are free, the next k steps are fully determined:
-each running request gains one token per step and takes a block whenever it crosses a block
-boundary, in running order. advance() applies k such steps to the Scheduler's state in O(n + k)
-instead of O(n * k); the engine loop turns them into the same step records a step-by-step run
-writes. A test runs randomized simulations both ways and compares every recorded step.
+finish before the last of them, and the blocks the decodes will need are free, the next k steps are
+fully determined: each running request gains one token per step and takes a block whenever it
+crosses a block boundary, in running order. advance() applies k such steps to the Scheduler's
+state in O(n + k) instead of O(n * k); a burst may end on the step that samples some requests'
+last allowed token, and finish_at_length() then finishes them as update_from_output() would. The
+engine loop turns all this into the same step records a step-by-step run writes. A test runs
+randomized simulations both ways and compares every recorded step.
 
 This module is part of the Scheduler (it reads and changes its state directly) and never decides
 anything the Scheduler would decide differently: when in doubt, limit() answers 0.
@@ -15,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.outputs import KVBlockEvent
-from engine.request import Request
+from engine.outputs import FinishedRequest, KVBlockEvent, SchedulerUpdate
+from engine.request import Request, RequestStatus
 from engine.scheduler import Scheduler
 
-MIN_BURST = 2  # a single step is cheaper the ordinary way
+MIN_BURST = 1  # a burst may be a single step: it still skips building per-request records
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,13 @@ def limit(scheduler: Scheduler, token: int, max_steps: int) -> int:
             return 0  # not decoding (a prefill chunk or a recompute is due)
         if (token == req.eos_token_id and not params.ignore_eos) or token in params.stop_token_ids:
             return 0  # the sampled token would end it
-        # It finishes on the step that brings its last allowed token; the burst stops short of that.
+        # It finishes on the step that samples its last allowed token: the burst may end there.
         left = params.max_tokens - num_output
         room = req.max_total_tokens - req.num_prompt_tokens - num_output
         if room < left:
             left = room
-        if left - 1 < steps:
-            steps = left - 1
+        if left < steps:
+            steps = left
             if steps < MIN_BURST:
                 return 0
     free = bm.num_free_gpu_blocks
@@ -96,12 +98,20 @@ def advance(scheduler: Scheduler, num_steps: int, token: int) -> DecodeBurst:
     bm = s.block_manager
     block_size = bm.block_size
     running = s.running
-    crossings: list[tuple[int, int]] = []  # (step, running index): a step-by-step run allocates in this order
+    # One pass: where each request crosses into a block it does not hold (a step-by-step run
+    # allocates in (step, running order)), and its tokens and computed count after the burst.
+    crossings: list[tuple[int, int, int]] = []  # (step, running index, computed before the burst)
+    base_context = 0
+    tokens = [token] * num_steps
     for index, req in enumerate(running):
-        step = req.kv_capacity - req.num_computed_tokens + 1  # first step whose token has no slot yet
+        computed = req.num_computed_tokens
+        step = req.kv_capacity - computed + 1  # first step whose token has no slot yet
         while step <= num_steps:
-            crossings.append((max(step, 1), index))
+            crossings.append((max(step, 1), index, computed))
             step += block_size
+        base_context += computed
+        req.output_token_ids.extend(tokens)
+        req.num_computed_tokens = computed + num_steps
     crossings.sort()
     allocations: list[list[KVBlockEvent]] = [[] for _ in range(num_steps)]
     # What schedule() would have reported on its first step (the executor of a simulation keeps no
@@ -113,21 +123,35 @@ def advance(scheduler: Scheduler, num_steps: int, token: int) -> DecodeBurst:
     cursor = 0
     for step in range(1, num_steps + 1):
         while cursor < len(crossings) and crossings[cursor][0] == step:
-            req = running[crossings[cursor][1]]
-            new_blocks = bm.grow(req.request_id, req.num_computed_tokens + step)
+            _, index, computed = crossings[cursor]
+            req = running[index]
+            new_blocks = bm.grow(req.request_id, computed + step)
             assert new_blocks, "limit() promised these blocks were free"
             allocations[step - 1].append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
             req.kv_capacity += block_size * len(new_blocks)
             used_now += len(new_blocks)
             cursor += 1
         used.append(used_now)
-    base_context = 0
-    tokens = [token] * num_steps
-    for req in running:
-        base_context += req.num_computed_tokens
-        req.output_token_ids.extend(tokens)
-        req.num_computed_tokens += num_steps
     first = s._step
     s._step += num_steps
     return DecodeBurst(first, num_steps, len(running), base_context,
                        tuple(tuple(a) for a in allocations), tuple(used))
+
+
+def finish_at_length(scheduler: Scheduler, num_sampled: int, now: float) -> SchedulerUpdate:
+    """After a burst: finish the running requests whose last step sampled their last allowed
+    token, in running order, exactly as update_from_output() does for a step of num_sampled decodes."""
+    s = scheduler
+    finished: list[FinishedRequest] = []
+    kv_events: list[KVBlockEvent] = []
+    reason = RequestStatus.FINISHED_LENGTH.finish_reason
+    assert reason is not None
+    for req in s.running:
+        n_out = len(req.output_token_ids)
+        if n_out >= req.sampling_params.max_tokens or req.num_prompt_tokens + n_out >= req.max_total_tokens:
+            s._finish(req, RequestStatus.FINISHED_LENGTH, now, kv_events)
+            finished.append(FinishedRequest(req.request_id, reason))
+    if finished:
+        s.running = [r for r in s.running if r.status == RequestStatus.RUNNING]
+    return SchedulerUpdate(num_sampled_tokens=num_sampled, first_token_req_ids=(), finished=tuple(finished),
+                           kv_events=tuple(kv_events))

@@ -256,9 +256,17 @@ class Engine:
         out_len = (len(scheduler.waiting), len(scheduler.running), len(scheduler.swapped))
         padding = len(scheduler._padding)
         bm = scheduler.block_manager
+        last = len(costs)
+        update = None
         for j, cost in enumerate(costs, start=1):
             start = clock.now()
             clock.advance(cost)
+            if j == last:  # the last step may sample some requests' last tokens
+                update = decode_burst.finish_at_length(scheduler, n, clock.now())
+                if update.finished:
+                    step = burst.first_step + j - 1
+                    self._changes.extend(self.phases.updated(step, update, clock.now()))
+                    self._finishes.extend(_finish_record(self.requests[f.request_id]) for f in update.finished)
             if not record:
                 continue
             kv_events = burst.allocations[j - 1]
@@ -280,7 +288,8 @@ class Engine:
                 self.recorder.record(snapshot)
             if on_step is not None:
                 on_step(snapshot)
-        self._kv_carry = []
+        # Blocks freed by the last step's finishes are free from the next step on, as in step().
+        self._kv_carry = list(update.kv_events) if update is not None else []
         self._next_step = burst.first_step + burst.num_steps
         return True
 

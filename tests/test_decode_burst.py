@@ -61,10 +61,12 @@ def test_bursts_do_happen_on_a_decode_heavy_workload() -> None:
     import engine.decode_burst as decode_burst
 
     calls: list[int] = []
+    last_steps: set[int] = set()
     original = decode_burst.advance
 
     def spy(scheduler, num_steps, token):  # type: ignore[no-untyped-def]
         calls.append(num_steps)
+        last_steps.add(scheduler._step + num_steps - 1)
         return original(scheduler, num_steps, token)
 
     decode_burst.advance = spy  # type: ignore[assignment]
@@ -75,3 +77,5 @@ def test_bursts_do_happen_on_a_decode_heavy_workload() -> None:
     finally:
         decode_burst.advance = original  # type: ignore[assignment]
     assert sum(calls) > len(snapshots) // 2  # most steps of a decode-heavy run come from bursts
+    # Bursts run up to and including the step that samples a request's last token.
+    assert any(s.finishes for s in snapshots if s.step in last_steps)
