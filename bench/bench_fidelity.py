@@ -18,24 +18,21 @@ import itertools
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cpu_load import machine_busy_ticks, wait_for_quiet  # noqa: E402
+from bench.cpu_load import CpuLoadMeter, wait_for_quiet, write_report  # noqa: E402
 
 METRICS = ("output_tokens_per_s", "ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99")
 TARGETS = {"output_tokens_per_s": 5.0, "ttft_p50": 10.0, "ttft_p99": 10.0, "e2e_p50": 10.0, "e2e_p99": 10.0}
 CONFIGS = [(seqs, budget) for seqs in (8, 32) for budget in (256, 1024)]
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def engine(*args: str, db: str) -> dict:  # type: ignore[type-arg]
@@ -47,19 +44,14 @@ def engine(*args: str, db: str) -> dict:  # type: ignore[type-arg]
 def real_run(db: str, seqs: int, budget: int, args: argparse.Namespace) -> tuple[dict, float]:  # type: ignore[type-arg]
     """One recorded real run; returns its summary and other processes' CPU use during it (cores)."""
     wait_for_quiet(args.max_other_load, timeout_s=120)
-    busy0, child0, t0 = machine_busy_ticks(), _children_ticks(), time.perf_counter()
-    summary = engine("run", "--model", "tiny", "--workload", "mixed", "--num-prompts", str(args.requests),
-                     "--request-rate", str(args.rate), "--seed", "1", "--max-num-seqs", str(seqs),
-                     "--max-num-batched-tokens", str(budget), "--enable-chunked-prefill",
-                     "--num-gpu-blocks", str(args.blocks), "--name", f"fidelity seqs={seqs} budget={budget}", db=db)
-    wall = time.perf_counter() - t0
-    others = max(machine_busy_ticks() - busy0 - (_children_ticks() - child0), 0) / TICKS / wall
+    with CpuLoadMeter() as meter:
+        summary = engine("run", "--model", "tiny", "--workload", "mixed", "--num-prompts", str(args.requests),
+                         "--request-rate", str(args.rate), "--seed", "1", "--max-num-seqs", str(seqs),
+                         "--max-num-batched-tokens", str(budget), "--enable-chunked-prefill",
+                         "--num-gpu-blocks", str(args.blocks), "--name", f"fidelity seqs={seqs} budget={budget}", db=db)
+    others = meter.others_cores
     return summary, others
 
-
-def _children_ticks() -> int:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return round((usage.ru_utime + usage.ru_stime) * TICKS)
 
 
 def metrics_of(summary: dict) -> dict[str, float]:  # type: ignore[type-arg]
@@ -149,10 +141,7 @@ def main() -> None:
     if noise is not None:
         lines.append("| real run vs real run, same configuration (%) | " + " | ".join(f"{noise[m]:.1f}"
                                                                                      for m in METRICS) + " |")
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+    write_report("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -14,38 +14,28 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cpu_load import machine_busy_ticks, wait_for_quiet  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _children_ticks() -> int:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return round((usage.ru_utime + usage.ru_stime) * TICKS)
+from bench.cpu_load import CpuLoadMeter, wait_for_quiet, write_report  # noqa: E402
 
 
 def one_run(record: bool, args: argparse.Namespace, tmp: str, index: int) -> tuple[float, float, float]:
     """(output tokens/s, E2E p50 seconds, other processes' cores during the run)."""
     wait_for_quiet(args.max_other_load, timeout_s=120)
     target = ["--db", str(Path(tmp) / f"run{index}.db")] if record else ["--no-record"]
-    busy0, child0, t0 = machine_busy_ticks(), _children_ticks(), time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "engine", "run", "--model", "tiny", "--workload", "mixed",
-                          "--num-prompts", str(args.num_prompts), "--seed", "0", "--max-num-seqs", "64",
-                          "--json", *target], cwd=ROOT, check=True, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    others = max(machine_busy_ticks() - busy0 - (_children_ticks() - child0), 0) / TICKS / wall
+    with CpuLoadMeter() as meter:
+        out = subprocess.run([sys.executable, "-m", "engine", "run", "--model", "tiny", "--workload", "mixed",
+                              "--num-prompts", str(args.num_prompts), "--seed", "0", "--max-num-seqs", "64",
+                              "--json", *target], cwd=ROOT, check=True, capture_output=True, text=True)
+    others = meter.others_cores
     summary = json.loads(out.stdout)
     return summary["output_tokens_per_s"], summary["e2e_s"]["p50"], others
 
@@ -94,10 +84,7 @@ def main() -> None:
         "",
         f"Recording on / off: {on / off:.3f} ({(1 - on / off) * 100:+.1f}% slower; target at most 3%).",
     ]
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+    write_report("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

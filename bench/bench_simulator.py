@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cpu_load import CpuLoadMeter  # noqa: E402
+from bench.cpu_load import CpuLoadMeter, write_report  # noqa: E402
 from engine.clock import VirtualClock  # noqa: E402
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig  # noqa: E402
 from engine.engine_loop import Engine  # noqa: E402
@@ -103,10 +103,7 @@ def main() -> None:
         "",
         f"Bursts vs plain stepping: x{slow / fast:.2f} faster.",
     ]
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+    write_report("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

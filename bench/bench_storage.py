@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cpu_load import write_report
 from engine.clock import VirtualClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine_loop import Engine
@@ -128,10 +129,7 @@ def main() -> None:
     ]
     for name, cold, warm in results:
         lines.append(f"| {name} | {cold:.1f} | {warm:.1f} | {'yes' if warm < TARGET_MS else '**no**'} |")
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+    write_report("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Other processes' CPU use during a measurement (stdlib only, so the vLLM driver can use it too).
 
 Busy time of the whole machine from /proc/stat minus this process's own utime + stime from
-/proc/self/stat over the same interval, in cores (1.0 = one core busy the whole time).
+/proc/self/stat (and its children's that finished meanwhile, so a measured `subprocess.run` counts
+as its own) over the same interval, in cores (1.0 = one core busy the whole time).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import time
+from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -27,6 +30,19 @@ def own_ticks() -> int:
     return int(rest[11]) + int(rest[12])  # fields 14 and 15 of proc(5)
 
 
+def children_ticks() -> int:
+    """utime + stime of this process's children that have finished and been waited for, in jiffies."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round((usage.ru_utime + usage.ru_stime) * _TICKS)
+
+
+def write_report(report: str, out: str | None) -> None:
+    """Print a benchmark's markdown report, and write it to --out when given."""
+    print(report)
+    if out:
+        Path(out).write_text(report + "\n")
+
+
 class CpuLoadMeter:
     """`with CpuLoadMeter() as m: ...`, then m.others_cores, m.own_cores and m.wall_s."""
 
@@ -37,11 +53,11 @@ class CpuLoadMeter:
     def __enter__(self) -> CpuLoadMeter:
         self._t0 = time.perf_counter()
         self._busy0 = machine_busy_ticks()
-        self._own0 = own_ticks()
+        self._own0 = own_ticks() + children_ticks()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        own = own_ticks() - self._own0
+        own = own_ticks() + children_ticks() - self._own0
         busy = machine_busy_ticks() - self._busy0
         self.wall_s = time.perf_counter() - self._t0
         secs = max(self.wall_s, 1e-9)
