@@ -83,8 +83,8 @@ class LLM:
         self.model_name = model
         self.loaded: LoadedModel = load_model(model, device, dtype)
         if "max_model_len" not in engine_args:
-            max_pos = self.loaded.max_position_embeddings or DEFAULT_MAX_MODEL_LEN
-            engine_args["max_model_len"] = min(DEFAULT_MAX_MODEL_LEN, max_pos)
+            caps = (self.loaded.max_position_embeddings, self.loaded.sliding_window)
+            engine_args["max_model_len"] = min([DEFAULT_MAX_MODEL_LEN, *(c for c in caps if c)])
         config = EngineConfig.from_dict(engine_args)
         self.kv_pool: KVPoolChoice = choose_kv_pool(self.loaded, config.scheduler, config.cache, cpu_memory_gib)
         self.config = config.replace(num_gpu_blocks=self.kv_pool.num_gpu_blocks)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.executors.model_loading import ModelLoadError, load_model, pick_device, pick_dtype
-from tests.torch_models import save_gpt2, save_llama
+from tests.torch_models import TEST_PEAK_FLOPS, engine_config, save_gpt2, save_llama
 
 
 def test_a_saved_llama_loads_with_its_shape_facts(tmp_path: Path) -> None:
@@ -24,6 +24,22 @@ def test_a_saved_llama_loads_with_its_shape_facts(tmp_path: Path) -> None:
 def test_gpt2_reports_full_multi_head_attention(tmp_path: Path) -> None:
     loaded = load_model(str(save_gpt2(tmp_path)), device="cpu")
     assert (loaded.num_heads, loaded.num_kv_heads, loaded.max_position_embeddings) == (4, 4, 512)
+
+
+def test_a_sliding_window_model_is_refused_at_start_unless_max_model_len_fits_the_window(tmp_path: Path) -> None:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from engine.executors.torch_executor import TorchExecutor
+
+    config = MistralConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                           sliding_window=64)
+    MistralForCausalLM(config).save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert loaded.sliding_window == 64
+    with pytest.raises(ModelLoadError, match=r"sliding-window attention \(64 tokens\).*--max-model-len 64 or less"):
+        TorchExecutor(loaded, engine_config(max_model_len=128), peak_flops=TEST_PEAK_FLOPS)
+    TorchExecutor(loaded, engine_config(max_model_len=64), peak_flops=TEST_PEAK_FLOPS).shutdown()
 
 
 def test_missing_path_names_the_choices() -> None:

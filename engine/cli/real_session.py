@@ -33,9 +33,9 @@ def run_real_session(args: argparse.Namespace, config: EngineConfig | None, work
     loaded = load_model(model, getattr(args, "device", None), getattr(args, "dtype", None))
     if config is None:
         given_len = getattr(args, "max_model_len", None)
-        max_pos = loaded.max_position_embeddings
-        if given_len is None:
-            args.max_model_len = min(DEFAULT_MAX_MODEL_LEN, max_pos) if max_pos else DEFAULT_MAX_MODEL_LEN
+        if given_len is None:  # the default, fitted to the model's positions and attention window
+            caps = (loaded.max_position_embeddings, loaded.sliding_window)
+            args.max_model_len = min([DEFAULT_MAX_MODEL_LEN, *(c for c in caps if c)])
         config = engine_config_from_args(args)
     if config.cache.num_gpu_blocks is None:
         pool = choose_kv_pool(loaded, config.scheduler, config.cache,

@@ -48,6 +48,7 @@ class LoadedModel:
     vocab_size: int
     max_position_embeddings: int | None
     eos_token_id: int | None
+    sliding_window: int | None = None  # tokens a layer attends back, when the model limits it
 
     @property
     def architecture(self) -> str:
@@ -252,7 +253,16 @@ def _describe(spec: str, model: Any, tokenizer: Any | None, device: torch.device
         vocab_size=int(model.get_output_embeddings().weight.shape[0]),
         max_position_embeddings=int(max_pos) if max_pos else None,
         eos_token_id=int(eos) if eos is not None else None,
+        sliding_window=_sliding_window(config),
     )
+
+
+def _sliding_window(config: Any) -> int | None:
+    """The attention window, if the model uses one (Qwen2 configs carry one they do not use)."""
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0 or getattr(config, "use_sliding_window", True) is False:
+        return None
+    return window
 
 
 def _first_line(exc: BaseException) -> str:

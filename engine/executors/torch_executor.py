@@ -45,6 +45,11 @@ class TorchExecutor:
         if max_pos is not None and config.scheduler.max_model_len > max_pos:
             raise ModelLoadError(f"max_model_len={config.scheduler.max_model_len} exceeds what {loaded.name} supports "
                                  f"({max_pos} positions); lower --max-model-len")
+        window = loaded.sliding_window
+        if window is not None and config.scheduler.max_model_len > window:
+            # Checked here, not mid-run: paged attention attends the whole context.
+            raise ModelLoadError(f"{loaded.name} uses sliding-window attention ({window} tokens), which the paged "
+                                 f"executor does not implement; set --max-model-len {window} or less")
         self.kv_cache = PagedKVCache(loaded.num_layers, cache.pool_blocks, cache.block_size, loaded.num_kv_heads,
                                      loaded.head_dim, loaded.dtype, loaded.device, cache.swap_space)
         self.model.set_attn_implementation(register_paged_attention())
