@@ -176,6 +176,8 @@ def check_schema(engine: Engine, target: str) -> None:
             meta = dict(conn.execute(select(Meta.key, Meta.value)).all())  # type: ignore[arg-type]
     except SADatabaseError as exc:
         raise CorruptDatabaseError(f"{where} is damaged ({_first_line(exc)})") from None
+    if not meta:  # another writer created the tables and has not yet written their marker rows
+        raise EmptyDatabaseError(f"{where} is being created and holds no recorded runs yet")
     if meta.get("app") != APP_ID:
         raise ForeignDatabaseError(f"{where} has a batchscope_meta table but was not written by Batchscope")
     version = int(meta.get("schema_version", "0"))

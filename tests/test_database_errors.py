@@ -104,3 +104,21 @@ def test_the_sqlite_reader_cannot_write(tmp_path: Path) -> None:
     reader = open_for_read(str(db))
     with pytest.raises(DBAPIError, match="readonly"), reader.begin() as conn:
         conn.execute(text("UPDATE runs SET name = 'changed'"))
+
+
+def test_tables_without_their_marker_rows_read_as_a_database_being_created(tmp_path: Path) -> None:
+    """What a second writer sees between the first one's CREATE TABLEs and its marker rows."""
+    from sqlalchemy import create_engine
+
+    from storage.schema import Base
+
+    path = tmp_path / "racing.db"
+    engine = create_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    with pytest.raises(EmptyDatabaseError, match="being created"):
+        open_for_read(str(path))
+    record_simulation(path, num_requests=3)  # a writer finishes the creation and records
+    from storage.queries import list_runs
+
+    assert len(list_runs(open_for_read(str(path)))) == 1
