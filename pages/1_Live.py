@@ -53,7 +53,8 @@ def live_panel() -> None:
     m[1].metric("TTFT p50 (last 10 s)", ui.ms(lat.loc["ttft", "p50"]))
     m[2].metric("TPOT p50 (last 10 s)", ui.ms(lat.loc["tpot", "p50"]))
     m[3].metric("waiting / running", f"{int(now['num_waiting'])} / {int(now['num_running'])}")
-    m[4].metric("KV blocks used", f"{int(now['num_used_gpu_blocks'])} / {int(now['num_gpu_blocks'])}")
+    used, total = int(now["num_used_gpu_blocks"]), int(now["num_gpu_blocks"])
+    m[4].metric("KV blocks used", f"{used / max(total, 1):.0%}", help=f"{used:,} of {total:,} GPU blocks")
     m[5].metric("preemptions (window)", int(steps["num_preemptions"].sum()))
 
     st.subheader("Batch timeline")
