@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, update
+from sqlalchemy import Connection, Engine, insert, update
 
 from engine.outputs import KVBlockEvent
 from engine.phases import PhaseChange
@@ -45,26 +45,10 @@ _kv = table_of(KVBlockEventRow)
 _keyframes = table_of(KVKeyframeRow)
 _rollups = table_of(StepRollupRow)
 
-_close_phase = (
-    update(_phases)
-    .where(_phases.c.run_id == bindparam("b_run"), _phases.c.interval_id == bindparam("b_id"))
-    .values(end_step=bindparam("b_end_step"), end_time=bindparam("b_end_time"))
-)
 _FIRST_TOKEN_FIELDS = ("first_scheduled_time", "first_token_time")
 _FINISH_FIELDS = ("first_scheduled_time", "first_token_time", "finish_time", "finish_reason", "output_len",
                   "num_preemptions", "reject_reason")
-
-
-def _request_update(fields: tuple[str, ...]) -> Any:
-    return (
-        update(_requests)
-        .where(_requests.c.run_id == bindparam("b_run"), _requests.c.request_id == bindparam("b_rid"))
-        .values({f: bindparam(f"v_{f}") for f in fields})
-    )
-
-
-_update_first_token = _request_update(_FIRST_TOKEN_FIELDS)
-_update_finish = _request_update(_FINISH_FIELDS)
+_CLOSE_FIELDS = ("end_step", "end_time")
 
 
 STEP_COLUMNS = (
@@ -92,6 +76,16 @@ def _bulk_insert(conn: Connection, table: Any, rows: list[tuple[Any, ...]], colu
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
     conn.exec_driver_sql(sql, rows)
+
+
+def _bulk_update(conn: Connection, table: Any, fields: tuple[str, ...], keys: tuple[str, ...],
+                 rows: list[tuple[Any, ...]]) -> None:
+    """executemany of `UPDATE table SET fields WHERE keys` straight to the driver (as _bulk_insert);
+    each row holds the field values, then the key values."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sets = ", ".join(f"{f} = {marker}" for f in fields)
+    where = " AND ".join(f"{k} = {marker}" for k in keys)
+    conn.exec_driver_sql(f"UPDATE {table.name} SET {sets} WHERE {where}", rows)
 
 
 def utcnow() -> datetime:
@@ -141,7 +135,7 @@ class Recorder:
         self._first_token_updates: dict[str, dict[str, Any]] = {}
         self._finish_updates: dict[str, dict[str, Any]] = {}
         self._new_intervals: dict[int, dict[str, Any]] = {}
-        self._interval_closes: list[dict[str, Any]] = []
+        self._interval_closes: list[tuple[Any, ...]] = []
         self._new_kv: list[tuple[Any, ...]] = []
         self._new_keyframes: list[tuple[Any, ...]] = []
         self._new_rollups: list[tuple[Any, ...]] = []
@@ -269,8 +263,7 @@ class Recorder:
                     pending["end_step"] = step
                     pending["end_time"] = t
                 else:
-                    self._interval_closes.append({"b_run": run_id, "b_id": current, "b_end_step": step,
-                                                  "b_end_time": t})
+                    self._interval_closes.append((step, t, run_id, current))  # _CLOSE_FIELDS, then keys
             if phase is not None:
                 interval_id = self._next_interval
                 self._next_interval += 1
@@ -308,21 +301,21 @@ class Recorder:
         if self._new_requests:
             _bulk_insert(conn, _requests, [tuple(row[c] for c in REQUEST_COLUMNS)
                                            for row in self._new_requests.values()], REQUEST_COLUMNS)
+        run_id = self.run_id
         if self._first_token_updates:
-            conn.execute(_update_first_token, [
-                {"b_run": self.run_id, "b_rid": rid, **{f"v_{k}": v for k, v in fields.items()}}
+            _bulk_update(conn, _requests, _FIRST_TOKEN_FIELDS, ("run_id", "request_id"), [
+                (*(fields[f] for f in _FIRST_TOKEN_FIELDS), run_id, rid)
                 for rid, fields in self._first_token_updates.items()
             ])
         if self._finish_updates:
-            conn.execute(_update_finish, [
-                {"b_run": self.run_id, "b_rid": rid, **{f"v_{k}": v for k, v in fields.items()}}
-                for rid, fields in self._finish_updates.items()
+            _bulk_update(conn, _requests, _FINISH_FIELDS, ("run_id", "request_id"), [
+                (*(fields[f] for f in _FINISH_FIELDS), run_id, rid) for rid, fields in self._finish_updates.items()
             ])
         if self._new_intervals:
             _bulk_insert(conn, _phases, [tuple(row[c] for c in PHASE_COLUMNS)
                                          for row in self._new_intervals.values()], PHASE_COLUMNS)
         if self._interval_closes:
-            conn.execute(_close_phase, self._interval_closes)
+            _bulk_update(conn, _phases, _CLOSE_FIELDS, ("run_id", "interval_id"), self._interval_closes)
         if self._new_kv:
             _bulk_insert(conn, _kv, self._new_kv, KV_COLUMNS)
         if self._new_keyframes:
