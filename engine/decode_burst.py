@@ -3,7 +3,7 @@
 When every running request is decoding, nothing waiting or swapped can get in, no request can
 finish before the last of them, and the blocks the decodes will need are free, the next k steps are
 fully determined: each running request gains one token per step and takes a block whenever it
-crosses a block boundary, in running order. advance() applies k such steps to the Scheduler's
+crosses a block boundary, in running order. plan() finds k; advance() applies k such steps to the Scheduler's
 state in O(n + k) instead of O(n * k); a burst may end on the step that samples some requests'
 last allowed token, and finish_at_length() then finishes them as update_from_output() would. The
 engine loop turns all this into the same step records a step-by-step run writes. A test runs
@@ -16,6 +16,7 @@ anything the Scheduler would decide differently: when in doubt, limit() answers 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from engine.outputs import FinishedRequest, KVBlockEvent, SchedulerUpdate
 from engine.request import Request, RequestStatus
@@ -44,12 +45,22 @@ def _blocks_to_take(requests: list[Request], steps: int, block_size: int) -> int
     return total
 
 
-def limit(scheduler: Scheduler, token: int, max_steps: int) -> int:
-    """How many upcoming steps are certain to be plain decodes of the running set (0: none)."""
+class BurstPlan(NamedTuple):
+    steps: int  # how many upcoming steps are certain to be plain decodes of the running set (0: none)
+    base_context: int  # the running requests' computed tokens before the burst
+    last_step: int  # the step on which `finishing` sample their last allowed token
+    finishing: tuple[Request, ...]  # in running order
+
+
+NO_BURST = BurstPlan(0, 0, 0, ())
+
+
+def plan(scheduler: Scheduler, token: int, max_steps: int) -> BurstPlan:
+    """The longest burst the scheduler is certain of, and who finishes at its end if it runs that long."""
     s = scheduler
     running = s.running
     if not running or s.swapped or (s.scheduler_config.scheduler_delay_factor > 0 and s.waiting):
-        return 0
+        return NO_BURST
     bm = s.block_manager
     cfg = s.scheduler_config
     n = len(running)
@@ -60,25 +71,30 @@ def limit(scheduler: Scheduler, token: int, max_steps: int) -> int:
                    or (not cfg.enable_chunked_prefill and head.num_tokens > budget_left)
                    or not bm.can_allocate(head.num_tokens))  # free blocks only shrink during a burst
         if not blocked:
-            return 0
-    steps = max_steps
+            return NO_BURST
+    min_left = max_steps + 1
+    finishing: list[Request] = []
+    base_context = 0
     for req in running:
         params = req.sampling_params
         num_output = len(req.output_token_ids)
         computed = req.num_computed_tokens
         if computed != req.num_prompt_tokens + num_output - 1 or computed < req.prefill_target:
-            return 0  # not decoding (a prefill chunk or a recompute is due)
+            return NO_BURST  # not decoding (a prefill chunk or a recompute is due)
         if (token == req.eos_token_id and not params.ignore_eos) or token in params.stop_token_ids:
-            return 0  # the sampled token would end it
+            return NO_BURST  # the sampled token would end it
+        base_context += computed
         # It finishes on the step that samples its last allowed token: the burst may end there.
         left = params.max_tokens - num_output
         room = req.max_total_tokens - req.num_prompt_tokens - num_output
         if room < left:
             left = room
-        if left < steps:
-            steps = left
-            if steps < MIN_BURST:
-                return 0
+        if left < min_left:
+            min_left = left
+            finishing = [req]
+        elif left == min_left:
+            finishing.append(req)
+    steps = min(max_steps, min_left)
     free = bm.num_free_gpu_blocks
     if _blocks_to_take(running, steps, bm.block_size) > free:
         lo, hi = 0, steps  # the longest burst whose block growth fits
@@ -89,7 +105,9 @@ def limit(scheduler: Scheduler, token: int, max_steps: int) -> int:
             else:
                 hi = mid - 1
         steps = lo
-    return steps if steps >= MIN_BURST else 0
+    if steps < MIN_BURST:
+        return NO_BURST
+    return BurstPlan(steps, base_context, min_left, tuple(finishing))
 
 
 def advance(scheduler: Scheduler, num_steps: int, token: int) -> DecodeBurst:
@@ -138,20 +156,18 @@ def advance(scheduler: Scheduler, num_steps: int, token: int) -> DecodeBurst:
                        tuple(tuple(a) for a in allocations), tuple(used))
 
 
-def finish_at_length(scheduler: Scheduler, num_sampled: int, now: float) -> SchedulerUpdate:
-    """After a burst: finish the running requests whose last step sampled their last allowed
-    token, in running order, exactly as update_from_output() does for a step of num_sampled decodes."""
+def finish_at_length(scheduler: Scheduler, finishing: tuple[Request, ...], num_sampled: int,
+                     now: float) -> SchedulerUpdate:
+    """After a burst that ran to its plan's last_step: finish the requests that sampled their last
+    allowed token on it, in running order, exactly as update_from_output() does for a step of
+    num_sampled decodes."""
     s = scheduler
-    finished: list[FinishedRequest] = []
     kv_events: list[KVBlockEvent] = []
     reason = RequestStatus.FINISHED_LENGTH.finish_reason
     assert reason is not None
-    for req in s.running:
-        n_out = len(req.output_token_ids)
-        if n_out >= req.sampling_params.max_tokens or req.num_prompt_tokens + n_out >= req.max_total_tokens:
-            s._finish(req, RequestStatus.FINISHED_LENGTH, now, kv_events)
-            finished.append(FinishedRequest(req.request_id, reason))
-    if finished:
-        s.running = [r for r in s.running if r.status == RequestStatus.RUNNING]
-    return SchedulerUpdate(num_sampled_tokens=num_sampled, first_token_req_ids=(), finished=tuple(finished),
+    for req in finishing:
+        s._finish(req, RequestStatus.FINISHED_LENGTH, now, kv_events)
+    s.running = [r for r in s.running if r.status == RequestStatus.RUNNING]
+    return SchedulerUpdate(num_sampled_tokens=num_sampled, first_token_req_ids=(),
+                           finished=tuple(FinishedRequest(r.request_id, reason) for r in finishing),
                            kv_events=tuple(kv_events))

@@ -224,17 +224,17 @@ class Engine:
         """Run a stretch of plain decode steps at once when a simulation is certain what they are
         (see decode_burst); False when the next step must be taken the ordinary way."""
         token = self.executor.burst_token  # type: ignore[attr-defined]
-        limit = decode_burst.limit(self.scheduler, token, MAX_BURST_STEPS)
-        if limit == 0:
+        plan = decode_burst.plan(self.scheduler, token, MAX_BURST_STEPS)
+        if plan.steps == 0:
             return False
         # Price the steps to stop before the one that would start at or after the next arrival.
         cost_model = self.executor.cost_model  # type: ignore[attr-defined]
         scheduler, clock = self.scheduler, self.clock
         n = len(scheduler.running)
-        base = sum(r.num_computed_tokens for r in scheduler.running)
+        base = plan.base_context
         costs: list[float] = []
         t = clock.now()
-        for j in range(1, limit + 1):
+        for j in range(1, plan.steps + 1):
             cost = cost_model.predict((1.0, float(n), 0.0, float(n), float(base + n * j), 0.0, 0.0))
             costs.append(cost)
             t += cost
@@ -256,17 +256,14 @@ class Engine:
         out_len = (len(scheduler.waiting), len(scheduler.running), len(scheduler.swapped))
         padding = len(scheduler._padding)
         bm = scheduler.block_manager
-        last = len(costs)
         update = None
         for j, cost in enumerate(costs, start=1):
             start = clock.now()
             clock.advance(cost)
-            if j == last:  # the last step may sample some requests' last tokens
-                update = decode_burst.finish_at_length(scheduler, n, clock.now())
-                if update.finished:
-                    step = burst.first_step + j - 1
-                    self._changes.extend(self.phases.updated(step, update, clock.now()))
-                    self._finishes.extend(_finish_record(self.requests[f.request_id]) for f in update.finished)
+            if j == plan.last_step:  # it samples some requests' last tokens (the plan's end, not cut short)
+                update = decode_burst.finish_at_length(scheduler, plan.finishing, n, clock.now())
+                self._changes.extend(self.phases.updated(burst.first_step + j - 1, update, clock.now()))
+                self._finishes.extend(_finish_record(self.requests[f.request_id]) for f in update.finished)
             if not record:
                 continue
             kv_events = burst.allocations[j - 1]
