@@ -102,3 +102,15 @@ def test_resolve_names_and_paths(tmp_path: Path) -> None:
         resolve_workload("spiky", WorkloadOptions())
     with pytest.raises(WorkloadError, match="workload file not found"):
         resolve_workload(str(tmp_path / "missing.jsonl"), WorkloadOptions())
+
+
+def test_simulate_says_why_requests_were_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli.main import main
+
+    trace = tmp_path / "long.jsonl"
+    trace.write_text('{"arrival_time": 0, "prompt_len": 40, "max_tokens": 4}\n'
+                     '{"arrival_time": 0, "prompt_len": 300, "max_tokens": 4}\n')
+    assert main(["simulate", "--workload", str(trace), "--max-model-len", "128", "--no-record"]) == 0
+    out = capsys.readouterr()
+    assert "1 finished, 1 rejected" in out.out
+    assert "rejected r1: the prompt has 300 tokens" in out.err and "max_model_len=128" in out.err

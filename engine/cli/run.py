@@ -7,7 +7,6 @@ command runs, so `python -m engine --help` stays fast.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from engine.cli.args import (
     add_engine_args,
@@ -18,10 +17,8 @@ from engine.cli.args import (
     workload_options_from_args,
 )
 from engine.cli.real_session import DEFAULT_CPU_MEMORY_GIB, run_real_session
-from engine.cli.simulate import print_summary
+from engine.cli.simulate import print_rejections, print_summary
 from engine.workload import resolve_workload
-
-MAX_REJECTIONS_SHOWN = 5
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,10 +44,7 @@ def run(args: argparse.Namespace) -> int:
     sched = f"{args.batching or 'continuous'}, {args.max_num_seqs or 64} seqs"
     name = args.name or f"run {args.workload or 'mixed'} on {args.model} ({sched})"
     result = run_real_session(args, None, workload, name=name)
-    for rid, reason in list(result.rejections.items())[:MAX_REJECTIONS_SHOWN]:
-        print(f"rejected {rid}: {reason}", file=sys.stderr)
-    if len(result.rejections) > MAX_REJECTIONS_SHOWN:
-        print(f"... and {len(result.rejections) - MAX_REJECTIONS_SHOWN} more rejected", file=sys.stderr)
+    print_rejections(result.rejections)
     print_summary(result.summary.to_dict() | {"run_id": result.run_id, "status": result.status},
                   result.summary.format(), args.json, result.run_id)
     return 0

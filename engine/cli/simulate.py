@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_session(config, executor, VirtualClock(), workload.requests, info,
                          RecordTarget(args.db, enabled=not args.no_record))
+    print_rejections(result.rejections)
     print_summary(result.summary.to_dict() | {"run_id": result.run_id, "status": result.status},
                   result.summary.format(), args.json, result.run_id)
     return 0
@@ -89,6 +90,17 @@ def chosen_cost_model(args: argparse.Namespace) -> CostModel | None:
 def default_run_name(verb: str, workload: str, config: EngineConfig) -> str:
     sched = config.scheduler
     return f"{verb} {workload} ({sched.batching}, {sched.max_num_seqs} seqs)"
+
+
+MAX_REJECTIONS_SHOWN = 5
+
+
+def print_rejections(rejections: dict[str, str]) -> None:
+    """Why requests were refused (the first few, on stderr): the summary only counts them."""
+    for rid, reason in list(rejections.items())[:MAX_REJECTIONS_SHOWN]:
+        print(f"rejected {rid}: {reason}", file=sys.stderr)
+    if len(rejections) > MAX_REJECTIONS_SHOWN:
+        print(f"... and {len(rejections) - MAX_REJECTIONS_SHOWN} more rejected", file=sys.stderr)
 
 
 def print_summary(data: dict[str, object], text: str, as_json: bool, run_id: int | None) -> None:
