@@ -1,16 +1,17 @@
 """The simulator's fast path: many decode-only steps at once, exactly as if stepped one by one.
 
 When every running request is decoding, nothing waiting or swapped can get in, no request can
-finish before the last of them, and the blocks the decodes will need are free, the next k steps are
-fully determined: each running request gains one token per step and takes a block whenever it
-crosses a block boundary, in running order. plan() finds k; advance() applies k such steps to the Scheduler's
-state in O(n + k) instead of O(n * k); a burst may end on the step that samples some requests'
-last allowed token, and finish_at_length() then finishes them as update_from_output() would. The
-engine loop turns all this into the same step records a step-by-step run writes. A test runs
-randomized simulations both ways and compares every recorded step.
+finish before the last of the steps, and the blocks the decodes will need are free, the next k
+steps are fully determined: each running request gains one token per step and takes a block
+whenever it crosses a block boundary, in running order. plan() finds k; advance() applies k such
+steps to the Scheduler's state in O(n + k) instead of O(n * k); a burst may end on the step that
+samples some requests' last allowed token, and finish_at_length() then finishes them as
+update_from_output() would. The engine loop turns all this into the same step records a
+step-by-step run writes. A test runs randomized simulations both ways and compares every recorded
+step.
 
 This module is part of the Scheduler (it reads and changes its state directly) and never decides
-anything the Scheduler would decide differently: when in doubt, limit() answers 0.
+anything the Scheduler would decide differently: when in doubt, plan() answers NO_BURST.
 """
 
 from __future__ import annotations
