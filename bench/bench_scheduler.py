@@ -63,7 +63,7 @@ from bench.vllm_scheduler_driver import (  # noqa: E402  (stdlib-only helpers sh
     _other_cores,
     calibrate,
     prompt_tokens,
-    summarize,
+    timed_loop,
 )
 from engine.config import CacheConfig, SchedulerConfig  # noqa: E402
 from engine.outputs import ModelRunnerOutput  # noqa: E402
@@ -114,61 +114,20 @@ def run_ours(
             Request(str(i), prompt_tokens(i, p), SamplingParams(max_tokens=m, ignore_eos=True), arrival_time=0.0)
             for i, (p, m) in enumerate(zip(workload["prompt_lens"], workload["max_tokens"], strict=True))
         ]
-        step_ns: list[int] = []
-        num_reqs: list[int] = []
-        num_tokens: list[int] = []
-        num_preempted = 0
-        empty_steps = 0
-        sched_ns = 0  # schedule()'s share of step_ns
-        speed_checks: list[float] = []
-        t_add = time.perf_counter_ns()
-        for r in reqs:
-            sched.add_request(r)
-        add_ns = time.perf_counter_ns() - t_add
         if profiler is not None:
             profiler.enable()
-        before = _busy_ticks()
-        t_start = time.perf_counter()
-        while sched.has_unfinished_requests():
-            t0 = time.perf_counter_ns()
-            out = sched.schedule()
-            t1 = time.perf_counter_ns()
-            result = ModelRunnerOutput({s.request_id: SAMPLED_TOKEN for s in out.scheduled if s.do_sample})
-            t2 = time.perf_counter_ns()
-            sched.update_from_output(out, result)
-            t3 = time.perf_counter_ns()
-            if not out.scheduled:
-                empty_steps += 1
-                if empty_steps > 1000:
-                    raise RuntimeError("our scheduler scheduled nothing 1000 times; the workload cannot finish")
-                continue
-            step_ns.append(t1 - t0 + t3 - t2)
-            sched_ns += t1 - t0
-            if len(step_ns) % SPEED_CHECK_EVERY == 0:
-                speed_checks.append(calibrate(2))
-            num_reqs.append(len(out.scheduled))
-            num_tokens.append(out.total_num_scheduled_tokens)
-            num_preempted += len(out.preempted_req_ids)
-        wall_s = time.perf_counter() - t_start
-        after = _busy_ticks()
+        rec = timed_loop(
+            sched, reqs,
+            lambda out: (ModelRunnerOutput({s.request_id: SAMPLED_TOKEN for s in out.scheduled if s.do_sample}),
+                         out.scheduled),
+            "our scheduler",
+        )
         if profiler is not None:
             profiler.disable()
     finally:
         gc.unfreeze()
-    rec = summarize(
-        step_ns,
-        num_reqs,
-        num_tokens,
-        num_preempted,
-        empty_steps,
-        wall_s,
-        _other_cores(before, after, wall_s),
-        add_ns,
-        sched_ns,
-    )
     rec["calib_us"] = calib_us
     rec["calib_after_us"] = calibrate()
-    rec["calib_during_us"] = speed_checks
     return rec
 
 

@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,12 +186,11 @@ def run(cmd: dict[str, Any]) -> dict[str, Any]:
         gc.unfreeze()
 
 
-def _run(sched: Any, new_request: Any, workload: dict[str, list[int]], ModelRunnerOutput: Any) -> dict[str, Any]:
-    reqs = [
-        new_request(i, p, m)
-        for i, (p, m) in enumerate(zip(workload["prompt_lens"], workload["max_tokens"], strict=True))
-    ]
-    requests = sched.requests
+def timed_loop(sched: Any, reqs: list[Any], fake_output: Callable[[Any], tuple[Any, Sequence[Any]]],
+               who: str) -> dict[str, Any]:
+    """Add reqs, then step until all finish, timing schedule() + update_from_output() only: the one
+    loop both schedulers run (bench_scheduler.py imports it). fake_output(out) -> (the model
+    runner output to update with, what was scheduled); it is not timed."""
     step_ns: list[int] = []
     num_reqs: list[int] = []
     num_tokens: list[int] = []
@@ -208,43 +208,48 @@ def _run(sched: Any, new_request: Any, workload: dict[str, list[int]], ModelRunn
         t0 = time.perf_counter_ns()
         out = sched.schedule()
         t1 = time.perf_counter_ns()
-        # The fake executor (not timed): one token for each request whose prompt is now complete,
-        # an empty list for a partial prefill chunk, as vLLM's model runner returns.
-        ids = list(out.num_scheduled_tokens)
-        result = ModelRunnerOutput(
-            req_ids=ids,
-            req_id_to_index={rid: k for k, rid in enumerate(ids)},
-            sampled_token_ids=[[] if requests[rid].is_prefill_chunk else [SAMPLED_TOKEN] for rid in ids],
-        )
+        result, scheduled = fake_output(out)
         t2 = time.perf_counter_ns()
         sched.update_from_output(out, result)
         t3 = time.perf_counter_ns()
-        if not ids:
+        if not scheduled:
             empty_steps += 1
             if empty_steps > 1000:
-                raise RuntimeError("vLLM scheduled nothing 1000 times; the workload cannot finish")
+                raise RuntimeError(f"{who} scheduled nothing 1000 times; the workload cannot finish")
             continue
         step_ns.append(t1 - t0 + t3 - t2)
         sched_ns += t1 - t0
         if len(step_ns) % SPEED_CHECK_EVERY == 0:
             speed_checks.append(calibrate(2))
-        num_reqs.append(len(ids))
+        num_reqs.append(len(scheduled))
         num_tokens.append(out.total_num_scheduled_tokens)
         num_preempted += len(out.preempted_req_ids or ())
     wall_s = time.perf_counter() - t_start
     after = _busy_ticks()
-    rec = summarize(
-        step_ns,
-        num_reqs,
-        num_tokens,
-        num_preempted,
-        empty_steps,
-        wall_s,
-        _other_cores(before, after, wall_s),
-        add_ns,
-        sched_ns,
-    )
+    rec = summarize(step_ns, num_reqs, num_tokens, num_preempted, empty_steps, wall_s,
+                    _other_cores(before, after, wall_s), add_ns, sched_ns)
     rec["calib_during_us"] = speed_checks
+    return rec
+
+
+def _run(sched: Any, new_request: Any, workload: dict[str, list[int]], ModelRunnerOutput: Any) -> dict[str, Any]:
+    reqs = [
+        new_request(i, p, m)
+        for i, (p, m) in enumerate(zip(workload["prompt_lens"], workload["max_tokens"], strict=True))
+    ]
+    requests = sched.requests
+
+    def fake_output(out: Any) -> tuple[Any, list[str]]:
+        # One token for each request whose prompt is now complete, an empty list for a partial
+        # prefill chunk, as vLLM's model runner returns.
+        ids = list(out.num_scheduled_tokens)
+        return ModelRunnerOutput(
+            req_ids=ids,
+            req_id_to_index={rid: k for k, rid in enumerate(ids)},
+            sampled_token_ids=[[] if requests[rid].is_prefill_chunk else [SAMPLED_TOKEN] for rid in ids],
+        ), ids
+
+    rec = timed_loop(sched, reqs, fake_output, "vLLM")
     cfg = sched.vllm_config
     rec["effective"] = {  # what vLLM ended up using after its config post-processing
         "max_num_seqs": cfg.scheduler_config.max_num_seqs,
