@@ -78,6 +78,12 @@ class BlockManager:
         table.extend(new)
         return new
 
+    def append_block(self, request_id: str) -> int:
+        """Give a request that holds blocks one more (the caller checked one is free); returns it."""
+        block = self._free_gpu.pop()
+        self._gpu_tables[request_id].append(block)
+        return block
+
     def free(self, request_id: str) -> tuple[int, ...]:
         """Release the request's GPU blocks; returns them (empty if it held none)."""
         table = self._gpu_tables.pop(request_id, None)

@@ -6,29 +6,26 @@ virtual clock); only the executor and the clock differ.
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
-from engine import decode_burst
 from engine.clock import Clock, VirtualClock
 from engine.config import ConfigError, EngineConfig
 from engine.executors.base import Executor
 from engine.executors.simulated import SimulatedExecutor
+from engine.fast_forward import FastForward
 from engine.metrics import EngineStats, RunSummary, summarize
 from engine.outputs import KVBlockEvent
 from engine.phases import PhaseChange, PhaseTracker
 from engine.request import Request, RequestStatus
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler
-from engine.snapshot import FirstToken, RequestArrival, RequestFinish, StepRecorder, StepSnapshot
+from engine.snapshot import FirstToken, RequestArrival, RequestFinish, StepRecorder, StepSnapshot, finish_record
 from engine.workload.spec import RequestSpec
 from engine.workload.synthetic import SyntheticPrompt
-
-MAX_BURST_STEPS = 4096
 
 
 class EngineStalledError(RuntimeError):
@@ -42,7 +39,7 @@ class Engine:
         executor: Executor,
         clock: Clock,
         recorder: StepRecorder | None = None,
-        decode_bursts: bool = True,
+        fast_forward: bool = True,
     ) -> None:
         if config.cache.num_gpu_blocks is None:
             raise ConfigError("num_gpu_blocks must be known before the engine starts")
@@ -62,9 +59,9 @@ class Engine:
         self._changes: list[PhaseChange] = []
         self._kv_carry: list[KVBlockEvent] = []  # block events for the next recorded step
         self._next_step = 0
-        # Decode bursts need a virtual clock and an executor that knows its steps' cost in advance.
-        self._bursts = (decode_bursts and isinstance(clock, VirtualClock)
-                        and isinstance(executor, SimulatedExecutor))
+        # The fast path needs a virtual clock and an executor that knows its steps' cost in advance.
+        self._fast_forward = (FastForward(self) if fast_forward and isinstance(clock, VirtualClock)
+                              and isinstance(executor, SimulatedExecutor) else None)
 
     # -- requests -----------------------------------------------------------------------------
     def make_request(self, spec: RequestSpec) -> Request:
@@ -92,7 +89,7 @@ class Engine:
         self._arrivals.append(RequestArrival(req.request_id, req.arrival_time, req.num_prompt_tokens,
                                              req.sampling_params.max_tokens, req.priority))
         if req.status == RequestStatus.FINISHED_REJECTED:
-            self._finishes.append(_finish_record(req))
+            self._finishes.append(finish_record(req))
         else:
             self._changes.append(self.phases.arrived(req.request_id, self._next_step, req.arrival_time))
 
@@ -109,6 +106,9 @@ class Engine:
         wake = getattr(self.clock, "wake", None)
         if wake is not None:
             wake()
+
+    def has_pending_aborts(self) -> bool:
+        return self._abort_everything or not self._aborts.empty()
 
     def _apply_aborts(self) -> None:
         if self._abort_everything:
@@ -130,7 +130,7 @@ class Engine:
                 self._pending.remove(pending)
                 self._record_unsent_abort(pending, now)
             elif self.scheduler.abort_request(rid):
-                self._finishes.append(_finish_record(self.requests[rid]))
+                self._finishes.append(finish_record(self.requests[rid]))
                 change = self.phases.left(rid, self._next_step, now)
                 if change is not None:
                     self._changes.append(change)
@@ -142,7 +142,7 @@ class Engine:
         self.requests[req.request_id] = req
         self._arrivals.append(RequestArrival(req.request_id, req.arrival_time, req.num_prompt_tokens,
                                              req.sampling_params.max_tokens, req.priority))
-        self._finishes.append(_finish_record(req))
+        self._finishes.append(finish_record(req))
 
     # -- one step -----------------------------------------------------------------------------
     def step(self) -> StepSnapshot | None:
@@ -167,7 +167,7 @@ class Engine:
         first_tokens = [FirstToken(rid, requests[rid].first_scheduled_time, end) for rid in update.first_token_req_ids]
         finishes = self._finishes
         for f in update.finished:
-            finishes.append(_finish_record(requests[f.request_id]))
+            finishes.append(finish_record(requests[f.request_id]))
         num_preempted = len(out.preempted_req_ids) + len(out.swapped_out_req_ids)
         stats = self.stats
         stats.num_steps += 1
@@ -219,77 +219,6 @@ class Engine:
             self.recorder.record(snapshot)
         return snapshot
 
-    # -- the simulator's fast path ----------------------------------------------------------------------
-    def _decode_burst(self, next_arrival: float, on_step: Callable[[StepSnapshot], None] | None) -> bool:
-        """Run a stretch of plain decode steps at once when a simulation is certain what they are
-        (see decode_burst); False when the next step must be taken the ordinary way."""
-        token = self.executor.burst_token  # type: ignore[attr-defined]
-        plan = decode_burst.plan(self.scheduler, token, MAX_BURST_STEPS)
-        if plan.steps == 0:
-            return False
-        # Price the steps to stop before the one that would start at or after the next arrival.
-        cost_model = self.executor.cost_model  # type: ignore[attr-defined]
-        scheduler, clock = self.scheduler, self.clock
-        n = len(scheduler.running)
-        base = plan.base_context
-        costs: list[float] = []
-        t = clock.now()
-        for j in range(1, plan.steps + 1):
-            cost = cost_model.predict((1.0, float(n), 0.0, float(n), float(base + n * j), 0.0, 0.0))
-            costs.append(cost)
-            t += cost
-            if t >= next_arrival:
-                break
-        if len(costs) < decode_burst.MIN_BURST:
-            return False
-        self._changes.extend(self.phases.decoding([r.request_id for r in scheduler.running],
-                                                  tuple(scheduler._padding), scheduler._step,
-                                                  clock.now()))
-        burst = decode_burst.advance(scheduler, len(costs), token)
-        stats = self.stats
-        stats.num_steps += burst.num_steps
-        stats.sum_batch_size += n * burst.num_steps
-        stats.sum_batched_tokens += n * burst.num_steps
-        for cost in costs:  # one at a time, as stepping adds them (same float rounding)
-            stats.model_time_s += cost
-        record = self.recorder is not None or on_step is not None
-        out_len = (len(scheduler.waiting), len(scheduler.running), len(scheduler.swapped))
-        padding = len(scheduler._padding)
-        bm = scheduler.block_manager
-        update = None
-        for j, cost in enumerate(costs, start=1):
-            start = clock.now()
-            clock.advance(cost)
-            if j == plan.last_step:  # it samples some requests' last tokens (the plan's end, not cut short)
-                update = decode_burst.finish_at_length(scheduler, plan.finishing, n, clock.now())
-                self._changes.extend(self.phases.updated(burst.first_step + j - 1, update, clock.now()))
-                self._finishes.extend(_finish_record(self.requests[f.request_id]) for f in update.finished)
-            if not record:
-                continue
-            kv_events = burst.allocations[j - 1]
-            if self._kv_carry:
-                kv_events = tuple(self._kv_carry) + kv_events
-                self._kv_carry = []
-            snapshot = StepSnapshot(
-                step=burst.first_step + j - 1, start_time=start, end_time=clock.now(),
-                num_waiting=out_len[0], num_running=out_len[1], num_swapped=out_len[2],
-                num_prefill_seqs=0, num_prefill_tokens=0, num_decode_seqs=n, num_decode_tokens=n,
-                num_batched_tokens=n, num_padding_seqs=padding, num_used_gpu_blocks=burst.used_blocks[j - 1],
-                num_gpu_blocks=bm.num_gpu_blocks, num_used_cpu_blocks=bm.num_used_cpu_blocks, num_preemptions=0,
-                num_output_tokens=n, num_context_tokens=burst.base_context + n * j, num_prefill_pairs=0,
-                num_swap_blocks=0, model_time=cost, arrivals=tuple(self._arrivals), finishes=tuple(self._finishes),
-                phase_changes=tuple(self._changes), kv_events=kv_events,
-            )
-            self._arrivals, self._finishes, self._changes = [], [], []
-            if self.recorder is not None:
-                self.recorder.record(snapshot)
-            if on_step is not None:
-                on_step(snapshot)
-        # Blocks freed by the last step's finishes are free from the next step on, as in step().
-        self._kv_carry = list(update.kv_events) if update is not None else []
-        self._next_step = burst.first_step + burst.num_steps
-        return True
-
     # -- a whole workload -----------------------------------------------------------------------
     def run(
         self,
@@ -319,7 +248,7 @@ class Engine:
                     break
                 clock.wait_until(pending[0].arrival_time)
                 continue
-            if self._bursts and self._decode_burst(pending[0].arrival_time if pending else math.inf, on_step):
+            if self._fast_forward is not None and self._fast_forward.run(pending, on_step, stop):
                 continue
             snapshot = self.step()
             if snapshot is None:
@@ -353,10 +282,3 @@ class Engine:
         self._arrivals, self._finishes, self._changes, self._kv_carry = [], [], [], []
         last_finish = max((r.finish_time for r in self.requests.values() if r.finish_time is not None), default=end)
         return summarize(self.requests.values(), self.stats, last_finish)
-
-
-def _finish_record(req: Request) -> RequestFinish:
-    reason = req.status.finish_reason
-    assert reason is not None and req.finish_time is not None
-    return RequestFinish(req.request_id, req.first_scheduled_time, req.first_token_time, req.finish_time, reason,
-                         len(req.output_token_ids), req.num_preemptions, req.reject_reason)

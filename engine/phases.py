@@ -75,18 +75,13 @@ class PhaseTracker:
         self._padding = now_padding
         return changes
 
-    def decoding(self, request_ids: list[str], padding: tuple[str, ...], step: int,
-                 time: float) -> list[PhaseChange]:
-        """Changes at the start of a decode burst (decode_burst), as scheduled() would make them."""
-        phases = self._phase
-        changes = []
-        for rid in request_ids:
-            if phases.get(rid) != "decode":
-                phases[rid] = "decode"
-                changes.append(PhaseChange(rid, "decode", step, time))
-        if padding or self._padding:
-            changes.extend(self.padding(padding, step, time))
-        return changes
+    def enter(self, request_id: str, phase: Phase, step: int, time: float) -> PhaseChange | None:
+        """The request is in `phase` from the start of `step` (the simulator's fast path; None if
+        it already was), as scheduled() records it."""
+        if self._phase.get(request_id) == phase:
+            return None
+        self._phase[request_id] = phase
+        return PhaseChange(request_id, phase, step, time)
 
     def updated(self, step: int, update: SchedulerUpdate, time: float) -> list[PhaseChange]:
         """Finishes at the end of step `step`. Under static batching a finished member's row

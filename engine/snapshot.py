@@ -11,6 +11,7 @@ from typing import Any, NamedTuple, Protocol
 
 from engine.outputs import KVBlockEvent
 from engine.phases import PhaseChange
+from engine.request import Request
 
 
 class RequestArrival(NamedTuple):
@@ -99,3 +100,11 @@ class StepRecorder(Protocol):
         kv_events: tuple[KVBlockEvent, ...],
     ) -> None:
         """What happened after the last step (aborts, run end): no step row of its own."""
+
+
+def finish_record(req: Request) -> RequestFinish:
+    """The record of a request that has finished (or was refused)."""
+    reason = req.status.finish_reason
+    assert reason is not None and req.finish_time is not None
+    return RequestFinish(req.request_id, req.first_scheduled_time, req.first_token_time, req.finish_time, reason,
+                         len(req.output_token_ids), req.num_preemptions, req.reject_reason)

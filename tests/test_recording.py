@@ -174,7 +174,7 @@ def test_block_map_equals_the_schedulers_blocks_at_every_step(tmp_path: Path, mo
     executor = _OwnerCapturingExecutor()
     info = RunInfo(name="owners", mode="simulated", batching="continuous", config=config.to_dict())
     recorder = Recorder(open_for_write(str(tmp_path / "o.db")), info, {}, flush_every_steps=9)
-    engine = Engine(config, executor, VirtualClock(), recorder, decode_bursts=False)  # see every step
+    engine = Engine(config, executor, VirtualClock(), recorder, fast_forward=False)  # see every step
     executor.engine = engine
     engine.run(synthetic_workload("mixed", 60, request_rate=80.0, seed=11).requests)
     recorder.finish()

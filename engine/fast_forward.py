@@ -1,0 +1,329 @@
+"""The simulator's fast path: steps run without visiting every running request every step.
+
+While every running request is decoding, a simulated step depends only on counts (how many
+requests decode, the context they attend) and on a few events: a request crossing into a KV
+block it does not hold yet, a request sampling its last allowed token, an arrival, an admission
+whose whole prompt fits in the step. FastForward keeps the running requests' token counts
+implicit (each is exact as of its "anchor" step and grows by one per step since), keeps block
+crossings and finishes in heaps ordered by (step, policy order), and so costs O(events) per step
+instead of O(running requests). It changes the same Scheduler state the Scheduler would and
+writes the same step records a step-by-step run writes; before any step that needs more (a
+preemption, a prefill split over steps, a swap, an abort, a stop token) it stops, writes every
+request's counts back, and the engine takes that step the ordinary way.
+
+tests/test_fast_forward.py runs randomized simulations both ways and compares every recorded
+step and request. Like decode steps in vLLM, a decode always samples, so nothing here guesses.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from engine.outputs import KVBlockEvent
+from engine.request import Request, RequestStatus
+from engine.snapshot import FirstToken, StepSnapshot, finish_record
+from engine.workload.spec import RequestSpec
+
+if TYPE_CHECKING:
+    from engine.engine_loop import Engine
+
+OrderKey = tuple[float, ...]
+
+
+class FastForward:
+    """Part of the Engine of a simulation (virtual clock, simulated executor)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._scheduler = engine.scheduler
+        self._token: int = engine.executor.burst_token  # type: ignore[attr-defined]
+        self._predict = engine.executor.cost_model.predict  # type: ignore[attr-defined]
+        cfg = engine.scheduler.scheduler_config
+        self._sjf = cfg.policy == "sjf"
+        # Lazy state, valid between _enter() and _leave(): a running request's computed tokens and
+        # outputs are as of its anchor step, plus one per step since.
+        self._anchor: dict[str, int] = {}
+        self._order: dict[str, OrderKey] = {}  # running order, constant while decoding (see _order_key)
+        self._crossings: list[tuple[int, OrderKey, int, Request]] = []  # (step, order, last step, request)
+        self._finishes: list[tuple[int, OrderKey, Request]] = []  # (step of its last token, order, request)
+        self._sum_computed = 0  # computed tokens of the running requests at the current step's start
+        self._new_decoders: list[Request] = []  # phase "decode" opens at the next step
+        self._padding_dirty = False
+
+    # -- public ---------------------------------------------------------------------------------
+    def run(self, pending: deque[RequestSpec], on_step: Callable[[StepSnapshot], None] | None,
+            stop: threading.Event | None) -> int:
+        """Run steps while they are simple; the number run (0: the next step is not)."""
+        if not self._enter():
+            return 0
+        steps = 0
+        try:
+            while self._step(pending, on_step, stop):
+                steps += 1
+        finally:
+            self._leave()
+        return steps
+
+    # -- entering and leaving -------------------------------------------------------------------
+    def _order_key(self, req: Request, step: int) -> OrderKey:
+        """The running order: the policy key, except that sjf's (remaining outputs) falls by one
+        per step for every decoding request, so remaining + step orders them for good."""
+        if self._sjf:
+            return (req.remaining_output_tokens + step, req.arrival_time, req.seq_no)
+        return self._scheduler._key(req)
+
+    def _enter(self) -> bool:
+        s = self._scheduler
+        running = s.running
+        if not running or s.swapped or len(running) > s.scheduler_config.token_budget:
+            return False
+        if s.scheduler_config.scheduler_delay_factor > 0 and s.waiting:
+            return False
+        token = self._token
+        for req in running:
+            if req.num_computed_tokens != req.num_tokens - 1 or req.num_computed_tokens < req.prefill_target:
+                return False  # not decoding (a prefill chunk or a recompute is due)
+            if self._stops(req, token):
+                return False
+        step = s._step
+        if self._sjf:  # what schedule() does at a step's start
+            running.sort(key=s._key)
+        phases = self._engine.phases
+        for req in running:
+            self._join(req, step)
+            self._sum_computed += req.num_computed_tokens
+        self._new_decoders = [r for r in running if phases.current(r.request_id) != "decode"]
+        self._padding_dirty = True
+        return True
+
+    def _join(self, req: Request, step: int) -> None:
+        """req decodes from `step` on: note when it crosses into new blocks and when it finishes."""
+        rid = req.request_id
+        order = self._order_key(req, step)
+        self._anchor[rid] = step
+        self._order[rid] = order
+        n_out = len(req.output_token_ids)
+        left = min(req.sampling_params.max_tokens - n_out, req.max_total_tokens - req.num_prompt_tokens - n_out)
+        last = step + left - 1  # the step that samples its last allowed token
+        heapq.heappush(self._finishes, (last, order, req))
+        crossing = step + req.kv_capacity - req.num_computed_tokens  # first step whose token has no slot
+        if crossing <= last:
+            heapq.heappush(self._crossings, (crossing, order, last, req))
+
+    def _leave(self) -> None:
+        """Write the implicit counts back into the Request objects."""
+        step = self._scheduler._step
+        token = self._token
+        anchor = self._anchor
+        for req in self._scheduler.running:
+            k = step - anchor[req.request_id]
+            if k:
+                req.num_computed_tokens += k
+                req.output_token_ids.extend([token] * k)
+        anchor.clear()
+        self._order.clear()
+        self._crossings.clear()
+        self._finishes.clear()
+        self._sum_computed = 0
+        self._new_decoders = []
+
+    @staticmethod
+    def _stops(req: Request, token: int) -> bool:
+        params = req.sampling_params
+        return (token == req.eos_token_id and not params.ignore_eos) or token in params.stop_token_ids
+
+    # -- one step -------------------------------------------------------------------------------
+    def _admissions(self, free_blocks: int, budget: int) -> list[Request] | None:
+        """The waiting requests Scheduler._admit would admit now, taken off the queue; None (and
+        the queue unchanged) if one of them would get only part of its prompt this step."""
+        s = self._scheduler
+        waiting = s.waiting
+        bm = s.block_manager
+        room = s.scheduler_config.max_num_seqs - len(s.running)
+        chunked = s.scheduler_config.enable_chunked_prefill
+        admitted: list[Request] = []
+        while waiting and len(admitted) < room and budget > 0:
+            req = waiting.peek()
+            target = req.num_tokens
+            if not chunked and target > budget:
+                break
+            need = bm.blocks_needed(target) - bm.num_gpu_blocks_of(req.request_id)
+            if need > free_blocks:
+                break
+            if target > budget or self._stops(req, self._token):
+                for back in admitted:
+                    waiting.add(back)
+                return None
+            admitted.append(waiting.pop())
+            free_blocks -= max(need, 0)
+            budget -= target
+        return admitted
+
+    def _step(self, pending: deque[RequestSpec], on_step: Callable[[StepSnapshot], None] | None,
+              stop: threading.Event | None) -> bool:
+        """One step, as Engine.step() would take it; False (nothing changed) if it is not simple."""
+        engine = self._engine
+        if (stop is not None and stop.is_set()) or engine.has_pending_aborts():
+            return False
+        clock = engine.clock
+        now = clock.now()
+        while pending and pending[0].arrival_time <= now:
+            engine.add_request(engine.make_request(pending.popleft()))
+        s = self._scheduler
+        running = s.running
+        n = len(running)
+        if n == 0:
+            return False
+        step = s._step
+        bm = s.block_manager
+        cfg = s.scheduler_config
+
+        # Who crosses into a new block this step (in running order), and who gets admitted.
+        heap = self._crossings
+        crossing: list[tuple[int, OrderKey, int, Request]] = []
+        while heap and heap[0][0] == step:
+            crossing.append(heapq.heappop(heap))
+        free = bm.num_free_gpu_blocks
+        if len(crossing) > free:
+            return False  # the scheduler preempts here
+        admitted: list[Request] = []
+        if s.waiting and not s._static:
+            if cfg.scheduler_delay_factor > 0:
+                return False
+            if n < cfg.max_num_seqs:
+                maybe = self._admissions(free - len(crossing), cfg.token_budget - n)
+                if maybe is None:
+                    return False
+                admitted = maybe
+
+        # -- schedule(): block tables and queues, as the Scheduler changes them
+        anchor, order = self._anchor, self._order
+        block_size = bm.block_size
+        kv_events = s._pending_kv_events  # an abort's frees, reported by the first step after it
+        if kv_events or s._pending_finished or s._pending_rejected:
+            s._pending_kv_events, s._pending_finished, s._pending_rejected = [], [], []
+        else:
+            kv_events = []
+        for _, entry_order, last, req in crossing:
+            rid = req.request_id
+            kv_events.append(KVBlockEvent(rid, "allocate", "gpu", (bm.append_block(rid),)))
+            req.kv_capacity += block_size
+            if step + block_size <= last:
+                heapq.heappush(heap, (step + block_size, entry_order, last, req))
+        prefill_tokens = prefill_pairs = 0
+        for req in admitted:
+            rid = req.request_id
+            target = req.num_tokens
+            blocks = bm.grow(rid, target)
+            assert blocks is not None, "the free blocks were counted"
+            if blocks:
+                kv_events.append(KVBlockEvent(rid, "allocate", "gpu", blocks))
+            req.kv_capacity = bm.num_gpu_blocks_of(rid) * block_size
+            req.status = RequestStatus.RUNNING
+            req.prefill_target = target
+            if req.first_scheduled_time is None:
+                req.first_scheduled_time = now
+            order[rid] = self._order_key(req, step)
+            bisect.insort(running, req, key=lambda r: order[r.request_id])
+            prefill_tokens += target
+            prefill_pairs += target * (target + 1) // 2
+        num_adm = len(admitted)
+        context = self._sum_computed + n
+        num_waiting, num_running, used_blocks = len(s.waiting), len(running), bm.num_used_gpu_blocks
+        padding = len(s._padding)
+
+        # Phase changes at the step's start: last step's prefills now decode, new ones prefill.
+        phases = engine.phases
+        changes = engine._changes
+        for req in self._new_decoders:
+            change = phases.enter(req.request_id, "decode", step, now)
+            if change is not None:
+                changes.append(change)
+        self._new_decoders = []
+        for req in admitted:
+            change = phases.enter(req.request_id, "prefill", step, now)
+            if change is not None:
+                changes.append(change)
+        if self._padding_dirty:
+            changes.extend(phases.padding(tuple(s._padding), step, now))
+            self._padding_dirty = False
+
+        # -- the executor: the cost model prices the step
+        cost = self._predict((1.0, float(n + num_adm), float(prefill_tokens), float(n), float(context),
+                              float(prefill_pairs), 0.0))
+        clock.advance(cost)
+        end = clock.now()
+
+        # -- update_from_output(): every request sampled one token; some finish at their length
+        token = self._token
+        self._sum_computed += n
+        first_tokens: list[FirstToken] = []
+        finished: list[Request] = []
+        done = self._finishes
+        while done and done[0][0] == step:
+            req = heapq.heappop(done)[2]
+            k = step + 1 - anchor.pop(req.request_id)
+            req.num_computed_tokens += k
+            req.output_token_ids.extend([token] * k)
+            self._sum_computed -= req.num_computed_tokens
+            finished.append(req)
+        for req in admitted:
+            req.num_computed_tokens = req.prefill_target
+            req.output_token_ids.append(token)
+            if req.first_token_time is None:
+                req.first_token_time = end
+                first_tokens.append(FirstToken(req.request_id, req.first_scheduled_time, end))
+            n_out = len(req.output_token_ids)
+            if n_out >= req.sampling_params.max_tokens or req.num_prompt_tokens + n_out >= req.max_total_tokens:
+                finished.append(req)
+            else:
+                self._join(req, step + 1)
+                self._sum_computed += req.num_computed_tokens
+                self._new_decoders.append(req)
+        freed: list[KVBlockEvent] = []
+        for req in finished:
+            s._finish(req, RequestStatus.FINISHED_LENGTH, end, freed)
+            running.remove(req)
+            order.pop(req.request_id, None)
+            engine._finishes.append(finish_record(req))
+            change = phases.left(req.request_id, step + 1, end)
+            if change is not None:
+                changes.append(change)
+        if finished:
+            self._padding_dirty = True
+
+        # -- what Engine.step() totals and records
+        stats = engine.stats
+        stats.num_steps += 1
+        stats.sum_batch_size += n + num_adm
+        stats.sum_batched_tokens += n + prefill_tokens
+        stats.sum_prefill_tokens += prefill_tokens
+        stats.model_time_s += cost
+        events: tuple[KVBlockEvent, ...] = tuple(kv_events)
+        if engine._kv_carry:
+            events = tuple(engine._kv_carry) + events
+        engine._kv_carry = freed
+        if engine.recorder is not None or on_step is not None:
+            snapshot = StepSnapshot(
+                step=step, start_time=now, end_time=end, num_waiting=num_waiting, num_running=num_running,
+                num_swapped=0, num_prefill_seqs=num_adm, num_prefill_tokens=prefill_tokens, num_decode_seqs=n,
+                num_decode_tokens=n, num_batched_tokens=n + prefill_tokens, num_padding_seqs=padding,
+                num_used_gpu_blocks=used_blocks, num_gpu_blocks=bm.num_gpu_blocks,
+                num_used_cpu_blocks=bm.num_used_cpu_blocks, num_preemptions=0, num_output_tokens=n + num_adm,
+                num_context_tokens=context, num_prefill_pairs=prefill_pairs, num_swap_blocks=0, model_time=cost,
+                arrivals=tuple(engine._arrivals), first_tokens=tuple(first_tokens),
+                finishes=tuple(engine._finishes), phase_changes=tuple(changes), kv_events=events,
+            )
+            if engine.recorder is not None:
+                engine.recorder.record(snapshot)
+            if on_step is not None:
+                on_step(snapshot)
+        engine._arrivals, engine._finishes, engine._changes = [], [], []
+        s._step = step + 1
+        engine._next_step = step + 1
+        return True

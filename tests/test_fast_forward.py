@@ -1,0 +1,108 @@
+"""The simulator's fast path (engine/fast_forward.py) records exactly what step-by-step execution records."""
+
+from __future__ import annotations
+
+import threading
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.clock import VirtualClock
+from engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from engine.engine_loop import Engine
+from engine.executors.cost_model import DEFAULT_COST_MODEL, UnitCostModel
+from engine.executors.simulated import SimulatedExecutor
+from engine.snapshot import StepSnapshot
+from engine.workload.generators import synthetic_workload
+
+configs = st.fixed_dictionaries({
+    "max_num_seqs": st.integers(1, 12),
+    "block_size": st.sampled_from([1, 4, 16]),
+    "num_gpu_blocks": st.integers(12, 120),
+    "enable_chunked_prefill": st.booleans(),
+    "policy": st.sampled_from(["fcfs", "priority", "sjf"]),
+    "preemption_mode": st.sampled_from(["recompute", "swap"]),
+    "batching": st.sampled_from(["continuous", "static"]),
+    "unit_cost": st.booleans(),
+})
+
+
+def _run(cfg: dict, seed: int, rate: float, fast: bool, abort_at: int | None = None,
+         stop_at: int | None = None) -> tuple[list[StepSnapshot], Engine]:
+    """abort_at: after that step, abort the request arrived third; stop_at: after that step, stop the run."""
+    chunked = cfg["enable_chunked_prefill"]
+    config = EngineConfig(
+        SchedulerConfig(max_num_seqs=cfg["max_num_seqs"], max_model_len=160,
+                        max_num_batched_tokens=64 if chunked else 160, enable_chunked_prefill=chunked,
+                        policy=cfg["policy"], preemption_mode=cfg["preemption_mode"], batching=cfg["batching"]),
+        CacheConfig(block_size=cfg["block_size"], num_gpu_blocks=cfg["num_gpu_blocks"],
+                    swap_space=32 if cfg["preemption_mode"] == "swap" else 0),
+    )
+    cost = UnitCostModel() if cfg["unit_cost"] else DEFAULT_COST_MODEL
+    workload = synthetic_workload("mixed", 30, prompt_lens=(4, 60), request_rate=rate, priority_levels=3, seed=seed)
+    engine = Engine(config, SimulatedExecutor(cost), VirtualClock(), fast_forward=fast)
+    snapshots: list[StepSnapshot] = []
+    stop = threading.Event()
+
+    def on_step(snapshot: StepSnapshot) -> None:
+        snapshots.append(snapshot)
+        if snapshot.step == abort_at:
+            engine.abort_request(workload.requests[2].request_id)
+        if snapshot.step == stop_at:
+            stop.set()
+
+    engine.run(workload.requests, on_step=on_step, stop=stop)
+    return snapshots, engine
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=configs, seed=st.integers(0, 10_000), rate=st.sampled_from([5.0, 50.0, 1e9]))
+def test_fast_path_records_exactly_what_stepping_records(cfg: dict, seed: int, rate: float) -> None:
+    _assert_same(cfg, seed, rate)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=configs, seed=st.integers(0, 10_000), abort_at=st.integers(0, 60), stop_at=st.none() | st.integers(0, 120))
+def test_fast_path_hands_aborts_and_stops_over_at_the_same_step(cfg: dict, seed: int, abort_at: int,
+                                                                   stop_at: int | None) -> None:
+    _assert_same(cfg, seed, 20.0, abort_at, stop_at)
+
+
+def _assert_same(cfg: dict, seed: int, rate: float, abort_at: int | None = None, stop_at: int | None = None) -> None:
+    stepped, slow = _run(cfg, seed, rate, False, abort_at, stop_at)
+    fast_steps, fast = _run(cfg, seed, rate, True, abort_at, stop_at)
+    assert len(fast_steps) == len(stepped)
+    for a, b in zip(stepped, fast_steps, strict=True):
+        assert a == b, f"step {a.step} differs"
+    for rid, req in slow.requests.items():
+        other = fast.requests[rid]
+        assert (req.status, req.output_token_ids, req.first_token_time, req.finish_time, req.num_preemptions) == (
+            other.status, other.output_token_ids, other.first_token_time, other.finish_time, other.num_preemptions)
+    assert slow.stats == fast.stats
+
+
+def test_fast_path_takes_most_steps_including_admissions_and_finishes() -> None:
+    from engine.fast_forward import FastForward
+
+    fast_steps: set[int] = set()
+    original = FastForward._step
+
+    def spy(self, pending, on_step, stop):  # type: ignore[no-untyped-def]
+        step = self._scheduler._step
+        taken = original(self, pending, on_step, stop)
+        if taken:
+            fast_steps.add(step)
+        return taken
+
+    FastForward._step = spy  # type: ignore[method-assign]
+    try:
+        cfg = {"max_num_seqs": 8, "block_size": 16, "num_gpu_blocks": 200, "enable_chunked_prefill": False,
+               "policy": "fcfs", "preemption_mode": "recompute", "batching": "continuous", "unit_cost": False}
+        snapshots, _ = _run(cfg, seed=1, rate=1e9, fast=True)
+    finally:
+        FastForward._step = original  # type: ignore[method-assign]
+    fast = [s for s in snapshots if s.step in fast_steps]
+    assert len(fast) > len(snapshots) * 0.8  # nearly every step of a decode-heavy run
+    assert any(s.finishes for s in fast)  # steps that finish requests,
+    assert any(s.num_prefill_seqs and s.num_decode_seqs for s in fast)  # and steps that admit while others decode
+    assert any(s.first_tokens for s in fast)
