@@ -209,9 +209,12 @@ class FastForward:
             s._pending_kv_events, s._pending_finished, s._pending_rejected = [], [], []
         else:
             kv_events = []
+        record = engine.recorder is not None or on_step is not None  # else block events go nowhere
         for _, entry_order, last, req in crossing:
             rid = req.request_id
-            kv_events.append(KVBlockEvent(rid, "allocate", "gpu", (bm.append_block(rid),)))
+            block = bm.append_block(rid)
+            if record:
+                kv_events.append(KVBlockEvent(rid, "allocate", "gpu", (block,)))
             req.kv_capacity += block_size
             if step + block_size <= last:
                 heapq.heappush(heap, (step + block_size, entry_order, last, req))
@@ -304,11 +307,9 @@ class FastForward:
         stats.sum_batched_tokens += n + prefill_tokens
         stats.sum_prefill_tokens += prefill_tokens
         stats.model_time_s += cost
-        events: tuple[KVBlockEvent, ...] = tuple(kv_events)
-        if engine._kv_carry:
-            events = tuple(engine._kv_carry) + events
-        engine._kv_carry = freed
-        if engine.recorder is not None or on_step is not None:
+        carry, engine._kv_carry = engine._kv_carry, freed
+        if record:
+            events = tuple(carry) + tuple(kv_events) if carry else tuple(kv_events)
             snapshot = StepSnapshot(
                 step=step, start_time=now, end_time=end, num_waiting=num_waiting, num_running=num_running,
                 num_swapped=0, num_prefill_seqs=num_adm, num_prefill_tokens=prefill_tokens, num_decode_seqs=n,

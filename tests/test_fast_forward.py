@@ -106,3 +106,19 @@ def test_fast_path_takes_most_steps_including_admissions_and_finishes() -> None:
     assert any(s.finishes for s in fast)  # steps that finish requests,
     assert any(s.num_prefill_seqs and s.num_decode_seqs for s in fast)  # and steps that admit while others decode
     assert any(s.first_tokens for s in fast)
+
+
+def test_unrecorded_fast_path_summarizes_like_stepping() -> None:
+    """Without a recorder or on_step the fast path skips building block events; nothing else changes."""
+    config = EngineConfig(SchedulerConfig(max_num_seqs=6, max_model_len=160, max_num_batched_tokens=64,
+                                          enable_chunked_prefill=True),
+                          CacheConfig(block_size=4, num_gpu_blocks=60))
+    workload = synthetic_workload("mixed", 60, prompt_lens=(4, 60), request_rate=20.0, seed=3)
+    summaries, engines = [], []
+    for fast in (False, True):
+        engine = Engine(config, SimulatedExecutor(DEFAULT_COST_MODEL), VirtualClock(), fast_forward=fast)
+        summaries.append(engine.run(workload.requests))
+        engines.append(engine)
+    assert summaries[0] == summaries[1]
+    assert engines[0].stats == engines[1].stats
+    assert summaries[1].num_preemptions > 0  # the run also leaves the fast path for preemptions
