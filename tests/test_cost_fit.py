@@ -57,3 +57,28 @@ def test_too_few_steps_is_a_clear_error() -> None:
     x = _shapes(3, np.random.default_rng(2))
     with pytest.raises(CostModelFitError, match="at least 8 timed steps"):
         fit_cost_model(x, np.ones(3) * 0.01)
+
+
+def test_row_counts_off_the_line_get_their_own_factor() -> None:
+    """Steps of exactly 8 rows run 25% faster than the linear trend (as CPU matmul kernels can):
+    the fit learns that factor from the steps, and row counts it saw rarely stay linear."""
+    rng = np.random.default_rng(3)
+    decode = rng.integers(1, 17, 3000).astype(float)
+    decode[:5] = 30  # a row count seen too rarely to get a factor
+    x = np.column_stack([np.ones(len(decode)), decode, np.zeros(len(decode)), decode, decode * 100.0,
+                         np.zeros(len(decode)), np.zeros(len(decode))])
+    linear = 4e-3 + 1e-4 * decode + 3e-7 * decode * 100
+    y = linear * np.where(decode == 8, 0.75, 1.0) * rng.normal(1.0, 0.01, len(decode))
+    model = fit_cost_model(x, y)
+    assert model.row_factors[8] / model.row_factors[7] == pytest.approx(0.75, rel=0.03)
+    assert 30 not in model.row_factors
+    eight, nine = tuple(x[decode == 8][0]), tuple(x[decode == 9][0])
+    assert model.predict(eight) == pytest.approx(float(linear[decode == 8][0]) * 0.75, rel=0.05)
+    assert model.predict(nine) == pytest.approx(float(linear[decode == 9][0]), rel=0.05)
+    assert model.fit["median_abs_pct_error"] < 3
+    assert cost_model_from_dict(model.to_dict()).row_factors == model.row_factors
+
+
+def test_a_row_factor_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        LinearCostModel(coefficients=TRUE, row_factors={8: 0.0})

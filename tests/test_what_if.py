@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from engine.cli.main import main
 from engine.clock import VirtualClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine_loop import Engine
+from engine.executors.cost_fit import FIT_VERSION
 from engine.executors.cost_model import DEFAULT_COST_MODEL
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
@@ -18,6 +20,7 @@ from engine.workload.generators import synthetic_workload
 from storage import queries
 from storage.database import open_for_read, open_for_write
 from storage.recorder import Recorder
+from storage.schema import Run, table_of
 
 
 def _run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -77,6 +80,22 @@ def test_a_real_run_gets_a_fitted_cost_model_once(tmp_path: Path, capsys: pytest
     assert stored == report["cost_model"]
     _run_cli(capsys, "simulate", "--db", str(db), "--from-run", str(run_id), "--max-num-seqs", "2")
     assert queries.get_run(open_for_read(str(db)), run_id)["cost_model"] == stored  # type: ignore[index]
+
+
+def test_a_model_stored_by_an_older_fitter_is_fitted_again(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "real.db"
+    run_id = _record_fake_real_run(db)
+    old = {"name": "fitted to run 1", "coefficients": {"intercept": 1.0}, "fit": {"num_steps": 9}}  # no version
+    writer = open_for_write(str(db))
+    with writer.begin() as conn:
+        conn.execute(update(table_of(Run)).where(table_of(Run).c.id == run_id).values(cost_model=old))
+    code, out, _ = _run_cli(capsys, "simulate", "--db", str(db), "--from-run", str(run_id), "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["cost_model"]["fit"]["version"] == FIT_VERSION
+    assert report["cost_model"]["coefficients"]["intercept"] < 0.1  # fitted to the steps, not the stale 1 s
+    assert queries.get_run(open_for_read(str(db)), run_id)["cost_model"] == report["cost_model"]  # type: ignore[index]
 
 
 def test_sweep_records_one_run_per_value_in_one_group(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

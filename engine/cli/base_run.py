@@ -18,7 +18,7 @@ from sqlalchemy import Engine, update
 from engine.clock import VirtualClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine_loop import Engine as ServingEngine
-from engine.executors.cost_fit import fit_cost_model
+from engine.executors.cost_fit import FIT_VERSION, fit_cost_model
 from engine.executors.cost_model import FEATURES, CostModel, cost_model_from_dict
 from engine.executors.simulated import SimulatedExecutor
 from engine.metrics import RunSummary
@@ -101,9 +101,11 @@ def _num(value: Any) -> float | None:
 
 
 def fitted_cost_model(writer: Engine, run: dict[str, Any]) -> CostModel:
-    """The run's stored cost model, fitting and storing one first for a real run without it."""
-    if run.get("cost_model"):
-        return cost_model_from_dict(run["cost_model"])
+    """The run's stored cost model, fitting and storing one first for a real run without a current one
+    (a model stored by an older fitter is fitted again: the steps it came from are still there)."""
+    stored = run.get("cost_model")
+    if stored and (run["mode"] != "real" or stored.get("fit", {}).get("version") == FIT_VERSION):
+        return cost_model_from_dict(stored)
     if run["mode"] != "real":
         stored = (run.get("executor") or {}).get("cost_model")
         if not stored:

@@ -158,3 +158,5 @@ def print_model(model: LinearCostModel) -> None:
           f"{fit['median_abs_pct_error']:.1f}%, p90 {fit['p90_abs_pct_error']:.1f}%")
     for name in FEATURES:
         print(f"  {name:<16} {model.coefficients[name]:.3e} s")
+    if model.row_factors:
+        print("  row factors      " + ", ".join(f"{rows}: {f:.2f}" for rows, f in sorted(model.row_factors.items())))

@@ -6,6 +6,11 @@ refitted (a small active-set NNLS). Steps far off the fit (a GC pause, another p
 machine) are trimmed once, robustly, so they cannot bend the shape of the model; then the model is
 scaled so its total over every step equals the measured total, because queueing (TTFT, E2E)
 follows the sum of step times, slow steps included.
+
+On top of the linear part, every row count (prefill tokens + decodes in a step) seen in at least
+MIN_ROW_STEPS steps gets a factor: the median ratio of its measured to its linear time. Matmul
+kernels are not linear in the row count, and the steps of a saturated batch all share one row
+count, so this is where a linear model's error would pile up in a queue.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from engine.executors.cost_model import FEATURES, LinearCostModel
 
 MIN_STEPS = 8
 OUTLIER_MADS = 6.0
+MIN_ROW_STEPS = 20  # steps needed at one row count to trust its factor
+FIT_VERSION = 2  # 2: row factors; stored fits of an older version are refitted
 
 
 class CostModelFitError(UserError, ValueError):
@@ -62,10 +69,14 @@ def fit_cost_model(features: np.ndarray, durations: np.ndarray, name: str = "fit
     if inliers.sum() >= MIN_STEPS and inliers.sum() < len(y):
         coef = _nonnegative_lstsq(x[inliers] / scale, y[inliers])
     coef = coef / scale
-    raw_total = float(np.maximum(x @ coef, 0.0).sum())
+    linear = np.maximum(x @ coef, 0.0)
+    row_factors = _row_factors(x, y, linear)
+    rows = (x[:, 2] + x[:, 3]).astype(int)
+    factor = np.array([row_factors.get(int(r), 1.0) for r in rows])
+    raw_total = float((linear * factor).sum())
     total_scale = float(y.sum()) / raw_total if raw_total > 0 else 1.0
     coef = coef * total_scale
-    predicted = np.maximum(x @ coef, 0.0)
+    predicted = np.maximum(x @ coef, 0.0) * factor
     rel_err = np.abs(predicted - y) / y
     ss_res = float(((y - predicted) ** 2).sum())
     ss_tot = float(((y - y.mean()) ** 2).sum()) or 1e-24
@@ -77,7 +88,23 @@ def fit_cost_model(features: np.ndarray, durations: np.ndarray, name: str = "fit
         "p90_abs_pct_error": float(np.percentile(rel_err, 90) * 100),
         "total_time_pct_error": float((predicted.sum() - y.sum()) / y.sum() * 100),
         "total_scale": total_scale,  # how much the trimmed fit was scaled to match the measured total
+        "num_row_factors": len(row_factors),
+        "version": FIT_VERSION,
         **(provenance or {}),
     }
     return LinearCostModel(coefficients={f: float(c) for f, c in zip(FEATURES, coef, strict=True)}, name=name,
-                           fit=fit)
+                           fit=fit, row_factors=row_factors)
+
+
+def _row_factors(x: np.ndarray, y: np.ndarray, linear: np.ndarray) -> dict[int, float]:
+    """Median measured / linear time per row count seen in at least MIN_ROW_STEPS steps (every step
+    counts: a whole row count off the line is what this is for, and a median shrugs off pauses)."""
+    ok = linear > 0
+    rows = (x[ok, 2] + x[ok, 3]).astype(int)
+    ratios = y[ok] / linear[ok]
+    factors = {}
+    for r in np.unique(rows):
+        at = ratios[rows == r]
+        if len(at) >= MIN_ROW_STEPS:
+            factors[int(r)] = float(np.median(at))
+    return factors

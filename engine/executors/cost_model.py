@@ -53,28 +53,52 @@ class UnitCostModel:
         return {"name": self.name}
 
 
+def step_rows(features: tuple[float, ...]) -> int:
+    """Token rows in the step's forward pass (prefill tokens + decodes): the matmuls' M dimension."""
+    return int(features[2] + features[3])
+
+
 @dataclass(frozen=True)
 class LinearCostModel:
-    """time = sum(coefficient x feature); coefficients in seconds per unit of each feature."""
+    """time = sum(coefficient x feature), times a measured factor for the step's row count if one
+    was fitted; coefficients in seconds per unit of each feature.
+
+    row_factors: matmul kernels are not linear in the row count (on CPUs a step of 8 rows can run
+    faster than one of 7 or 9), so a fit keeps, per row count it saw often, the median ratio of
+    measured to linear time. Row counts without a factor use the linear time.
+    """
 
     coefficients: dict[str, float]
     name: str = "linear"
     fit: dict[str, Any] = field(default_factory=dict)  # fit quality and provenance, when fitted
+    row_factors: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.coefficients) - set(FEATURES)
         if unknown:
             raise ValueError(f"unknown cost-model feature(s): {', '.join(sorted(unknown))}")
+        if any(f <= 0 for f in self.row_factors.values()):
+            raise ValueError("row factors must be positive")
         object.__setattr__(self, "_weights", tuple(float(self.coefficients.get(f, 0.0)) for f in FEATURES))
 
-    def predict(self, features: tuple[float, ...]) -> float:
+    def linear(self, features: tuple[float, ...]) -> float:
+        """The linear part alone (what the row factors multiply)."""
         w = self._weights  # type: ignore[attr-defined]
         t = (w[0] + w[1] * features[1] + w[2] * features[2] + w[3] * features[3] + w[4] * features[4]
              + w[5] * features[5] + w[6] * features[6])
         return t if t > 0.0 else 0.0
 
+    def predict(self, features: tuple[float, ...]) -> float:
+        t = self.linear(features)
+        if self.row_factors:
+            t *= self.row_factors.get(int(features[2] + features[3]), 1.0)
+        return t
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "coefficients": dict(self.coefficients), "fit": dict(self.fit)}
+        out: dict[str, Any] = {"name": self.name, "coefficients": dict(self.coefficients), "fit": dict(self.fit)}
+        if self.row_factors:
+            out["row_factors"] = {str(rows): factor for rows, factor in sorted(self.row_factors.items())}
+        return out
 
 
 # Measured on the 11M-parameter `tiny` Llama with this project's torch executor, 2 CPU threads
@@ -100,7 +124,8 @@ def cost_model_from_dict(data: dict[str, Any]) -> CostModel:
     if "coefficients" not in data:
         raise ValueError("a stored cost model needs 'coefficients'")
     return LinearCostModel(coefficients=dict(data["coefficients"]), name=str(data.get("name", "linear")),
-                           fit=dict(data.get("fit", {})))
+                           fit=dict(data.get("fit", {})),
+                           row_factors={int(rows): float(f) for rows, f in data.get("row_factors", {}).items()})
 
 
 def named_cost_model(name: str) -> CostModel:
