@@ -52,7 +52,7 @@ st.subheader("1 · How far to trust it")
 if base.get("cost_model"):
     fit = base["cost_model"].get("fit", {})
     factors = base["cost_model"].get("row_factors", {})
-    rows_note = (f", with measured factors for {len(factors)} token-row counts the CPU runs off the linear trend"
+    rows_note = (f", plus measured corrections for {len(factors)} step sizes (token rows) off the linear trend"
                  if factors else "")
     st.markdown(f"Cost model fitted to {fit.get('num_steps', '?')} recorded steps{rows_note}: median step-time "
                 f"error {fit.get('median_abs_pct_error', float('nan')):.1f}%, R² {fit.get('r2', float('nan')):.3f}.")
