@@ -18,7 +18,7 @@ class SimulatedExecutor:
     include_token_ids = False
     eos_token_id: int | None = None
     vocab_size = 32_000
-    burst_token = SIMULATED_TOKEN_ID  # what decode bursts append (engine/decode_burst.py)
+    burst_token = SIMULATED_TOKEN_ID  # what the fast path samples for every request (engine/fast_forward.py)
 
     def __init__(self, cost_model: CostModel) -> None:
         self.cost_model = cost_model
