@@ -88,7 +88,7 @@ class FastForward:
         for req in running:
             if req.num_computed_tokens != req.num_tokens - 1 or req.num_computed_tokens < req.prefill_target:
                 return False  # not decoding (a prefill chunk or a recompute is due)
-            if self._stops(req, token):
+            if req.stops_on(token):
                 return False
         step = s._step
         if self._sjf:  # what schedule() does at a step's start
@@ -107,9 +107,7 @@ class FastForward:
         order = self._order_key(req, step)
         self._anchor[rid] = step
         self._order[rid] = order
-        n_out = len(req.output_token_ids)
-        left = min(req.sampling_params.max_tokens - n_out, req.max_total_tokens - req.num_prompt_tokens - n_out)
-        last = step + left - 1  # the step that samples its last allowed token
+        last = step + req.num_tokens_left - 1  # the step that samples its last allowed token
         heapq.heappush(self._finishes, (last, order, req))
         crossing = step + req.kv_capacity - req.num_computed_tokens  # first step whose token has no slot
         if crossing <= last:
@@ -132,11 +130,6 @@ class FastForward:
         self._sum_computed = 0
         self._new_decoders = []
 
-    @staticmethod
-    def _stops(req: Request, token: int) -> bool:
-        params = req.sampling_params
-        return (token == req.eos_token_id and not params.ignore_eos) or token in params.stop_token_ids
-
     # -- one step -------------------------------------------------------------------------------
     def _admissions(self, free_blocks: int, budget: int) -> list[Request] | None:
         """The waiting requests Scheduler._admit would admit now, taken off the queue; None (and
@@ -155,7 +148,7 @@ class FastForward:
             need = bm.blocks_needed(target) - bm.num_gpu_blocks_of(req.request_id)
             if need > free_blocks:
                 break
-            if target > budget or self._stops(req, self._token):
+            if target > budget or req.stops_on(self._token):
                 for back in admitted:
                     waiting.add(back)
                 return None
@@ -166,7 +159,8 @@ class FastForward:
 
     def _step(self, pending: deque[RequestSpec], on_step: Callable[[StepSnapshot], None] | None,
               stop: threading.Event | None) -> bool:
-        """One step, as Engine.step() would take it; False (nothing changed) if it is not simple."""
+        """One step, as Engine.step() would take it; False if it is not simple (then only the
+        arrivals due by now were added, as the engine loop would add them anyway)."""
         engine = self._engine
         if (stop is not None and stop.is_set()) or engine.has_pending_aborts():
             return False
@@ -281,8 +275,7 @@ class FastForward:
             if req.first_token_time is None:
                 req.first_token_time = end
                 first_tokens.append(FirstToken(req.request_id, req.first_scheduled_time, end))
-            n_out = len(req.output_token_ids)
-            if n_out >= req.sampling_params.max_tokens or req.num_prompt_tokens + n_out >= req.max_total_tokens:
+            if req.num_tokens_left <= 0:
                 finished.append(req)
             else:
                 self._join(req, step + 1)

@@ -107,6 +107,18 @@ class Request:
         return self.sampling_params.max_tokens - len(self.output_token_ids)
 
     @property
+    def num_tokens_left(self) -> int:
+        """Tokens it may still sample: max_tokens, or max_model_len / the pool (max_total_tokens);
+        0 means it finished by length."""
+        n_out = len(self.output_token_ids)
+        return min(self.sampling_params.max_tokens - n_out, self.max_total_tokens - self.num_prompt_tokens - n_out)
+
+    def stops_on(self, token: int) -> bool:
+        """Whether sampling `token` ends it: EOS (unless ignored) or one of its stop tokens."""
+        params = self.sampling_params
+        return (token == self.eos_token_id and not params.ignore_eos) or token in params.stop_token_ids
+
+    @property
     def is_finished(self) -> bool:
         return self.status >= RequestStatus.FINISHED_STOPPED
 

@@ -376,11 +376,9 @@ class Scheduler:
                 req.first_token_time = now
                 first_tokens.append(s.request_id)
             # vLLM's order: length caps first, then EOS (unless ignored), then stop tokens.
-            params = req.sampling_params
-            n_out = len(output)
-            if n_out >= params.max_tokens or req.num_prompt_tokens + n_out >= req.max_total_tokens:
+            if req.num_tokens_left <= 0:
                 status = RequestStatus.FINISHED_LENGTH
-            elif (token == req.eos_token_id and not params.ignore_eos) or token in params.stop_token_ids:
+            elif req.stops_on(token):
                 status = RequestStatus.FINISHED_STOPPED
             else:
                 continue

@@ -70,8 +70,8 @@ def fit_cost_model(features: np.ndarray, durations: np.ndarray, name: str = "fit
         coef = _nonnegative_lstsq(x[inliers] / scale, y[inliers])
     coef = coef / scale
     linear = np.maximum(x @ coef, 0.0)
-    row_factors = _row_factors(x, y, linear)
-    rows = (x[:, 2] + x[:, 3]).astype(int)
+    rows = (x[:, 2] + x[:, 3]).astype(int)  # prefill tokens + decodes: the matmuls' row count
+    row_factors = _row_factors(rows, y, linear)
     factor = np.array([row_factors.get(int(r), 1.0) for r in rows])
     raw_total = float((linear * factor).sum())
     total_scale = float(y.sum()) / raw_total if raw_total > 0 else 1.0
@@ -96,11 +96,11 @@ def fit_cost_model(features: np.ndarray, durations: np.ndarray, name: str = "fit
                            fit=fit, row_factors=row_factors)
 
 
-def _row_factors(x: np.ndarray, y: np.ndarray, linear: np.ndarray) -> dict[int, float]:
+def _row_factors(rows: np.ndarray, y: np.ndarray, linear: np.ndarray) -> dict[int, float]:
     """Median measured / linear time per row count seen in at least MIN_ROW_STEPS steps (every step
     counts: a whole row count off the line is what this is for, and a median shrugs off pauses)."""
     ok = linear > 0
-    rows = (x[ok, 2] + x[ok, 3]).astype(int)
+    rows = rows[ok]
     ratios = y[ok] / linear[ok]
     factors = {}
     for r in np.unique(rows):

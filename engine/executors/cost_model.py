@@ -53,11 +53,6 @@ class UnitCostModel:
         return {"name": self.name}
 
 
-def step_rows(features: tuple[float, ...]) -> int:
-    """Token rows in the step's forward pass (prefill tokens + decodes): the matmuls' M dimension."""
-    return int(features[2] + features[3])
-
-
 @dataclass(frozen=True)
 class LinearCostModel:
     """time = sum(coefficient x feature), times a measured factor for the step's row count if one
@@ -90,7 +85,7 @@ class LinearCostModel:
 
     def predict(self, features: tuple[float, ...]) -> float:
         t = self.linear(features)
-        if self.row_factors:
+        if self.row_factors:  # rows = prefill tokens + decodes, the matmuls' M dimension
             t *= self.row_factors.get(int(features[2] + features[3]), 1.0)
         return t
 
