@@ -54,6 +54,11 @@ class SchedulerOutput:
     blocks_to_swap_in: tuple[tuple[int, int], ...] = ()  # (cpu block, gpu block) copies before the pass
     kv_events: tuple[KVBlockEvent, ...] = ()  # block ownership changes made by this schedule() call
     padding_req_ids: tuple[str, ...] = ()  # static batching: finished members still holding a slot
+    # Static batching: pad rows the executor computes this step and the cost model charges (prompt
+    # left-padding to the batch's longest prompt, plus one row per finished member still holding a
+    # slot). They count against max_num_batched_tokens with total_num_scheduled_tokens but belong to
+    # no request: the real executor writes their K/V into a scratch block no request owns.
+    num_padding_tokens: int = 0
     num_waiting: int = 0  # queue lengths after this step was scheduled
     num_running: int = 0
     num_swapped: int = 0
@@ -83,8 +88,9 @@ class ModelRunnerOutput:
 
     sampled_token_ids: dict[str, int]  # one new token per request whose chunk had do_sample
     model_time_s: float = 0.0  # seconds the step took on the device (measured, or predicted by a cost model)
-    num_flops: float = 0.0  # model FLOPs of this step; 0 when not counted
-    compute_utilization: float | None = None  # achieved FLOP/s over the device's measured peak, 0..1
+    num_flops: float = 0.0  # useful model FLOPs of this step (no padding); 0 when not counted
+    num_padding_flops: float = 0.0  # FLOPs spent on padding: static pad rows and attention bucket padding
+    compute_utilization: float | None = None  # useful FLOP/s over the device's measured peak (not clamped)
     timings: dict[str, float] = field(default_factory=dict)  # breakdown of model_time_s by part, seconds
 
 
