@@ -21,7 +21,8 @@ PHASE_COLORS: dict[str, str] = {
     "padding": "#edc948",
 }
 QUEUE_COLORS: dict[str, str] = {"waiting": "#b9b0a8", "running": "#4e79a7", "swapped": "#af7aa1"}
-TOKEN_COLORS: dict[str, str] = {"prefill": PHASE_COLORS["prefill"], "decode": PHASE_COLORS["decode"]}
+TOKEN_COLORS: dict[str, str] = {"prefill": PHASE_COLORS["prefill"], "decode": PHASE_COLORS["decode"],
+                                "padding": PHASE_COLORS["padding"]}
 SLOT_COLORS: dict[str, str] = {"running": PHASE_COLORS["decode"], "padding (wasted)": PHASE_COLORS["padding"]}
 BLOCK_PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
                  "#1f77b4", "#2ca02c", "#17becf", "#bcbd22", "#8c564b", "#e377c2", "#7f7f7f", "#aec7e8"]
@@ -125,9 +126,11 @@ def kv_usage(steps: pd.DataFrame, x: str = "step", current: float | None = None)
 
 def token_mix(steps: pd.DataFrame, budget: int | None, x: str = "step",
               current: float | None = None) -> alt.LayerChart:
-    """Prefill and decode tokens per step, stacked, against the token budget."""
-    data = steps.melt(id_vars=[x], value_vars=["num_prefill_tokens", "num_decode_tokens"], var_name="kind",
-                      value_name="tokens")
+    """Prefill, decode and (static batching) padding tokens per step, stacked, against the token budget."""
+    kinds = ["num_prefill_tokens", "num_decode_tokens"]
+    if "num_padding_tokens" in steps and steps["num_padding_tokens"].fillna(0).any():
+        kinds.append("num_padding_tokens")
+    data = steps.melt(id_vars=[x], value_vars=kinds, var_name="kind", value_name="tokens")
     data["kind"] = data["kind"].str.removeprefix("num_").str.removesuffix("_tokens")
     mark = alt.Chart(data).mark_bar() if len(steps) <= 240 else alt.Chart(data).mark_area(interpolate="step-after")
     stack = mark.encode(

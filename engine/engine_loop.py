@@ -17,6 +17,7 @@ from engine.config import ConfigError, EngineConfig
 from engine.executors.base import Executor
 from engine.executors.simulated import SimulatedExecutor
 from engine.fast_forward import FastForward
+from engine.itl import InterTokenLatency
 from engine.metrics import EngineStats, RunSummary, summarize
 from engine.outputs import KVBlockEvent
 from engine.phases import PhaseChange, PhaseTracker
@@ -50,6 +51,7 @@ class Engine:
         self.scheduler = Scheduler(config.scheduler, config.cache, clock.now, executor.include_token_ids)
         self.phases = PhaseTracker()
         self.stats = EngineStats()
+        self.itl = InterTokenLatency()
         self.requests: dict[str, Request] = {}  # every request seen, finished ones included
         self._pending: deque[RequestSpec] = deque()  # not arrived yet, by arrival time
         self._aborts: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -85,13 +87,25 @@ class Engine:
         if req.request_id in self.requests:
             raise ValueError(f"duplicate request id {req.request_id!r}")
         self.requests[req.request_id] = req
-        self.scheduler.add_request(req)
+        self.scheduler.add_request(req, reject_reason=self._token_id_problem(req))
         self._arrivals.append(RequestArrival(req.request_id, req.arrival_time, req.num_prompt_tokens,
                                              req.sampling_params.max_tokens, req.priority))
         if req.status == RequestStatus.FINISHED_REJECTED:
             self._finishes.append(finish_record(req))
         else:
             self._changes.append(self.phases.arrived(req.request_id, self._next_step, req.arrival_time))
+
+    def _token_id_problem(self, req: Request) -> str | None:
+        """Why the model cannot read this prompt's token ids, if it cannot (ids given by the user)."""
+        ids = req.prompt_token_ids
+        if isinstance(ids, SyntheticPrompt) or not ids:
+            return None  # synthesized within the vocabulary
+        vocab = self.executor.vocab_size
+        low, high = min(ids), max(ids)
+        if low < 0 or high >= vocab:
+            bad = low if low < 0 else high
+            return f"prompt token id {bad} is outside the model's vocabulary (0..{vocab - 1})"
+        return None
 
     def abort_request(self, request_id: str) -> None:
         """Abort from any thread; takes effect before the next step."""
@@ -151,7 +165,7 @@ class Engine:
         clock = self.clock
         start = clock.now()
         out = self.scheduler.schedule()
-        if not out.scheduled:
+        if out.is_empty:
             self.executor.execute_model(out)  # lets it drop state of finished requests
             self._kv_carry.extend(out.kv_events)
             return None
@@ -165,18 +179,27 @@ class Engine:
 
         requests = self.requests
         first_tokens = [FirstToken(rid, requests[rid].first_scheduled_time, end) for rid in update.first_token_req_ids]
+        itl = self.itl
+        consecutive = 0
+        for s in out.scheduled:
+            if s.do_sample and itl.sampled(s.request_id, out.step, end):
+                consecutive += 1
+        itl.step_done(out.step, end, consecutive)
         finishes = self._finishes
         for f in update.finished:
             finishes.append(finish_record(requests[f.request_id]))
+            itl.forget(f.request_id)
         num_preempted = len(out.preempted_req_ids) + len(out.swapped_out_req_ids)
         stats = self.stats
         stats.num_steps += 1
         stats.sum_batch_size += len(out.scheduled)
         stats.sum_batched_tokens += out.total_num_scheduled_tokens
         stats.sum_prefill_tokens += out.num_prefill_tokens
+        stats.sum_padding_tokens += out.num_padding_tokens
         stats.num_preemptions += num_preempted
         stats.model_time_s += result.model_time_s
         stats.model_flops += result.num_flops
+        stats.padding_flops += result.num_padding_flops
 
         # Blocks freed by finishes at the end of this step are free from the next step on.
         kv_events = out.kv_events
@@ -196,6 +219,7 @@ class Engine:
             num_decode_tokens=out.num_decode_seqs,
             num_batched_tokens=out.total_num_scheduled_tokens,
             num_padding_seqs=len(out.padding_req_ids),
+            num_padding_tokens=out.num_padding_tokens,
             num_used_gpu_blocks=out.num_used_gpu_blocks,
             num_gpu_blocks=out.num_gpu_blocks,
             num_used_cpu_blocks=out.num_used_cpu_blocks,
@@ -281,4 +305,4 @@ class Engine:
                                       tuple(self._changes), tuple(self._kv_carry))
         self._arrivals, self._finishes, self._changes, self._kv_carry = [], [], [], []
         last_finish = max((r.finish_time for r in self.requests.values() if r.finish_time is not None), default=end)
-        return summarize(self.requests.values(), self.stats, last_finish)
+        return summarize(self.requests.values(), self.stats, last_finish, self.itl.pooled())

@@ -54,6 +54,9 @@ class FastForward:
         self._sum_computed = 0  # computed tokens of the running requests at the current step's start
         self._new_decoders: list[Request] = []  # phase "decode" opens at the next step
         self._padding_dirty = False
+        self._irregular: list[Request] = []  # running requests whose last token was not in the last step
+        self._last_end = 0.0  # end time of the last step taken here...
+        self._last_end_step = -1  # ...and its index
 
     # -- public ---------------------------------------------------------------------------------
     def run(self, pending: deque[RequestSpec], on_step: Callable[[StepSnapshot], None] | None,
@@ -80,10 +83,10 @@ class FastForward:
     def _enter(self) -> bool:
         s = self._scheduler
         running = s.running
-        if not running or s.swapped or len(running) > s.scheduler_config.token_budget:
+        if not running or s.swapped or len(running) + len(s._padding) > s.scheduler_config.token_budget:
             return False
-        if s.scheduler_config.scheduler_delay_factor > 0 and s.waiting:
-            return False
+        if s.scheduler_config.scheduler_delay_factor > 0:
+            return False  # the delay clock ticks on every schedule() call, which this path skips
         token = self._token
         for req in running:
             if req.num_computed_tokens != req.num_tokens - 1 or req.num_computed_tokens < req.prefill_target:
@@ -99,6 +102,8 @@ class FastForward:
             self._sum_computed += req.num_computed_tokens
         self._new_decoders = [r for r in running if phases.current(r.request_id) != "decode"]
         self._padding_dirty = True
+        itl = self._engine.itl
+        self._irregular = [r for r in running if (itl.last_token(r.request_id) or (-1, 0.0))[0] != step - 1]
         return True
 
     def _join(self, req: Request, step: int) -> None:
@@ -118,17 +123,22 @@ class FastForward:
         step = self._scheduler._step
         token = self._token
         anchor = self._anchor
+        itl = self._engine.itl
+        took_steps = self._last_end_step == step - 1
         for req in self._scheduler.running:
             k = step - anchor[req.request_id]
             if k:
                 req.num_computed_tokens += k
                 req.output_token_ids.extend([token] * k)
+            if took_steps:  # every running request sampled in the last step taken here
+                itl.set_last_token(req.request_id, step - 1, self._last_end)
         anchor.clear()
         self._order.clear()
         self._crossings.clear()
         self._finishes.clear()
         self._sum_computed = 0
         self._new_decoders = []
+        self._irregular = []
 
     # -- one step -------------------------------------------------------------------------------
     def _admissions(self, free_blocks: int, budget: int) -> list[Request] | None:
@@ -232,7 +242,7 @@ class FastForward:
         num_adm = len(admitted)
         context = self._sum_computed + n
         num_waiting, num_running, used_blocks = len(s.waiting), len(running), bm.num_used_gpu_blocks
-        padding = len(s._padding)
+        padding = len(s._padding)  # static batching's pad rows: one per finished member
 
         # Phase changes at the step's start: last step's prefills now decode, new ones prefill.
         phases = engine.phases
@@ -252,9 +262,22 @@ class FastForward:
 
         # -- the executor: the cost model prices the step
         cost = self._predict((1.0, float(n + num_adm), float(prefill_tokens), float(n), float(context),
-                              float(prefill_pairs), 0.0))
+                              float(prefill_pairs), 0.0, float(padding)))
         clock.advance(cost)
         end = clock.now()
+        itl = engine.itl
+        consecutive = n
+        if self._irregular:  # their gap spans steps they sat out: kept one by one
+            for req in self._irregular:
+                if itl.sampled(req.request_id, step, end):
+                    continue
+                consecutive -= 1
+            self._irregular = []
+        for req in admitted:  # a recomputed request's gap spans its preemption
+            if itl.sampled(req.request_id, step, end):
+                consecutive += 1
+        itl.step_done(step, end, consecutive)
+        self._last_end, self._last_end_step = end, step
 
         # -- update_from_output(): every request sampled one token; some finish at their length
         token = self._token
@@ -283,6 +306,7 @@ class FastForward:
                 self._new_decoders.append(req)
         freed: list[KVBlockEvent] = []
         for req in finished:
+            itl.forget(req.request_id)
             s._finish(req, RequestStatus.FINISHED_LENGTH, end, freed)
             running.remove(req)
             order.pop(req.request_id, None)
@@ -299,6 +323,7 @@ class FastForward:
         stats.sum_batch_size += n + num_adm
         stats.sum_batched_tokens += n + prefill_tokens
         stats.sum_prefill_tokens += prefill_tokens
+        stats.sum_padding_tokens += padding
         stats.model_time_s += cost
         carry, engine._kv_carry = engine._kv_carry, freed
         if record:
@@ -307,6 +332,7 @@ class FastForward:
                 step=step, start_time=now, end_time=end, num_waiting=num_waiting, num_running=num_running,
                 num_swapped=0, num_prefill_seqs=num_adm, num_prefill_tokens=prefill_tokens, num_decode_seqs=n,
                 num_decode_tokens=n, num_batched_tokens=n + prefill_tokens, num_padding_seqs=padding,
+                num_padding_tokens=padding,
                 num_used_gpu_blocks=used_blocks, num_gpu_blocks=bm.num_gpu_blocks,
                 num_used_cpu_blocks=bm.num_used_cpu_blocks, num_preemptions=0, num_output_tokens=n + num_adm,
                 num_context_tokens=context, num_prefill_pairs=prefill_pairs, num_swap_blocks=0, model_time=cost,

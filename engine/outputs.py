@@ -79,7 +79,8 @@ class SchedulerOutput:
 
     @property
     def is_empty(self) -> bool:
-        return not self.scheduled
+        """Nothing to compute: no request's tokens and no pad rows (an empty schedule is not a step)."""
+        return not self.scheduled and not self.num_padding_tokens
 
 
 @dataclass(slots=True)

@@ -53,6 +53,7 @@ class Request:
         "num_preemptions",
         "num_prompt_tokens",
         "output_token_ids",
+        "pad_tokens_left",
         "prefill_target",
         "priority",
         "prompt_token_ids",
@@ -82,6 +83,7 @@ class Request:
         self.num_prompt_tokens = len(prompt_token_ids)
         self.num_computed_tokens = 0  # tokens whose KV is in the cache
         self.prefill_target = 0  # tokens to compute before decoding (prompt, or all on recompute)
+        self.pad_tokens_left = 0  # static batching: left-padding still to compute before its prompt
         self.max_total_tokens = 0  # prompt + output cap, set by the scheduler on admission
         self.kv_capacity = 0  # token slots in the request's GPU blocks (the scheduler's cache of it)
         self.status = RequestStatus.WAITING

@@ -65,13 +65,16 @@ class Scheduler:
         self._last_prompt_latency = 0.0
 
     # -- requests in and out ------------------------------------------------------------------
-    def add_request(self, req: Request) -> None:
-        """Queue a request, or reject it now (reported in the next SchedulerOutput)."""
+    def add_request(self, req: Request, reject_reason: str | None = None) -> None:
+        """Queue a request, or reject it now (reported in the next SchedulerOutput).
+
+        reject_reason: a reason found by the caller (the engine checks token ids against the
+        model's vocabulary, which the scheduler does not know)."""
         if req.request_id in self.requests:
             raise ValueError(f"request id {req.request_id!r} is already in the scheduler")
         req.seq_no = self._next_seq_no
         self._next_seq_no += 1
-        reason = self._reject_reason(req)
+        reason = reject_reason or self._reject_reason(req)
         if reason is not None:
             req.status = RequestStatus.FINISHED_REJECTED
             req.reject_reason = reason
@@ -143,11 +146,10 @@ class Scheduler:
         swap_out_pairs: list[tuple[int, int]] = []
         swap_in_pairs: list[tuple[int, int]] = []
 
-        if self._static and not self.running:
-            self._padding.clear()  # the previous batch is done: its slots are free again
-        admission_open = not self._static or not self.running
         if self._resort_running:
             self.running.sort(key=self._key)
+        if self._static:
+            return self._schedule_static(kv_events)
 
         # 1. Running requests: a decode token, or the next prefill chunk.
         running = self.running
@@ -193,9 +195,12 @@ class Scheduler:
         if not preempted and not swapped_out:
             # 2. Swapped requests come back before anything new is admitted.
             budget = self._swap_in(budget, scheduled, kv_events, swapped_in, swap_in_pairs)
-            # 3. Waiting requests, in policy order, stopping at the first that does not fit.
-            if admission_open and not self.swapped and self.waiting and self._passed_delay():
-                budget = self._admit(budget, scheduled, kv_events)
+            # 3. Waiting requests, in policy order, stopping at the first that does not fit. The
+            # delay clock ticks on every schedule call without swapped requests, as in vLLM V0.
+            if not self.swapped:
+                self._tick_delay_clock()
+                if self.waiting:
+                    budget = self._admit(budget, scheduled, kv_events)
 
         for s in scheduled[num_from_running:]:  # what swap-in and admission added
             if s.is_prefill:
@@ -220,7 +225,6 @@ class Scheduler:
             blocks_to_swap_out=tuple(swap_out_pairs),
             blocks_to_swap_in=tuple(swap_in_pairs),
             kv_events=tuple(kv_events),
-            padding_req_ids=tuple(self._padding),
             num_waiting=len(self.waiting),
             num_running=len(self.running),
             num_swapped=len(self.swapped),
@@ -236,6 +240,98 @@ class Scheduler:
         if scheduled:
             self._step += 1  # an empty schedule is not a step
         return out
+
+    # -- static batching ----------------------------------------------------------------------
+    def _schedule_static(self, kv_events: list[KVBlockEvent]) -> SchedulerOutput:
+        """Static batching, as HF generate does it: a batch forms only when the previous one has
+        fully finished; it prefills (prompts left-padded to its longest, under the token budget,
+        over as many steps as that takes), then decodes in lockstep, each finished member computing
+        a pad row until the last member finishes. Every member's full length is reserved at
+        formation, so nothing is ever preempted."""
+        if not self.running:
+            self._padding.clear()  # the previous batch is done: its slots are free again
+            self._form_static_batch(kv_events)
+        budget = self.scheduler_config.token_budget
+        scheduled: list[ScheduledRequest] = []
+        num_padding = 0
+        prefilling = [r for r in self.running if r.num_computed_tokens < r.prefill_target]
+        if prefilling:
+            chunked = self._chunked
+            now = self._clock()
+            for req in prefilling:
+                if budget <= 0:
+                    break
+                pad = req.pad_tokens_left
+                remaining = req.prefill_target - req.num_computed_tokens
+                if not chunked and pad + remaining > budget:
+                    continue  # the whole padded prompt goes in one step; another member may fit
+                take_pad = min(pad, budget)
+                num_new = min(remaining, budget - take_pad)
+                req.pad_tokens_left -= take_pad
+                num_padding += take_pad
+                budget -= take_pad + num_new
+                if req.first_scheduled_time is None:
+                    req.first_scheduled_time = now
+                if num_new:
+                    scheduled.append(self._scheduled(req, num_new))
+        else:  # lockstep decode: every live member one token, every finished one a pad row
+            num_padding = len(self._padding)
+            budget -= num_padding + len(self.running)
+            scheduled = [self._scheduled(req, 1) for req in self.running]
+        out = self._output(scheduled, kv_events, self.scheduler_config.token_budget - budget - num_padding)
+        out.padding_req_ids = tuple(self._padding)
+        out.num_padding_tokens = num_padding
+        if scheduled or num_padding:
+            self._step += 1
+        return out
+
+    def _form_static_batch(self, kv_events: list[KVBlockEvent]) -> None:
+        """Up to max_num_seqs waiting requests in policy order, as many as the pool can reserve
+        every member's full length for (prompt + max_tokens, capped by max_model_len)."""
+        bm = self.block_manager
+        members: list[Request] = []
+        while self.waiting and len(members) < self.scheduler_config.max_num_seqs:
+            req = self.waiting.peek()
+            new_blocks = bm.grow(req.request_id, req.max_total_tokens - 1)  # the last token needs no slot
+            if new_blocks is None:
+                break
+            self.waiting.pop()
+            if new_blocks:
+                kv_events.append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
+            req.kv_capacity = bm.num_gpu_blocks_of(req.request_id) * bm.block_size
+            req.status = RequestStatus.RUNNING
+            req.prefill_target = req.num_tokens
+            bisect.insort(self.running, req, key=self._key)
+            members.append(req)
+        longest = max((r.prefill_target for r in members), default=0)
+        for req in members:
+            req.pad_tokens_left = longest - req.prefill_target
+
+    def _output(self, scheduled: list[ScheduledRequest], kv_events: list[KVBlockEvent],
+                num_tokens: int) -> SchedulerOutput:
+        """A SchedulerOutput for the static path, its step shape summed from `scheduled`."""
+        prefill_seqs = prefill_tokens = prefill_pairs = decode_seqs = context_tokens = 0
+        for s in scheduled:
+            if s.is_prefill:
+                n = s.num_tokens
+                prefill_seqs += 1
+                prefill_tokens += n
+                prefill_pairs += n * s.start_pos + n * (n + 1) // 2
+            else:
+                decode_seqs += 1
+                context_tokens += s.start_pos + 1
+        bm = self.block_manager
+        rejected, self._pending_rejected = tuple(self._pending_rejected), []
+        finished, self._pending_finished = tuple(self._pending_finished), []
+        return SchedulerOutput(
+            step=self._step, scheduled=tuple(scheduled), total_num_scheduled_tokens=num_tokens,
+            rejected=rejected, finished_req_ids=finished, kv_events=tuple(kv_events),
+            num_waiting=len(self.waiting), num_running=len(self.running), num_swapped=len(self.swapped),
+            num_used_gpu_blocks=bm.num_used_gpu_blocks, num_gpu_blocks=bm.num_gpu_blocks,
+            num_used_cpu_blocks=bm.num_used_cpu_blocks, num_prefill_seqs=prefill_seqs,
+            num_prefill_tokens=prefill_tokens, num_decode_seqs=decode_seqs, num_context_tokens=context_tokens,
+            num_prefill_pairs=prefill_pairs,
+        )
 
     def _swap_in(
         self,
@@ -273,14 +369,16 @@ class Scheduler:
         bm = self.block_manager
         max_num_seqs = self.scheduler_config.max_num_seqs
         any_prefill = False
+        delayed = self.scheduler_config.scheduler_delay_factor > 0
+        had_running = bool(self.running)  # V0 compares with the queue as it was before this step
         while self.waiting and len(self.running) < max_num_seqs and budget > 0:
+            if delayed and not self._delay_passed(had_running):
+                break
             req = self.waiting.peek()
             target = req.num_tokens  # the prompt, or prompt + output when recomputing
             if not self._chunked and target > budget:
                 break  # strict order: nothing behind it jumps ahead
-            # The whole prompt must fit (vLLM's default); static batching reserves the full length.
-            reserve = req.max_total_tokens - 1 if self._static else target
-            new_blocks = bm.grow(req.request_id, reserve)
+            new_blocks = bm.grow(req.request_id, target)  # the whole prompt must fit (vLLM's default)
             if new_blocks is None:
                 break
             self.waiting.pop()
@@ -335,17 +433,22 @@ class Scheduler:
         return ScheduledRequest(req.request_id, num_new, start, start < req.prefill_target,
                                 end == req.num_prompt_tokens + len(req.output_token_ids), req.sampling_params, *ids)
 
-    def _passed_delay(self) -> bool:
-        """vLLM V0's scheduler_delay_factor: hold new prompts briefly so more can batch together."""
+    def _tick_delay_clock(self) -> None:
+        """vLLM V0's scheduler_delay_factor clock, ticked on every schedule() without swapped
+        requests (waiting ones or not), as V0's _passed_delay is: so the previous-prompt latency is
+        the time from the step that admitted a prompt to the next schedule call, never idle time."""
+        if self.scheduler_config.scheduler_delay_factor <= 0:
+            return
         now = self._clock()
         if self._prev_prompt:
             self._last_prompt_latency = now - self._prev_time
         self._prev_time, self._prev_prompt = now, False
-        factor = self.scheduler_config.scheduler_delay_factor
-        if factor <= 0:
-            return True
-        earliest = self.waiting.earliest_arrival()
-        return (now - earliest) > factor * self._last_prompt_latency or not self.running
+
+    def _delay_passed(self, had_running: bool) -> bool:
+        """Whether the oldest waiting prompt has waited factor x the last prompt latency (or nothing
+        was running), checked before each admission as V0 does."""
+        waited = self._clock() - self.waiting.earliest_arrival()
+        return waited > self.scheduler_config.scheduler_delay_factor * self._last_prompt_latency or not had_running
 
     # -- after the executor ran ---------------------------------------------------------------
     def update_from_output(self, out: SchedulerOutput, result: ModelRunnerOutput) -> SchedulerUpdate:

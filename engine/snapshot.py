@@ -53,6 +53,7 @@ class StepSnapshot:
     num_decode_tokens: int
     num_batched_tokens: int  # prefill + decode tokens of this step's forward pass
     num_padding_seqs: int  # static batching: finished members still holding a slot
+    num_padding_tokens: int  # static batching: pad rows computed (prompt left-padding, finished members' slots)
     num_used_gpu_blocks: int
     num_gpu_blocks: int
     num_used_cpu_blocks: int

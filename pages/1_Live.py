@@ -71,7 +71,8 @@ def live_panel() -> None:
     right.caption("KV pool use. Pinned near 100% with preemptions below: the pool is the bottleneck.")
     left.altair_chart(charts.token_mix(steps, config.get("max_num_batched_tokens"), x), width="stretch")
     left.caption("Prefill vs decode tokens per step against the token budget (dashed): prefill bursts "
-                 "are what stretch the time between tokens.")
+                 "are what stretch the time between tokens. Yellow: static batching's pad rows, computed and "
+                 "thrown away.")
     right.altair_chart(charts.batch_slots(steps, config.get("max_num_seqs"), x), width="stretch")
     right.caption("Sequences per step against max_num_seqs (dashed). Yellow is padding: finished requests "
                   "still holding a static batch's slot.")

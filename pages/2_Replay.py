@@ -70,7 +70,7 @@ def step_view() -> None:
     left, right = st.columns(2)
     left.altair_chart(charts.token_mix(window_steps, config.get("max_num_batched_tokens"), "step", current=step),
                       width="stretch")
-    left.caption("Prefill vs decode tokens per step against the budget.")
+    left.caption("Prefill vs decode tokens per step against the budget; yellow: static batching's pad rows.")
     right.altair_chart(charts.batch_slots(window_steps, config.get("max_num_seqs"), "step", current=step),
                        width="stretch")
     right.caption("Sequences per step; yellow padding is static batching's waste.")

@@ -203,7 +203,8 @@ def step_features(engine: Engine, run_id: int) -> pd.DataFrame:
         SELECT step, end_time - start_time AS duration, model_time,
                num_prefill_seqs + num_decode_seqs AS num_seqs, num_prefill_tokens AS prefill_tokens,
                num_decode_seqs AS decode_seqs, num_context_tokens AS decode_context,
-               num_prefill_pairs AS prefill_pairs, num_swap_blocks AS swap_blocks
+               num_prefill_pairs AS prefill_pairs, num_swap_blocks AS swap_blocks,
+               num_padding_tokens AS padding_tokens
         FROM steps WHERE run_id = :run ORDER BY step
     """, run=run_id)
 

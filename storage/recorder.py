@@ -54,7 +54,7 @@ _CLOSE_FIELDS = ("end_step", "end_time")
 STEP_COLUMNS = (
     "run_id", "step", "start_time", "end_time", "num_waiting", "num_running", "num_swapped", "num_prefill_seqs",
     "num_prefill_tokens", "num_decode_seqs", "num_decode_tokens", "num_batched_tokens", "num_padding_seqs",
-    "num_output_tokens", "num_context_tokens", "num_prefill_pairs", "num_swap_blocks", "model_time",
+    "num_padding_tokens", "num_output_tokens", "num_context_tokens", "num_prefill_pairs", "num_swap_blocks", "model_time",
     "num_used_gpu_blocks", "num_gpu_blocks", "num_used_cpu_blocks", "num_preemptions", "model_flops",
     "compute_utilization",
 )
@@ -164,7 +164,7 @@ class Recorder:
         self._new_steps.append((
             self.run_id, s.step, s.start_time, s.end_time, s.num_waiting, s.num_running, s.num_swapped,
             s.num_prefill_seqs, s.num_prefill_tokens, s.num_decode_seqs, s.num_decode_tokens, s.num_batched_tokens,
-            s.num_padding_seqs, s.num_output_tokens, s.num_context_tokens, s.num_prefill_pairs, s.num_swap_blocks,
+            s.num_padding_seqs, s.num_padding_tokens, s.num_output_tokens, s.num_context_tokens, s.num_prefill_pairs, s.num_swap_blocks,
             s.model_time, s.num_used_gpu_blocks, s.num_gpu_blocks, s.num_used_cpu_blocks, s.num_preemptions,
             s.model_flops, s.compute_utilization,
         ))

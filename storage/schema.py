@@ -12,7 +12,7 @@ from typing import Any, cast
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: steps.num_padding_tokens
 APP_ID = "batchscope"
 
 
@@ -94,7 +94,8 @@ class StepRow(Base):
     num_decode_seqs: Mapped[int] = mapped_column(Integer)
     num_decode_tokens: Mapped[int] = mapped_column(Integer)
     num_batched_tokens: Mapped[int] = mapped_column(Integer)
-    num_padding_seqs: Mapped[int] = mapped_column(Integer)
+    num_padding_seqs: Mapped[int] = mapped_column(Integer)  # static batching: finished members holding a slot
+    num_padding_tokens: Mapped[int] = mapped_column(Integer, default=0)  # static batching: pad rows computed
     num_output_tokens: Mapped[int] = mapped_column(Integer)  # tokens sampled this step
     num_context_tokens: Mapped[int] = mapped_column(Integer)  # tokens attended by decodes
     num_prefill_pairs: Mapped[int] = mapped_column(Integer)  # query-key pairs attended by prefill chunks

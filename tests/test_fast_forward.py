@@ -78,6 +78,7 @@ def _assert_same(cfg: dict, seed: int, rate: float, abort_at: int | None = None,
         other = fast.requests[rid]
         assert (req.status, req.output_token_ids, req.first_token_time, req.finish_time, req.num_preemptions) == (
             other.status, other.output_token_ids, other.first_token_time, other.finish_time, other.num_preemptions)
+    assert sorted(slow.itl.pooled()) == sorted(fast.itl.pooled())  # every inter-token gap, exactly
     assert slow.stats == fast.stats
 
 

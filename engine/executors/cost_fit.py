@@ -25,7 +25,7 @@ from engine.executors.cost_model import FEATURES, LinearCostModel
 MIN_STEPS = 8
 OUTLIER_MADS = 6.0
 MIN_ROW_STEPS = 20  # steps needed at one row count to trust its factor
-FIT_VERSION = 2  # 2: row factors; stored fits of an older version are refitted
+FIT_VERSION = 3  # 2: row factors; 3: static padding charged. Stored fits of an older version are refitted
 
 
 class CostModelFitError(UserError, ValueError):
@@ -70,7 +70,7 @@ def fit_cost_model(features: np.ndarray, durations: np.ndarray, name: str = "fit
         coef = _nonnegative_lstsq(x[inliers] / scale, y[inliers])
     coef = coef / scale
     linear = np.maximum(x @ coef, 0.0)
-    rows = (x[:, 2] + x[:, 3]).astype(int)  # prefill tokens + decodes: the matmuls' row count
+    rows = (x[:, 2] + x[:, 3] + x[:, 7]).astype(int)  # prefill tokens + decodes + pad rows: the matmuls' rows
     row_factors = _row_factors(rows, y, linear)
     factor = np.array([row_factors.get(int(r), 1.0) for r in rows])
     raw_total = float((linear * factor).sum())

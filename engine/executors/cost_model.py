@@ -21,6 +21,7 @@ FEATURES: tuple[str, ...] = (
     "decode_context",  # tokens attended by decodes: sum of their context lengths
     "prefill_pairs",  # query-key pairs attended by prefill chunks
     "swap_blocks",  # KV blocks copied between GPU and CPU pools
+    "padding_tokens",  # static batching's pad rows: computed through every layer, then thrown away
 )
 
 
@@ -28,7 +29,7 @@ def step_features(out: SchedulerOutput) -> tuple[float, ...]:
     """The FEATURES of one scheduled step, in order (the scheduler summed them already)."""
     return (1.0, float(len(out.scheduled)), float(out.num_prefill_tokens), float(out.num_decode_seqs),
             float(out.num_context_tokens), float(out.num_prefill_pairs),
-            float(len(out.blocks_to_swap_in) + len(out.blocks_to_swap_out)))
+            float(len(out.blocks_to_swap_in) + len(out.blocks_to_swap_out)), float(out.num_padding_tokens))
 
 
 class CostModel(Protocol):
@@ -80,13 +81,13 @@ class LinearCostModel:
         """The linear part alone (what the row factors multiply)."""
         w = self._weights  # type: ignore[attr-defined]
         t = (w[0] + w[1] * features[1] + w[2] * features[2] + w[3] * features[3] + w[4] * features[4]
-             + w[5] * features[5] + w[6] * features[6])
+             + w[5] * features[5] + w[6] * features[6] + w[7] * features[7])
         return t if t > 0.0 else 0.0
 
     def predict(self, features: tuple[float, ...]) -> float:
         t = self.linear(features)
-        if self.row_factors:  # rows = prefill tokens + decodes, the matmuls' M dimension
-            t *= self.row_factors.get(int(features[2] + features[3]), 1.0)
+        if self.row_factors:  # rows = prefill tokens + decodes + pad rows, the matmuls' M dimension
+            t *= self.row_factors.get(int(features[2] + features[3] + features[7]), 1.0)
         return t
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +109,7 @@ DEFAULT_COST_MODEL = LinearCostModel(
         "decode_context": 3.0e-7,
         "prefill_pairs": 2.0e-9,
         "swap_blocks": 2.0e-5,
+        "padding_tokens": 4.5e-5,  # a pad row runs the same matmuls as a prompt token
     },
 )
 
