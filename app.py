@@ -68,11 +68,12 @@ table = runs.assign(
     requests=[f"{f}/{n}" for f, n in zip(runs["num_finished"], runs["num_requests"], strict=True)],
     ttft_ms=runs["mean_ttft"] * 1e3,
     e2e_ms=runs["mean_e2e"] * 1e3,
+    itl_ms=runs["itl_p50"].astype(float) * 1e3,
     based_on=runs["base_run_id"].astype("Int64"),
     model=runs["model"].fillna("–"),
 )
 columns = ["id", "status", "name", "mode", "batching", "model", "requests", "output_tokens_per_s", "ttft_ms",
-           "e2e_ms", "num_preemptions", "num_steps", "based_on", "created_at"]
+           "itl_ms", "e2e_ms", "num_preemptions", "num_steps", "based_on", "created_at"]
 selection = st.dataframe(
     table[columns], hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",
     column_config={
@@ -80,6 +81,9 @@ selection = st.dataframe(
         "name": st.column_config.TextColumn("name", width="medium"),
         "output_tokens_per_s": st.column_config.NumberColumn("output tok/s", format="%.1f"),
         "ttft_ms": st.column_config.NumberColumn("mean TTFT (ms)", format="%.1f"),
+        "itl_ms": st.column_config.NumberColumn("ITL p50 (ms)", format="%.1f",
+                                                help="Median gap between a request's consecutive output tokens, "
+                                                     "pooled over requests; shown once the run has finished"),
         "e2e_ms": st.column_config.NumberColumn("mean E2E (ms)", format="%.1f"),
         "num_preemptions": st.column_config.NumberColumn("preemptions", format="%d"),
         "num_steps": st.column_config.NumberColumn("steps", format="%d"),

@@ -137,6 +137,12 @@ def latency_percentiles(target: str, run_id: int, version: int, since_time: floa
 
 @_stop_on_db_error
 @st.cache_data(max_entries=32, show_spinner=False)
+def step_gap_itl_p50(target: str, run_id: int, first: int, last: int, version: int) -> float | None:
+    return queries.step_gap_itl_p50(reader(target), run_id, first, last)
+
+
+@_stop_on_db_error
+@st.cache_data(max_entries=32, show_spinner=False)
 def latency_by_length(target: str, run_id: int, version: int) -> pd.DataFrame:
     return queries.latency_by_length(reader(target), run_id)
 

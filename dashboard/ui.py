@@ -108,3 +108,16 @@ def config_summary(config: dict[str, Any]) -> str:
     keys = ("max_num_seqs", "max_num_batched_tokens", "num_gpu_blocks", "block_size", "enable_chunked_prefill",
             "policy", "preemption_mode", "swap_space", "batching")
     return " · ".join(f"{k}={config.get(k)}" for k in keys if k in config)
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """A finished run's headline figures from its stored summary."""
+
+    def p50(key: str) -> str:
+        return ms((summary.get(key) or {}).get("p50"))
+
+    parts = [f"{rate(summary.get('output_tokens_per_s'))}", f"TTFT p50 {p50('ttft_s')}", f"ITL p50 {p50('itl_s')}",
+             f"TPOT p50 {p50('tpot_s')}", f"E2E p50 {p50('e2e_s')}", f"{summary.get('num_preemptions', 0)} preemptions"]
+    if summary.get("num_padding_tokens"):
+        parts.append(f"{summary['padding_share']:.0%} of computed tokens were padding")
+    return " · ".join(parts)

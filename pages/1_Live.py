@@ -48,14 +48,17 @@ def live_panel() -> None:
     window_s = max(float(steps["end_time"].iloc[-1] - steps["start_time"].iloc[0]), 1e-9)
     recent = data.latency_percentiles(target, run_id, n, since_time=max(0.0, float(run["last_time"]) - 10.0))
     lat = recent.set_index("metric")
-    m = st.columns(6)
+    m = st.columns(7)
     m[0].metric("output tok/s (window)", ui.rate(float(steps["num_output_tokens"].sum()) / window_s, ""))
     m[1].metric("TTFT p50 (last 10 s)", ui.ms(lat.loc["ttft", "p50"]))
     m[2].metric("TPOT p50 (last 10 s)", ui.ms(lat.loc["tpot", "p50"]))
-    m[3].metric("waiting / running", f"{int(now['num_waiting'])} / {int(now['num_running'])}")
+    m[3].metric("ITL p50 (window)", ui.ms(data.step_gap_itl_p50(target, run_id, first, n - 1, n)),
+                help="Median gap between consecutive output tokens over the shown steps, from the steps' "
+                     "end times weighted by their decodes")
+    m[4].metric("waiting / running", f"{int(now['num_waiting'])} / {int(now['num_running'])}")
     used, total = int(now["num_used_gpu_blocks"]), int(now["num_gpu_blocks"])
-    m[4].metric("KV blocks used", f"{used / max(total, 1):.0%}", help=f"{used:,} of {total:,} GPU blocks")
-    m[5].metric("preemptions (window)", int(steps["num_preemptions"].sum()))
+    m[5].metric("KV blocks used", f"{used / max(total, 1):.0%}", help=f"{used:,} of {total:,} GPU blocks")
+    m[6].metric("preemptions (window)", int(steps["num_preemptions"].sum()))
 
     st.subheader("Batch timeline")
     st.altair_chart(charts.gantt(phases, x_axis), width="stretch")

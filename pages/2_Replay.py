@@ -21,6 +21,8 @@ config = run["config"]
 st.markdown(f"{ui.status_badge(run['status'])} · {n:,} steps · "
             f"{run['last_time']:.2f} s · {run['mode']} · {run['workload']}")
 st.caption(ui.config_summary(config))
+if run.get("summary"):
+    st.markdown(ui.summary_line(run["summary"]))
 
 step_key = f"replay_step_{run_id}"
 st.session_state.setdefault(step_key, n // 2)

@@ -49,7 +49,7 @@ def effective_status(status: str, heartbeat_at: Any, now: datetime | None = None
 _RUNS_SQL = """
 SELECT r.id, r.name, r.created_at, r.status, r.error, r.mode, r.batching, r.model, r.workload,
        r.heartbeat_at, r.finished_at, r.base_run_id, r.sweep_id, r.sweep_param, r.sweep_value,
-       r.num_steps, r.last_time,
+       r.num_steps, r.last_time, r.summary,
        COALESCE(q.num_requests, 0) AS num_requests,
        COALESCE(q.num_finished, 0) AS num_finished,
        COALESCE(q.num_rejected, 0) AS num_rejected,
@@ -88,7 +88,16 @@ def list_runs(engine: Engine, sweep_id: str | None = None) -> pd.DataFrame:
                                                                     strict=True)]
     duration = frame["last_finish"].where(frame["last_finish"] > 0)
     frame["output_tokens_per_s"] = frame["output_tokens"] / duration
+    # From the summary a finished run stored: the pooled inter-token gaps are not in the tables.
+    summaries = [_json(v) or {} for v in frame.pop("summary")]
+    frame["itl_p50"] = [(s.get("itl_s") or {}).get("p50") for s in summaries]
+    frame["padding_share"] = [s.get("padding_share") for s in summaries]
     return frame
+
+
+def _json(value: Any) -> Any:
+    """A JSON column's value (drivers hand back text or already-decoded objects)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def get_run(engine: Engine, run_id: int) -> dict[str, Any] | None:
@@ -183,6 +192,23 @@ def step_of_time(engine: Engine, run_id: int, t: float) -> int:
                    run=run_id, t=t)
     value = frame["s"].iloc[0]
     return 0 if value is None or pd.isna(value) else int(value)
+
+
+def step_gap_itl_p50(engine: Engine, run_id: int, first_step: int, last_step_incl: int) -> float | None:
+    """The median inter-token gap over a window of steps, from the steps alone: a request decoding
+    in step k sampled in step k-1 too (in steady decoding), so each decode contributes the gap
+    between the two steps' ends. Gaps that span a preemption are not in it (the finished run's
+    summary has the exact pooled ITL)."""
+    frame = _frame(engine, """
+        SELECT end_time - LAG(end_time) OVER (ORDER BY step) AS gap, num_decode_seqs AS n
+        FROM steps WHERE run_id = :run AND step BETWEEN :a AND :b ORDER BY step
+    """, run=run_id, a=first_step, b=last_step_incl).dropna()
+    frame = frame[frame["n"] > 0]
+    if frame.empty:
+        return None
+    frame = frame.sort_values("gap")
+    cumulative = frame["n"].cumsum()
+    return float(frame["gap"].iloc[int((cumulative >= cumulative.iloc[-1] / 2).to_numpy().argmax())])
 
 
 def throughput_over_time(engine: Engine, run_id: int, bucket_s: float) -> pd.DataFrame:
