@@ -9,6 +9,7 @@ clock until every prompt has finished. Nothing is recorded unless record=True.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from engine.sampling_params import SamplingParams
 from engine.snapshot import RunInfo
 
 DEFAULT_MAX_MODEL_LEN = 2048
+_log = logging.getLogger(__name__)
 
 Prompts = str | Sequence[str] | Sequence[Sequence[int]]
 
@@ -86,7 +88,11 @@ class LLM:
             caps = (self.loaded.max_position_embeddings, self.loaded.sliding_window)
             engine_args["max_model_len"] = min([DEFAULT_MAX_MODEL_LEN, *(c for c in caps if c)])
         config = EngineConfig.from_dict(engine_args)
+        # Before the executor exists: on CUDA the sizing profiles a forward without any KV cache.
         self.kv_pool: KVPoolChoice = choose_kv_pool(self.loaded, config.scheduler, config.cache, cpu_memory_gib)
+        _log.info(self.kv_pool.describe())  # the line `run` prints
+        if self.kv_pool.warning():
+            _log.warning(self.kv_pool.warning())
         self.config = config.replace(num_gpu_blocks=self.kv_pool.num_gpu_blocks)
         self.executor = TorchExecutor(self.loaded, self.config, seed=seed)
         self.record = record

@@ -41,9 +41,8 @@ def run_real_session(args: argparse.Namespace, config: EngineConfig | None, work
         pool = choose_kv_pool(loaded, config.scheduler, config.cache,
                               getattr(args, "cpu_memory_gib", None) or DEFAULT_CPU_MEMORY_GIB)
         print(pool.describe(), file=sys.stderr)
-        if pool.num_tokens < config.scheduler.max_model_len:
-            print(f"warning: the KV pool holds {pool.num_tokens:,} tokens, less than max_model_len="
-                  f"{config.scheduler.max_model_len}; longer prompts will be rejected", file=sys.stderr)
+        if pool.warning():
+            print(f"warning: {pool.warning()}", file=sys.stderr)
         config = config.replace(num_gpu_blocks=pool.num_gpu_blocks)
     executor = TorchExecutor(loaded, config, seed=getattr(args, "seed", 0) or 0)
     facts = executor.describe()
