@@ -7,11 +7,11 @@ from typing import Any, Literal
 
 from engine.errors import UserError
 
-Policy = Literal["fcfs", "priority", "sjf"]
+Policy = Literal["fcfs", "priority", "sjf", "sjf-oracle"]
 PreemptionMode = Literal["recompute", "swap"]
 Batching = Literal["continuous", "static"]
 
-POLICIES: tuple[str, ...] = ("fcfs", "priority", "sjf")
+POLICIES: tuple[str, ...] = ("fcfs", "priority", "sjf", "sjf-oracle")  # sjf-oracle knows true output lengths
 PREEMPTION_MODES: tuple[str, ...] = ("recompute", "swap")
 BATCHING_MODES: tuple[str, ...] = ("continuous", "static")
 

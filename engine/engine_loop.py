@@ -80,7 +80,7 @@ class Engine:
         params = SamplingParams(max_tokens=spec.max_tokens, temperature=spec.temperature,
                                 ignore_eos=spec.ignore_eos, seed=zlib.crc32(spec.request_id.encode()))
         return Request(spec.request_id, ids, params, arrival_time=spec.arrival_time, priority=spec.priority,
-                       eos_token_id=self.executor.eos_token_id)
+                       eos_token_id=self.executor.eos_token_id, true_output_len=spec.true_output_len)
 
     def add_request(self, req: Request) -> None:
         """Hand an arrived request to the scheduler (it may reject it at once)."""

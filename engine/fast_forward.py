@@ -45,6 +45,7 @@ class FastForward:
         self._predict = engine.executor.cost_model.predict  # type: ignore[attr-defined]
         cfg = engine.scheduler.scheduler_config
         self._sjf = cfg.policy == "sjf"
+        self._sjf_oracle = cfg.policy == "sjf-oracle"
         # Lazy state, valid between _enter() and _leave(): a running request's computed tokens and
         # outputs are as of its anchor step, plus one per step since.
         self._anchor: dict[str, int] = {}
@@ -78,6 +79,8 @@ class FastForward:
         per step for every decoding request, so remaining + step orders them for good."""
         if self._sjf:
             return (req.remaining_output_tokens + step, req.arrival_time, req.seq_no)
+        if self._sjf_oracle:
+            return (req.num_tokens_to_stop + step, req.arrival_time, req.seq_no)
         return self._scheduler._key(req)
 
     def _enter(self) -> bool:
@@ -94,7 +97,7 @@ class FastForward:
             if req.stops_on(token):
                 return False
         step = s._step
-        if self._sjf:  # what schedule() does at a step's start
+        if self._sjf or self._sjf_oracle:  # what schedule() does at a step's start
             running.sort(key=s._key)
         phases = self._engine.phases
         for req in running:
@@ -112,7 +115,7 @@ class FastForward:
         order = self._order_key(req, step)
         self._anchor[rid] = step
         self._order[rid] = order
-        last = step + req.num_tokens_left - 1  # the step that samples its last allowed token
+        last = step + req.num_tokens_to_stop - 1  # the step that samples its last token
         heapq.heappush(self._finishes, (last, order, req))
         crossing = step + req.kv_capacity - req.num_computed_tokens  # first step whose token has no slot
         if crossing <= last:
@@ -298,7 +301,7 @@ class FastForward:
             if req.first_token_time is None:
                 req.first_token_time = end
                 first_tokens.append(FirstToken(req.request_id, req.first_scheduled_time, end))
-            if req.num_tokens_left <= 0:
+            if req.num_tokens_to_stop <= 0:
                 finished.append(req)
             else:
                 self._join(req, step + 1)
@@ -307,7 +310,9 @@ class FastForward:
         freed: list[KVBlockEvent] = []
         for req in finished:
             itl.forget(req.request_id)
-            s._finish(req, RequestStatus.FINISHED_LENGTH, end, freed)
+            status = req.finish_status(token)
+            assert status is not None, "the fast path finishes a request only where it stops"
+            s._finish(req, status, end, freed)
             running.remove(req)
             order.pop(req.request_id, None)
             engine._finishes.append(finish_record(req))

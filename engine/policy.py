@@ -2,7 +2,9 @@
 
 A policy is one key: queues serve the smallest key first, and under block pressure the running
 request with the largest key is preempted. fcfs: arrival order. priority: lower value first,
-arrival breaking ties. sjf: fewest remaining output tokens first.
+arrival breaking ties. sjf: fewest remaining output tokens first, as far as the declared max_tokens
+tells (all a real scheduler knows). sjf-oracle: fewest tokens until the request really stops, an
+upper bound no real scheduler reaches, named so wherever it is used.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ def _sjf_key(req: Request) -> tuple[float, ...]:
     return (req.remaining_output_tokens, req.arrival_time, req.seq_no)
 
 
-POLICY_KEYS: dict[str, PolicyKey] = {"fcfs": _fcfs_key, "priority": _priority_key, "sjf": _sjf_key}
+def _sjf_oracle_key(req: Request) -> tuple[float, ...]:
+    return (req.num_tokens_to_stop, req.arrival_time, req.seq_no)
+
+
+POLICY_KEYS: dict[str, PolicyKey] = {"fcfs": _fcfs_key, "priority": _priority_key, "sjf": _sjf_key,
+                                     "sjf-oracle": _sjf_oracle_key}
 
 
 def policy_key(policy: str) -> PolicyKey:

@@ -62,6 +62,7 @@ class Request:
         "sampling_params",
         "seq_no",
         "status",
+        "true_output_len",
     )
 
     def __init__(
@@ -72,13 +73,19 @@ class Request:
         arrival_time: float = 0.0,
         priority: int = 0,
         eos_token_id: int | None = None,
+        true_output_len: int | None = None,
     ) -> None:
+        """true_output_len: where this request really stops, when the workload knows it (a replay of
+        a recorded run, a trace): it stops there as at the EOS the model produced. Only the
+        sjf-oracle policy reads it; every other policy sees the declared max_tokens, as a real
+        scheduler does."""
         self.request_id = request_id
         self.prompt_token_ids = prompt_token_ids
         self.sampling_params = sampling_params
         self.arrival_time = arrival_time
         self.priority = priority  # lower value runs first under the priority policy
         self.eos_token_id = eos_token_id
+        self.true_output_len = true_output_len
         self.output_token_ids: list[int] = []
         self.num_prompt_tokens = len(prompt_token_ids)
         self.num_computed_tokens = 0  # tokens whose KV is in the cache
@@ -105,8 +112,18 @@ class Request:
 
     @property
     def remaining_output_tokens(self) -> int:
-        """Output tokens still allowed (what sjf orders by)."""
+        """Output tokens the declared max_tokens still allows (what sjf orders by: all a real
+        scheduler knows)."""
         return self.sampling_params.max_tokens - len(self.output_token_ids)
+
+    @property
+    def num_tokens_to_stop(self) -> int:
+        """Tokens it will still sample before it stops by length or at its true output length (what
+        sjf-oracle orders by, and how far the simulator's fast path can look ahead)."""
+        left = self.num_tokens_left
+        if self.true_output_len is not None:
+            left = min(left, self.true_output_len - len(self.output_token_ids))
+        return left
 
     @property
     def num_tokens_left(self) -> int:
@@ -119,6 +136,18 @@ class Request:
         """Whether sampling `token` ends it: EOS (unless ignored) or one of its stop tokens."""
         params = self.sampling_params
         return (token == self.eos_token_id and not params.ignore_eos) or token in params.stop_token_ids
+
+    def finish_status(self, token: int) -> RequestStatus | None:
+        """How the token just appended ends the request, if it does. vLLM's order: length caps
+        (max_tokens, max_model_len, the pool) first, then EOS and stop tokens; reaching the true
+        output length counts as the EOS the model produced there."""
+        if self.num_tokens_left <= 0:
+            return RequestStatus.FINISHED_LENGTH
+        if self.true_output_len is not None and len(self.output_token_ids) >= self.true_output_len:
+            return RequestStatus.FINISHED_STOPPED
+        if self.stops_on(token):
+            return RequestStatus.FINISHED_STOPPED
+        return None
 
     @property
     def is_finished(self) -> bool:

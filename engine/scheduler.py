@@ -44,7 +44,7 @@ class Scheduler:
         self.block_manager = BlockManager(cache_config.pool_blocks, cache_config.swap_space, cache_config.block_size)
         self._clock = clock
         self._key = policy_key(scheduler_config.policy)
-        self._resort_running = scheduler_config.policy == "sjf"  # sjf keys change as tokens are produced
+        self._resort_running = scheduler_config.policy in ("sjf", "sjf-oracle")  # keys change as tokens come
         self._static = scheduler_config.batching == "static"
         self._swap = scheduler_config.preemption_mode == "swap"
         self._chunked = scheduler_config.enable_chunked_prefill
@@ -478,12 +478,8 @@ class Scheduler:
             if req.first_token_time is None:
                 req.first_token_time = now
                 first_tokens.append(s.request_id)
-            # vLLM's order: length caps first, then EOS (unless ignored), then stop tokens.
-            if req.num_tokens_left <= 0:
-                status = RequestStatus.FINISHED_LENGTH
-            elif req.stops_on(token):
-                status = RequestStatus.FINISHED_STOPPED
-            else:
+            status = req.finish_status(token)
+            if status is None:
                 continue
             self._finish(req, status, now, kv_events)
             finished.append(FinishedRequest(s.request_id, status.finish_reason))  # type: ignore[arg-type]

@@ -14,16 +14,18 @@ from engine.executors.cost_model import DEFAULT_COST_MODEL, UnitCostModel
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import StepSnapshot
 from engine.workload.generators import synthetic_workload
+from engine.workload.spec import declare_max_tokens
 
 configs = st.fixed_dictionaries({
     "max_num_seqs": st.integers(1, 12),
     "block_size": st.sampled_from([1, 4, 16]),
     "num_gpu_blocks": st.integers(12, 120),
     "enable_chunked_prefill": st.booleans(),
-    "policy": st.sampled_from(["fcfs", "priority", "sjf"]),
+    "policy": st.sampled_from(["fcfs", "priority", "sjf", "sjf-oracle"]),
     "preemption_mode": st.sampled_from(["recompute", "swap"]),
     "batching": st.sampled_from(["continuous", "static"]),
     "unit_cost": st.booleans(),
+    "max_tokens_cap": st.none() | st.integers(15, 120),  # declared max_tokens above where requests stop
 })
 
 
@@ -40,6 +42,8 @@ def _run(cfg: dict, seed: int, rate: float, fast: bool, abort_at: int | None = N
     )
     cost = UnitCostModel() if cfg["unit_cost"] else DEFAULT_COST_MODEL
     workload = synthetic_workload("mixed", 30, prompt_lens=(4, 60), request_rate=rate, priority_levels=3, seed=seed)
+    if cfg.get("max_tokens_cap") is not None:
+        workload = declare_max_tokens(workload, cfg["max_tokens_cap"])
     engine = Engine(config, SimulatedExecutor(cost), VirtualClock(), fast_forward=fast)
     snapshots: list[StepSnapshot] = []
     stop = threading.Event()

@@ -108,6 +108,9 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--time-scale", type=non_negative_float, default=1.0,
                    help="trace CSVs: multiply arrival times (0.1: ten times faster) (1.0)")
     g.add_argument("--max-requests", type=positive_int, default=None, help="trace CSVs: first N requests only")
+    g.add_argument("--max-tokens-cap", type=positive_int, default=None,
+                   help="generated and trace workloads: every request declares max_tokens N and stops at its own "
+                        "length, so sjf does not know lengths (default: declared max_tokens = length)")
 
 
 def add_db_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -147,6 +150,7 @@ def workload_options_from_args(args: argparse.Namespace) -> WorkloadOptions:
         length_scale=args.length_scale,
         time_scale=args.time_scale,
         max_requests=args.max_requests,
+        max_tokens_cap=getattr(args, "max_tokens_cap", None),
     )
 
 

@@ -50,15 +50,16 @@ def engine_config_from_record(values: dict[str, Any]) -> EngineConfig:
 
 
 def recorded_workload(requests: pd.DataFrame, run_id: int) -> Workload:
-    """Replayable specs: finished requests forced to their real output length; aborted ones left out."""
+    """Replayable specs: each request declares its recorded max_tokens and stops where it really
+    stopped (a hidden stop no policy but sjf-oracle reads); aborted ones left out."""
     kept = requests[requests["finish_reason"] != "aborted"]
     specs = []
     for row in kept.itertuples(index=False):
         finished = row.finish_reason in ("stopped", "length") and row.output_len and row.output_len > 0
         specs.append(RequestSpec(
-            request_id=str(row.request_id), arrival_time=float(row.arrival_time),
-            max_tokens=int(row.output_len) if finished else int(row.max_tokens),
+            request_id=str(row.request_id), arrival_time=float(row.arrival_time), max_tokens=int(row.max_tokens),
             prompt_len=int(row.prompt_len), priority=int(row.priority), ignore_eos=True,
+            true_output_len=int(row.output_len) if finished else None,
         ))
     left_out = len(requests) - len(kept)
     desc = f"replay of run {run_id}: {len(specs)} recorded requests"

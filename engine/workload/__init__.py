@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.workload.files import load_azure_csv, load_jsonl
 from engine.workload.generators import synthetic_workload
-from engine.workload.spec import RequestSpec, Workload, WorkloadError
+from engine.workload.spec import RequestSpec, Workload, WorkloadError, declare_max_tokens
 from engine.workload.synthetic import SyntheticPrompt
 
 BUNDLED_AZURE_TRACE = Path(__file__).resolve().parents[2] / "data" / "traces" / "azure_conv_2023.csv"
@@ -28,10 +28,22 @@ class WorkloadOptions:
     length_scale: float = 1.0
     time_scale: float = 1.0
     max_requests: int | None = None
+    max_tokens_cap: int | None = None  # generated and trace workloads: declare this max_tokens
 
 
 def resolve_workload(source: str | None, options: WorkloadOptions) -> Workload:
-    """A workload from a name (uniform, mixed, azure) or a .jsonl / .csv path; None: mixed."""
+    """A workload from a name (uniform, mixed, azure) or a .jsonl / .csv path; None: mixed.
+    With max_tokens_cap, generated and trace requests declare it and stop at their own length."""
+    workload = _resolve(source, options)
+    if options.max_tokens_cap is None:
+        return workload
+    if source is not None and source.lower().endswith(".jsonl"):
+        raise WorkloadError("--max-tokens-cap is for generated and trace workloads; a JSONL file declares "
+                            "max_tokens per request (and may give true_output_len)")
+    return declare_max_tokens(workload, options.max_tokens_cap)
+
+
+def _resolve(source: str | None, options: WorkloadOptions) -> Workload:
     source = source or "mixed"
     if source in ("uniform", "mixed"):
         return synthetic_workload(source, options.num_requests, options.prompt_lens, options.output_lens,
@@ -58,5 +70,6 @@ __all__ = [
     "Workload",
     "WorkloadError",
     "WorkloadOptions",
+    "declare_max_tokens",
     "resolve_workload",
 ]

@@ -22,7 +22,8 @@ def _whole(value: Any, name: str, where: str, minimum: int) -> int:
 
 def load_jsonl(path: Path) -> Workload:
     """Each line: {"arrival_time", "max_tokens", one of "prompt_len" | "prompt" | "prompt_token_ids",
-    optional "priority", "request_id", "ignore_eos", "temperature"}."""
+    optional "priority", "request_id", "ignore_eos", "temperature", "true_output_len" (where it really
+    stops, below the declared max_tokens; no policy but sjf-oracle reads it)}."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -79,9 +80,13 @@ def _spec_from_row(row: dict[str, Any], where: str, default_id: str) -> RequestS
     if not isinstance(temperature, (int, float)) or temperature < 0:
         raise WorkloadError(f"{where}: temperature must be a number >= 0, got {temperature!r}")
     request_id = str(row.get("request_id", default_id))
+    true_len = row.get("true_output_len")
+    if true_len is not None:
+        true_len = _whole(true_len, "true_output_len", where, 1)
     return RequestSpec(request_id=request_id, arrival_time=float(arrival), max_tokens=max_tokens,
                        prompt_len=prompt_len, prompt=prompt, prompt_token_ids=ids, priority=priority,
-                       ignore_eos=bool(row.get("ignore_eos", prompt is None)), temperature=float(temperature))
+                       ignore_eos=bool(row.get("ignore_eos", prompt is None)), temperature=float(temperature),
+                       true_output_len=true_len)
 
 
 def load_azure_csv(
