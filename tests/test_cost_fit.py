@@ -84,3 +84,56 @@ def test_row_counts_off_the_line_get_their_own_factor() -> None:
 def test_a_row_factor_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         LinearCostModel(coefficients=TRUE, row_factors={8: 0.0})
+
+
+def _best_nonnegative_fit(x: np.ndarray, y: np.ndarray) -> float:
+    """The least residual over every subset of features solved without the others (the NNLS
+    optimum is one of them), by brute force."""
+    from itertools import combinations
+
+    best = float(np.sum(y**2))
+    n = x.shape[1]
+    for k in range(1, n + 1):
+        for cols in combinations(range(n), k):
+            sol, *_ = np.linalg.lstsq(x[:, cols], y, rcond=None)
+            if (sol >= -1e-12).all():
+                best = min(best, float(np.sum((x[:, cols] @ sol - y) ** 2)))
+    return best
+
+
+def test_the_fit_is_true_nonnegative_least_squares() -> None:
+    """A greedy "drop the most negative coefficient and refit" can drop a term NNLS keeps and
+    settle on a worse fit; the solver must reach the constrained optimum on every problem."""
+    from engine.executors.cost_fit import _nonnegative_lstsq
+
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        x = rng.normal(size=(30, 5))
+        y = x @ rng.normal(size=5) + rng.normal(scale=0.5, size=30)
+        coef = _nonnegative_lstsq(x, y)
+        assert (coef >= 0).all()
+        assert float(np.sum((x @ coef - y) ** 2)) == pytest.approx(_best_nonnegative_fit(x, y), rel=1e-6)
+
+
+def test_held_out_quality_is_worse_than_in_sample_when_the_model_misses_a_term() -> None:
+    """Steps whose time depends on something the features miss: the held-out error is measured on
+    steps the fit never saw, so it cannot be shrunk by the fit, unlike the in-sample figure."""
+    from engine.executors.cost_fit import holdout_quality
+
+    rng = np.random.default_rng(4)
+    x = _shapes(400, rng)
+    hidden = np.sin(np.arange(400) / 15.0) * 0.01  # drifts along the run: contiguous blocks differ
+    y = x @ np.array([TRUE[f] for f in FEATURES]) + 0.012 + hidden
+    in_sample = fit_cost_model(x, y).fit
+    held = holdout_quality(x, y)
+    assert held["folds"] == 5 and held["num_steps"] == 400
+    assert held["median_abs_pct_error"] > in_sample["median_abs_pct_error"]
+    exact = holdout_quality(x, x @ np.array([TRUE[f] for f in FEATURES]))
+    assert exact["median_abs_pct_error"] < 1.0  # a model that can be right is right out of sample too
+
+
+def test_holdout_needs_enough_steps() -> None:
+    from engine.executors.cost_fit import holdout_quality
+
+    x = _shapes(20, np.random.default_rng(5))
+    assert holdout_quality(x, np.ones(20) * 0.01)["folds"] == 0

@@ -1,16 +1,19 @@
-"""Fit a LinearCostModel to measured step times: least squares, coefficients kept >= 0.
+"""Fit a LinearCostModel to measured step times: non-negative least squares (scipy's NNLS).
 
 Negative coefficients would let the simulator predict negative or shrinking step times outside
-the shapes it saw, so features whose coefficient comes out negative are dropped and the rest
-refitted (a small active-set NNLS). Steps far off the fit (a GC pause, another process on the
-machine) are trimmed once, robustly, so they cannot bend the shape of the model; then the model is
-scaled so its total over every step equals the measured total, because queueing (TTFT, E2E)
-follows the sum of step times, slow steps included.
+the shapes it saw, so the fit is constrained to coefficients >= 0 (Lawson-Hanson NNLS on
+column-scaled features). Steps far off the fit (a GC pause, another process on the machine) are
+trimmed once, robustly, so they cannot bend the shape of the model; then the model is scaled so
+its total over every step equals the measured total, because queueing (TTFT, E2E) follows the
+sum of step times, slow steps included.
 
-On top of the linear part, every row count (prefill tokens + decodes in a step) seen in at least
-MIN_ROW_STEPS steps gets a factor: the median ratio of its measured to its linear time. Matmul
-kernels are not linear in the row count, and the steps of a saturated batch all share one row
-count, so this is where a linear model's error would pile up in a queue.
+On top of the linear part, every row count (prefill tokens + decodes + pad rows in a step) seen in
+at least MIN_ROW_STEPS steps gets a factor: the median ratio of its measured to its linear time.
+Matmul kernels are not linear in the row count, and the steps of a saturated batch all share one
+row count, so this is where a linear model's error would pile up in a queue.
+
+How well a fit predicts steps it did not see is measured apart (holdout_quality): the whole fit is
+redone on all but one contiguous block of the run and scored on that block, for every block.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.optimize import nnls
 
 from engine.errors import UserError
 from engine.executors.cost_model import FEATURES, LinearCostModel
@@ -25,7 +29,8 @@ from engine.executors.cost_model import FEATURES, LinearCostModel
 MIN_STEPS = 8
 OUTLIER_MADS = 6.0
 MIN_ROW_STEPS = 20  # steps needed at one row count to trust its factor
-FIT_VERSION = 3  # 2: row factors; 3: static padding charged. Stored fits of an older version are refitted
+FIT_VERSION = 4  # 2: row factors; 3: static padding charged; 4: true NNLS, held-out quality. Older fits are refitted
+HOLDOUT_FOLDS = 5  # contiguous blocks of the run, each predicted by a fit to the others
 
 
 class CostModelFitError(UserError, ValueError):
@@ -33,19 +38,9 @@ class CostModelFitError(UserError, ValueError):
 
 
 def _nonnegative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    active = list(range(x.shape[1]))
-    coef = np.zeros(x.shape[1])
-    while active:
-        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
-        if (sol >= 0).all():
-            coef[:] = 0.0
-            coef[active] = sol
-            return coef
-        # Drop the most negative feature (never the intercept while others remain) and refit.
-        order = np.argsort(sol)
-        drop = next((active[i] for i in order if active[i] != 0 or len(active) == 1), active[order[0]])
-        active.remove(drop)
-    return coef
+    """argmin ||x c - y|| subject to c >= 0."""
+    coef, _ = nnls(x, y, maxiter=50 * x.shape[1])
+    return np.asarray(coef, dtype=float)
 
 
 def fit_cost_model(features: np.ndarray, durations: np.ndarray, name: str = "fitted",
@@ -108,3 +103,32 @@ def _row_factors(rows: np.ndarray, y: np.ndarray, linear: np.ndarray) -> dict[in
         if len(at) >= MIN_ROW_STEPS:
             factors[int(r)] = float(np.median(at))
     return factors
+
+
+def holdout_quality(features: np.ndarray, durations: np.ndarray, folds: int = HOLDOUT_FOLDS) -> dict[str, Any]:
+    """Out-of-sample fit quality: the run is cut into `folds` contiguous blocks of steps; each block
+    is predicted by a model fitted (trimming, row factors, total scaling and all) to the other
+    blocks. Returns R^2 and median / p90 relative step-time error over every held-out step, or
+    {"folds": 0, ...} with a reason when the run is too short to hold steps out."""
+    x = np.asarray(features, dtype=float)
+    y = np.asarray(durations, dtype=float)
+    keep = np.isfinite(y) & (y > 0) & np.isfinite(x).all(axis=1)
+    x, y = x[keep], y[keep]
+    if len(y) < folds * MIN_STEPS:
+        return {"folds": 0, "reason": f"{len(y)} timed steps are too few to hold {folds} blocks out"}
+    edges = np.linspace(0, len(y), folds + 1).astype(int)
+    predicted = np.empty(len(y))
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        train = np.r_[0:a, b:len(y)]
+        model = fit_cost_model(x[train], y[train])
+        predicted[a:b] = [model.predict(tuple(row)) for row in x[a:b]]
+    rel_err = np.abs(predicted - y) / y
+    ss_tot = float(((y - y.mean()) ** 2).sum()) or 1e-24
+    return {
+        "folds": folds,
+        "num_steps": len(y),
+        "r2": 1.0 - float(((y - predicted) ** 2).sum()) / ss_tot,
+        "median_abs_pct_error": float(np.median(rel_err) * 100),
+        "p90_abs_pct_error": float(np.percentile(rel_err, 90) * 100),
+        "total_time_pct_error": float((predicted.sum() - y.sum()) / y.sum() * 100),
+    }
