@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.block_manager import BlockManager
 from engine.cli.args import positive_float, positive_int
-from engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from engine.config import CacheConfig, ConfigError, EngineConfig, SchedulerConfig
 from engine.executors.cost_fit import fit_cost_model
 from engine.executors.cost_model import FEATURES, LinearCostModel, step_features
 from engine.outputs import ScheduledRequest, SchedulerOutput
@@ -98,10 +98,49 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--output", "-o", default=None, help="write the fitted model here as JSON")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--seed", type=int, default=0)
+    vllm = p.add_argument_group("calibrate from a real vLLM instead of timing this machine")
+    vllm.add_argument("--from-vllm-log", metavar="FILE", default=None,
+                      help="fit the cost model to a vLLM log written with --enable-logging-iteration-details")
+    vllm.add_argument("--kv-cache-tokens", type=positive_int, default=None,
+                      help="with --from-vllm-log: the KV cache size in tokens, if the log does not state it")
+    vllm.add_argument("--device-profile", metavar="JSON", default=None,
+                      help="with --from-vllm-log: a profile of the same GPU to take attention costs from")
     p.set_defaults(func=run)
 
 
+def run_from_vllm_log(args: argparse.Namespace) -> int:
+    from engine.executors.cost_model import cost_model_from_dict
+    from engine.executors.vllm_log import fit_from_vllm_log
+
+    profile = None
+    if args.device_profile:
+        try:
+            loaded = cost_model_from_dict(json.loads(Path(args.device_profile).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{args.device_profile} is not a cost model written by profile -o ({exc})") from None
+        if not isinstance(loaded, LinearCostModel):
+            raise ConfigError(f"{args.device_profile} holds no coefficients to take attention costs from")
+        profile = loaded
+    model = fit_from_vllm_log(Path(args.from_vllm_log), args.kv_cache_tokens, profile)
+    if args.output:
+        Path(args.output).write_text(json.dumps(model.to_dict(), indent=2) + "\n")
+    if args.json:
+        json.dump(model.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print_model(model)
+    for note in model.fit.get("approximated", []):
+        print(f"  approximated: {note}")
+    if model.fit.get("attention_from"):
+        print(f"  attention costs from the device profile {model.fit['attention_from']}")
+    if args.output:
+        print(f"wrote {args.output} (use it with: python -m engine simulate --cost-model-file {args.output})")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.from_vllm_log:
+        return run_from_vllm_log(args)
     from engine.executors.model_loading import load_model
     from engine.executors.torch_executor import TorchExecutor
 
@@ -154,8 +193,12 @@ def run(args: argparse.Namespace) -> int:
 
 def print_model(model: LinearCostModel) -> None:
     fit = model.fit
-    print(f"{model.name}: {fit['num_steps']} shapes, R² {fit['r2']:.3f}, median error "
-          f"{fit['median_abs_pct_error']:.1f}%, p90 {fit['p90_abs_pct_error']:.1f}%")
+    print(f"{model.name}: {fit['num_steps']} steps, R² {fit['r2']:.3f}, median error "
+          f"{fit['median_abs_pct_error']:.1f}%, p90 {fit['p90_abs_pct_error']:.1f}% (in sample)")
+    held = fit.get("holdout") or {}
+    if held.get("folds"):
+        print(f"  held out ({held['folds']} contiguous blocks): R² {held['r2']:.3f}, median error "
+              f"{held['median_abs_pct_error']:.1f}%, p90 {held['p90_abs_pct_error']:.1f}%")
     for name in FEATURES:
         print(f"  {name:<16} {model.coefficients[name]:.3e} s")
     if model.row_factors:
