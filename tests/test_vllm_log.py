@@ -84,7 +84,8 @@ def test_a_file_without_iteration_lines_says_which_flag_writes_them(tmp_path: Pa
         parse_vllm_log(log)
 
 
-def test_profile_command_writes_a_cost_model_simulate_can_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_profile_command_writes_a_cost_model_simulate_can_use(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     log, out = tmp_path / "vllm.log", tmp_path / "h200.json"
     _write_log(log)
     assert main(["profile", "--from-vllm-log", str(log), "-o", str(out)]) == 0
