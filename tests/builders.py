@@ -1,8 +1,13 @@
-"""Small builders for scheduler tests: make_scheduler, make_request, run_step, run_to_completion."""
+"""Small builders for scheduler tests: make_scheduler, make_request, run_step, run_to_completion,
+make_engine (a simulation through the engine loop)."""
 
 from __future__ import annotations
 
-from engine.config import CacheConfig, SchedulerConfig
+from engine.clock import VirtualClock
+from engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from engine.engine_loop import Engine
+from engine.executors.cost_model import UnitCostModel
+from engine.executors.simulated import SimulatedExecutor
 from engine.outputs import ModelRunnerOutput, SchedulerOutput, SchedulerUpdate
 from engine.request import Request
 from engine.sampling_params import SamplingParams
@@ -70,3 +75,21 @@ def run_to_completion(scheduler: Scheduler, max_steps: int = 100_000) -> list[Sc
         outputs.append(out)
         assert len(outputs) < max_steps, "scheduler did not finish"
     return outputs
+
+
+def make_engine(
+    num_gpu_blocks: int = 1000,
+    block_size: int = 16,
+    swap_space: int = 0,
+    fast_forward: bool = True,
+    executor: SimulatedExecutor | None = None,
+    **sched: object,
+) -> Engine:
+    """A simulation Engine (virtual clock; the unit cost model unless an executor is given)."""
+    return Engine(
+        EngineConfig(SchedulerConfig(**sched),  # type: ignore[arg-type]
+                     CacheConfig(block_size=block_size, num_gpu_blocks=num_gpu_blocks, swap_space=swap_space)),
+        executor or SimulatedExecutor(UnitCostModel()),
+        VirtualClock(),
+        fast_forward=fast_forward,
+    )
