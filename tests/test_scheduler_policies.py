@@ -70,3 +70,25 @@ def test_scheduler_delay_factor_holds_new_prompts_while_others_run() -> None:
     # The last prompt step took 1 s, so B waits until it has waited more than 1 x 1 s.
     assert admitted_at == {"A": 0.0, "B": 3.0}
     assert sched.requests["A"].status == RequestStatus.RUNNING
+
+
+def test_sjf_waiting_queue_orders_a_recomputed_request_by_its_remaining_output() -> None:
+    # Block size 1, 24 blocks, 2 sequences. P (max_tokens 30) runs alone for 20 steps; then K
+    # (max_tokens 5) and N (max_tokens 15) arrive: K joins P, N waits for a sequence slot. In step 21
+    # K needs a block and P (9 left, the most) is preempted. Now P (9 left, declared 30) is ahead of N
+    # (15 left): N would fit the free blocks, but waits behind P until K has finished.
+    sched = make_scheduler(num_gpu_blocks=24, block_size=1, policy="sjf", max_num_seqs=2, max_model_len=64,
+                           max_num_batched_tokens=64)
+    sched.add_request(make_request("P", 2, max_tokens=30, arrival_time=0.0))
+    admissions: list[tuple[int, str]] = []
+    for step in range(27):
+        if step == 20:
+            sched.add_request(make_request("K", 2, max_tokens=5, arrival_time=1.0))
+            sched.add_request(make_request("N", 4, max_tokens=15, arrival_time=2.0))
+        out, _ = run_step(sched)
+        admissions += [(step, s.request_id) for s in out.scheduled if s.is_prefill and s.start_pos == 0]
+        if step == 21:
+            assert out.preempted_req_ids == ("P",)
+            assert [r.request_id for r in sched.waiting] == ["P", "N"]
+    assert admissions == [(0, "P"), (20, "K"), (25, "P")]
+    assert sched.requests["N"].status == RequestStatus.WAITING

@@ -104,3 +104,47 @@ def test_a_request_that_outgrows_the_whole_pool_stops_at_its_capacity() -> None:
     assert req.num_tokens == 17 and len(req.output_token_ids) == 13
     assert not any(out.preempted_req_ids for out in outputs)
     assert sched.block_manager.num_free_gpu_blocks == 4
+
+
+def test_fcfs_victim_is_the_latest_arrival_not_the_last_added() -> None:
+    # C is added last but arrived before B: B is the latest arrival, so B is preempted.
+    sched = make_scheduler(num_gpu_blocks=6, block_size=4, max_model_len=64, max_num_batched_tokens=64)
+    for rid, arrival in [("A", 0.0), ("B", 2.0), ("C", 1.0)]:
+        sched.add_request(make_request(rid, 4, max_tokens=12, arrival_time=arrival))
+    out = _first_preemption(sched)
+    assert out.preempted_req_ids == ("B",)
+
+
+def test_priority_victim_is_the_latest_arrival_among_the_lowest_priority() -> None:
+    # 4 blocks of 4, one per request. In step 1 only A (prompt 4) crosses into a second block. B and C
+    # share the lowest priority (1); C arrived later, so C is preempted: not B, and not D, the latest
+    # arrival overall, which has priority 0.
+    sched = make_scheduler(num_gpu_blocks=4, block_size=4, policy="priority", max_model_len=64,
+                           max_num_batched_tokens=64)
+    for i, (rid, prompt, priority) in enumerate([("A", 4, 0), ("B", 2, 1), ("C", 2, 1), ("D", 2, 0)]):
+        sched.add_request(make_request(rid, prompt, max_tokens=12, arrival_time=float(i), priority=priority))
+    out = _first_preemption(sched)
+    assert out.step == 1
+    assert out.preempted_req_ids == ("C",)
+    assert [r.request_id for r in sched.running] == ["A", "D", "B"]
+
+
+def test_sjf_victim_is_the_most_remaining_output_not_the_latest_or_the_longest_declared() -> None:
+    # Block size 1, 21 blocks. Y (max_tokens 50) runs alone for 15 steps (35 left). Then X (max_tokens
+    # 40) and Z (max_tokens 10) arrive and fill the pool. In step 16 the first running request (Z)
+    # needs a block: the victim is X, the most remaining output (39), although Z arrived later and
+    # Y declared more (50).
+    sched = make_scheduler(num_gpu_blocks=21, block_size=1, policy="sjf", max_model_len=64,
+                           max_num_batched_tokens=64)
+    sched.add_request(make_request("Y", 2, max_tokens=50, arrival_time=0.0))
+    for _ in range(15):
+        run_step(sched)
+    sched.add_request(make_request("X", 2, max_tokens=40, arrival_time=1.0))
+    sched.add_request(make_request("Z", 2, max_tokens=10, arrival_time=2.0))
+    out15, _ = run_step(sched)
+    assert out15.num_scheduled_tokens == {"Y": 1, "Z": 2, "X": 2}
+    assert sched.block_manager.num_free_gpu_blocks == 0
+    assert [(r.request_id, r.remaining_output_tokens) for r in sched.running] == [("Z", 9), ("Y", 34), ("X", 39)]
+    out16, _ = run_step(sched)
+    assert out16.preempted_req_ids == ("X",)
+    assert out16.num_scheduled_tokens == {"Z": 1, "Y": 1}
