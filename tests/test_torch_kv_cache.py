@@ -33,7 +33,7 @@ def test_swap_out_then_in_moves_every_layer_k_and_v() -> None:
 def test_layer_views_share_storage_with_the_pool() -> None:
     cache = _cache()
     keys, values = cache.layer(1)
-    assert keys.shape == (8, 4, 2, 5)
+    assert keys.shape == (8 + 1, 4, 2, 5)  # the pool plus the scratch block
     keys[3, 2] = 1.0
     values[3, 2] = 2.0
     assert cache.device_blocks[1, 0, 3, 2].eq(1.0).all() and cache.device_blocks[1, 1, 3, 2].eq(2.0).all()

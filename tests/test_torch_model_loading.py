@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.executors.model_loading import ModelLoadError, load_model, pick_device, pick_dtype
-from tests.torch_models import TEST_PEAK_FLOPS, engine_config, save_gpt2, save_llama
+from tests.torch_models import TEST_PEAK_FLOPS, engine_config, save_gemma2, save_gpt2, save_llama
 
 
 def test_a_saved_llama_loads_with_its_shape_facts(tmp_path: Path) -> None:
@@ -61,8 +61,82 @@ def test_a_folder_without_config_is_not_a_model(tmp_path: Path) -> None:
 
 def test_an_encoder_decoder_architecture_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 32}))
-    with pytest.raises(ModelLoadError, match="unsupported architecture 't5'"):
+    with pytest.raises(ModelLoadError, match=r"model type 't5'.* uses encoder-decoder attention"):
         load_model(str(tmp_path))
+
+
+def test_gemma2_with_soft_capping_is_refused_in_one_line(tmp_path: Path) -> None:
+    save_gemma2(tmp_path, softcapping=50.0)
+    with pytest.raises(ModelLoadError, match=r"model type 'gemma2'.* uses logit soft-capping in attention "
+                                             r"\(attn_logit_softcapping=50\)") as info:
+        load_model(str(tmp_path), device="cpu")
+    assert "\n" not in str(info.value)
+    save_gemma2(tmp_path, softcapping=None)  # the same model without it is served (see greedy parity)
+    assert load_model(str(tmp_path), device="cpu").architecture == "Gemma2ForCausalLM"
+
+
+def test_gpt_oss_attention_sinks_are_refused(tmp_path: Path) -> None:
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    config = GptOssConfig(vocab_size=256, hidden_size=32, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_local_experts=2,
+                          num_experts_per_tok=1)
+    GptOssForCausalLM(config).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"model type 'gpt_oss'.* uses attention sinks"):
+        load_model(str(tmp_path), device="cpu")
+
+
+def test_sinks_on_any_attention_module_are_refused() -> None:
+    from engine.executors.attention_support import unsupported_module_feature
+
+    attention = torch.nn.Module()
+    attention.sinks = torch.nn.Parameter(torch.zeros(4))
+    assert unsupported_module_feature(torch.nn.Sequential(torch.nn.Linear(2, 2), attention)) == "attention sinks"
+    assert unsupported_module_feature(torch.nn.Sequential(torch.nn.Linear(2, 2))) is None
+
+
+@pytest.mark.parametrize(("model_type", "config"), [
+    ("falcon", {"alibi": True}), ("bloom", {}), ("mpt", {"attn_config": {"alibi": True}})])
+def test_alibi_models_are_refused(tmp_path: Path, model_type: str, config: dict[str, object]) -> None:
+    from transformers import AutoConfig
+
+    AutoConfig.for_model(model_type, **config).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match=rf"model type '{model_type}'.* uses ALiBi position bias"):
+        load_model(str(tmp_path), device="cpu")
+
+
+def test_falcon_without_alibi_is_not_refused_for_alibi(tmp_path: Path) -> None:
+    from transformers import FalconConfig
+
+    from engine.executors.attention_support import unsupported_attention_feature
+
+    assert unsupported_attention_feature(FalconConfig(alibi=False)) is None
+
+
+def test_cross_attention_is_refused(tmp_path: Path) -> None:
+    from transformers import GPT2Config
+
+    GPT2Config(n_embd=32, n_layer=1, n_head=2, add_cross_attention=True).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"model type 'gpt2'.* uses cross-attention"):
+        load_model(str(tmp_path), device="cpu")
+
+
+@pytest.mark.parametrize(("kwargs", "feature"), [
+    ({"softcap": 50.0}, "logit soft-capping"), ({"s_aux": torch.zeros(4)}, "attention sinks"),
+    ({"sinks": torch.zeros(4)}, "attention sinks"), ({"position_bias": torch.zeros(1)}, "position bias"),
+    ({"is_causal": False}, "causal only"), ({"attention_mask": torch.zeros(1, 1, 3, 3)}, "attention mask")])
+def test_the_attention_function_refuses_what_it_would_swallow(kwargs: dict[str, object], feature: str) -> None:
+    from engine.executors.paged_attention import paged_attention
+
+    module = torch.nn.Module()
+    module.layer_idx = 0  # type: ignore[assignment]
+    q, kv = torch.zeros(1, 4, 3, 8), torch.zeros(1, 2, 3, 8)
+    mask = kwargs.pop("attention_mask", None)
+    with pytest.raises(NotImplementedError, match=feature):
+        paged_attention(module, q, kv, kv, mask, paged_meta=object(), **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(NotImplementedError, match="cross-attention"):
+        paged_attention(module, q, torch.zeros(1, 2, 5, 8), torch.zeros(1, 2, 5, 8), None,
+                        paged_meta=object())  # type: ignore[arg-type]
 
 
 def test_a_corrupt_config_gets_one_line(tmp_path: Path) -> None:

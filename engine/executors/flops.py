@@ -1,16 +1,22 @@
 """Model FLOPs per step and the device's measured peak, for compute utilization.
 
-FLOPs of a step = 2 x (weights every token multiplies) x tokens
-                + 2 x (output projection) x rows whose logits are computed
-                + 4 x layers x (heads x head_dim) x (query, key) pairs attended.
-Embedding lookups cost no FLOPs. The peak is a timed square matmul in the model's dtype, so
-utilization says how close a step came to what this device really does, not to a datasheet.
+Useful FLOPs of a step = 2 x (matrix weights every token multiplies) x tokens
+                       + 2 x (output projection) x rows whose logits are computed
+                       + 4 x layers x (heads x head_dim) x (query, key) pairs attended.
+Only matrix weights count (a norm's or bias's elementwise work is not a matmul), embedding lookups
+cost nothing, so the count equals what torch's FlopCounterMode sees in the real forward. Padding
+(static pad rows, keys a length bucket pads with) is counted apart, never as useful work.
+
+The peak is timed square matmuls in the model's dtype, so utilization says how close a step came
+to what this device really does, not to a datasheet; a single timing at start-up read 54, 117 and
+184 GFLOP/s in three runs on a shared VM, hence warm-up, several sizes and medians.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,28 +26,25 @@ from engine.outputs import ScheduledRequest
 
 @dataclass(frozen=True)
 class FlopModel:
-    body_params: int  # weights multiplied by every token: all but embeddings and the output projection
+    body_params: int  # matrix weights multiplied by every token: all but embeddings and the output projection
     lm_head_params: int  # output projection (vocab x hidden), run only for rows that sample
     num_layers: int
     attention_width: int  # num_heads x head_dim
 
     @classmethod
     def of(cls, model: torch.nn.Module, num_layers: int, num_heads: int, head_dim: int) -> FlopModel:
-        lm_head = model.get_output_embeddings()  # type: ignore[operator]
-        lm_head_weight = lm_head.weight
-        seen: set[int] = set()
-        embedding = 0
-        total = 0
+        lm_head_weight = model.get_output_embeddings().weight  # type: ignore[operator]
+        seen: set[int] = {id(lm_head_weight)}
+        body = 0
         for module in model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                seen.update(id(p) for p in module.parameters(recurse=False))
+                continue
             for p in module.parameters(recurse=False):
-                if id(p) in seen:
-                    continue
-                seen.add(id(p))
-                total += p.numel()
-                if isinstance(module, torch.nn.Embedding) and p is not lm_head_weight:
-                    embedding += p.numel()
-        lm = lm_head_weight.numel()
-        return cls(total - embedding - lm, lm, num_layers, num_heads * head_dim)
+                if id(p) not in seen and p.dim() >= 2:
+                    seen.add(id(p))
+                    body += p.numel()
+        return cls(body, lm_head_weight.numel(), num_layers, num_heads * head_dim)
 
     def step_flops(self, scheduled: Iterable[ScheduledRequest], num_logit_rows: int) -> float:
         tokens = 0
@@ -51,26 +54,47 @@ class FlopModel:
             tokens += n
             pairs += n * s.start_pos + n * (n + 1) // 2
         return float(2 * self.body_params * tokens + 2 * self.lm_head_params * num_logit_rows
-                     + 4 * self.num_layers * self.attention_width * pairs)
+                     + self.attention_flops(pairs))
+
+    def attention_flops(self, pairs: int) -> float:
+        """Scores (q.k) and weighted values (p.v) of `pairs` query-key pairs in every layer."""
+        return float(4 * self.num_layers * self.attention_width * pairs)
+
+    def padding_flops(self, num_pad_rows: int, padded_pairs: int) -> float:
+        """Pad rows run the body (no logits; their one-key attention is a copy), plus padded attention pairs."""
+        return float(2 * self.body_params * num_pad_rows) + self.attention_flops(padded_pairs)
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
-    """Best FLOP/s of a size x size matmul over a few runs (one warm-up first)."""
-    if size is None:
-        size = 4096 if device.type == "cuda" else 1024
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    torch.matmul(a, b)
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def default_sizes(device: torch.device) -> tuple[int, ...]:
+    return (2048, 4096, 8192) if device.type == "cuda" else (512, 1024, 2048)
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype, sizes: Sequence[int] | None = None,
+                       repeats: int = 5) -> float:
+    """FLOP/s of the best size's median matmul time; each size warmed up first. CUDA: timed with events."""
+    timings: dict[int, list[float]] = {}
+    for size in sizes or default_sizes(device):
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        for _ in range(2):  # warm-up: allocator, kernel selection, CPU frequency, caches
+            torch.matmul(a, b)
+        timings[size] = [_time_matmul(a, b) for _ in range(repeats)]
+    return peak_from_timings(timings)
+
+
+def peak_from_timings(timings: dict[int, list[float]]) -> float:
+    """max over sizes n of 2 n^3 / median seconds: a median ignores both a lucky and a preempted run."""
+    return max(2.0 * n**3 / statistics.median(ts) for n, ts in timings.items())
+
+
+def _time_matmul(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.device.type == "cuda":
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         torch.matmul(a, b)
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * size**3 / best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        stop.record()
+        stop.synchronize()
+        return float(start.elapsed_time(stop)) / 1000.0
+    t0 = time.perf_counter()
+    torch.matmul(a, b)
+    return time.perf_counter() - t0

@@ -2,6 +2,8 @@
 
 Blocks are addressed by exactly the ids the scheduler's BlockManager hands out, so the cache
 holds no ownership state of its own: a request's tokens live wherever its block table says.
+One more block than the scheduler's pool, the scratch block (id num_blocks), belongs to no
+request: static-batching pad rows write their K/V there, and padded block tables point there.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 
 
 class PagedKVCache:
-    """K and V for every layer in one tensor [layers, 2, blocks, block_size, kv_heads, head_dim].
+    """K and V for every layer in one tensor [layers, 2, blocks + 1, block_size, kv_heads, head_dim].
 
     One tensor (rather than one per layer) makes a swap a single indexed copy for all layers.
     """
@@ -34,7 +36,8 @@ class PagedKVCache:
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.device = device
-        shape = (num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim)
+        self.scratch_block = num_blocks  # never handed out: the block manager knows only ids < num_blocks
+        shape = (num_layers, 2, num_blocks + 1, block_size, num_kv_heads, head_dim)
         # Zeros, not empty: padded gathers read unused slots, and garbage NaNs would survive masking.
         self.device_blocks = torch.zeros(shape, dtype=dtype, device=device)
         self.cpu_blocks = torch.zeros(

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from engine.errors import UserError
+from engine.executors.attention_support import unsupported_attention_feature, unsupported_module_feature
 from engine.executors.tiny_model import ensure_tiny_model
 
 NAMED_MODELS = ("tiny", "smollm2")
@@ -175,6 +176,7 @@ def load_model(spec: str, device: str | torch.device | None = None,
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    _refuse_unsupported_attention(model.config, spec, unsupported_module_feature(model))
     if not getattr(type(model), "_supports_attention_backend", False):
         raise ModelLoadError(f"{type(model).__name__} does not route attention through transformers' "
                              "attention interface, so the paged KV cache cannot serve it")
@@ -193,9 +195,17 @@ def _check_architecture(folder: Path, gguf_file: str | None, spec: str) -> None:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:
         raise ModelLoadError(f"cannot read the config of {spec!r}: {_first_line(exc)}") from exc
+    _refuse_unsupported_attention(config, spec)  # before the weights load: the reason is the feature
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ModelLoadError(f"unsupported architecture {config.model_type!r} in {spec!r}: "
                              "only decoder-only causal language models can be served")
+
+
+def _refuse_unsupported_attention(config: Any, spec: str, feature: str | None = None) -> None:
+    feature = unsupported_attention_feature(config) or feature
+    if feature is not None:
+        raise ModelLoadError(f"model type {config.model_type!r} ({spec!r}) uses {feature}, which paged attention "
+                             "does not implement; it cannot be served")
 
 
 def _call_loader(loader: Any, folder: str, gguf_file: str | None, dtype: torch.dtype) -> Any:

@@ -1,19 +1,22 @@
 """Turn a SchedulerOutput into the tensors of one flattened forward pass.
 
-Decodes go first (rows 0..nd-1) so paged attention can serve them with one padded call; prefill
-chunks follow. The order of rows is free because positions are explicit and attention only
-ever looks at a request's own blocks.
+One pass over the requests orders them (see step_layout) and flattens their token ids and block
+tables; positions and the slot mapping then come from tensor ops, not a loop over tokens.
+Static-batching pad rows (SchedulerOutput.num_padding_tokens) go last: the pad token at position
+0, K/V into the scratch block, and no logits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 
 from engine.executors.kv_cache import PagedKVCache
-from engine.executors.paged_attention import PagedAttentionMetadata, PrefillChunk, bottom_right_causal_mask
-from engine.outputs import SchedulerOutput
+from engine.executors.paged_attention import PagedAttentionMetadata
+from engine.executors.step_layout import StepLayout
+from engine.outputs import ScheduledRequest, SchedulerOutput
 from engine.sampling_params import SamplingParams
 
 
@@ -25,81 +28,81 @@ class StepBatch:
     sample_req_ids: list[str]  # request of each logits row
     sample_params: list[SamplingParams]
     meta: PagedAttentionMetadata
+    layout: StepLayout
+
+    @property
+    def padded_pairs(self) -> int:
+        """Query-key pairs per layer the attention computes beyond those attended (bucket padding)."""
+        return int(getattr(self.meta.plan, "padded_pairs", 0))
 
 
-def build_step_batch(out: SchedulerOutput, kv_cache: PagedKVCache, timed: bool) -> StepBatch:
+def order_requests(scheduled: tuple[ScheduledRequest, ...]) -> tuple[list[ScheduledRequest], int, int]:
+    """(requests in row order, number of decodes, number of chunks without earlier context)."""
+    decodes = sorted((s for s in scheduled if s.num_tokens == 1), key=lambda s: s.start_pos)
+    fresh = sorted((s for s in scheduled if s.num_tokens > 1 and s.start_pos == 0), key=lambda s: s.num_tokens)
+    context = [s for s in scheduled if s.num_tokens > 1 and s.start_pos > 0]
+    return [*decodes, *fresh, *context], len(decodes), len(fresh)
+
+
+def build_step_batch(out: SchedulerOutput, kv_cache: PagedKVCache, backend: object, timed: bool,
+                     pad_token_id: int = 0) -> StepBatch:
+    """backend: an attention_backend.AttentionBackend, whose plan the attention layers will follow."""
     bs = kv_cache.block_size
     device = kv_cache.device
-    decodes = [s for s in out.scheduled if s.num_tokens == 1]
-    chunks = [s for s in out.scheduled if s.num_tokens > 1]
+    ordered, num_decodes, num_fresh = order_requests(out.scheduled)
 
-    input_ids: list[int] = []
-    positions: list[int] = []
-    slots: list[int] = []
+    q_starts: list[int] = []
+    tables: list[tuple[int, ...]] = []
+    block_starts: list[int] = []
     logits_rows: list[int] = []
     sample_ids: list[str] = []
     sample_params: list[SamplingParams] = []
+    row = 0
+    num_flat = 0
     max_context = 0
-
-    tables: list[tuple[int, ...]] = []
-    context_lens: list[int] = []
-    for row, s in enumerate(decodes):
-        pos = s.start_pos
-        input_ids.append(s.token_ids[0])
-        positions.append(pos)
-        slots.append(s.block_ids[pos // bs] * bs + pos % bs)
-        tables.append(s.block_ids[: pos // bs + 1])
-        context_lens.append(pos + 1)
-        if s.do_sample:
-            logits_rows.append(row)
-            sample_ids.append(s.request_id)
-            sample_params.append(s.sampling_params)
-    decode_tables = decode_mask = None
-    if decodes:
-        width = max(len(t) for t in tables)
-        padded = [t + (0,) * (width - len(t)) for t in tables]  # block 0 is a harmless, masked filler
-        decode_tables = torch.tensor(padded, dtype=torch.long).to(device, non_blocking=True)
-        lens = torch.tensor(context_lens, dtype=torch.long)
-        mask = torch.arange(width * bs).unsqueeze(0) < lens.unsqueeze(1)
-        decode_mask = mask.view(len(decodes), 1, 1, width * bs).to(device, non_blocking=True)
-        max_context = max(context_lens)
-
-    prefills: list[PrefillChunk] = []
-    row = len(decodes)
-    for s in chunks:
-        start, n = s.start_pos, s.num_tokens
-        end = start + n
-        table = s.block_ids
-        input_ids.extend(s.token_ids)
-        positions.extend(range(start, end))
-        slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
-        chunk = PrefillChunk(row, n, start)
-        if start > 0:  # earlier context lives in the cache: read it back with a bottom-right mask
-            chunk.block_ids = torch.tensor(table[: -(-end // bs)], dtype=torch.long).to(device, non_blocking=True)
-            chunk.mask = bottom_right_causal_mask(n, end, device)
-        prefills.append(chunk)
-        if s.do_sample:
-            logits_rows.append(row + n - 1)
-            sample_ids.append(s.request_id)
-            sample_params.append(s.sampling_params)
+    for s in ordered:
+        end = s.start_pos + s.num_tokens
+        table = s.block_ids[: -(-end // bs)]
+        q_starts.append(row)
+        block_starts.append(num_flat)
+        tables.append(table)
+        num_flat += len(table)
+        row += s.num_tokens
         max_context = max(max_context, end)
-        row += n
+        if s.do_sample:
+            logits_rows.append(row - 1)
+            sample_ids.append(s.request_id)
+            sample_params.append(s.sampling_params)
+
+    num_pad = out.num_padding_tokens
+    layout = StepLayout(
+        block_size=bs, scratch_block=kv_cache.scratch_block, q_starts=q_starts,
+        q_lens=[s.num_tokens for s in ordered], start_pos=[s.start_pos for s in ordered],
+        flat_blocks=torch.tensor(list(chain.from_iterable(tables)), dtype=torch.long), block_starts=block_starts,
+        num_decodes=num_decodes, num_fresh=num_fresh, num_pad_rows=num_pad,
+    )
+    positions, slots = layout.token_positions()
+    token_ids = list(chain.from_iterable(s.token_ids for s in ordered))
+    if num_pad:
+        positions = torch.cat([positions, torch.zeros(num_pad, dtype=torch.long)])
+        slots = torch.cat([slots, layout.pad_slots()])
+        token_ids.extend([pad_token_id] * num_pad)
 
     meta = PagedAttentionMetadata(
         kv_cache=kv_cache,
-        slot_mapping=torch.tensor(slots, dtype=torch.long).to(device, non_blocking=True),
-        num_decodes=len(decodes),
-        decode_block_tables=decode_tables,
-        decode_mask=decode_mask,
-        prefills=prefills,
+        slot_mapping=slots.to(device, non_blocking=True),
+        backend=backend,
+        plan=backend.plan(layout) if ordered else None,  # type: ignore[attr-defined]
+        num_real_rows=row,
         max_context_len=max_context,
         timed=timed,
     )
     return StepBatch(
-        input_ids=torch.tensor(input_ids, dtype=torch.long).view(1, -1).to(device, non_blocking=True),
-        position_ids=torch.tensor(positions, dtype=torch.long).view(1, -1).to(device, non_blocking=True),
+        input_ids=torch.tensor(token_ids, dtype=torch.long).view(1, -1).to(device, non_blocking=True),
+        position_ids=positions.view(1, -1).to(device, non_blocking=True),
         logits_indices=torch.tensor(logits_rows, dtype=torch.long).to(device, non_blocking=True),
         sample_req_ids=sample_ids,
         sample_params=sample_params,
         meta=meta,
+        layout=layout,
     )

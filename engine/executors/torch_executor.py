@@ -1,8 +1,9 @@
 """The real executor: a transformers model, a paged KV cache, one forward pass per step.
 
-execute_model(out): copy swapped blocks, flatten every scheduled token into one batch, run the
-model once with paged attention, sample one token per request that reached its last known token.
-The scheduler decides everything else (who runs, which blocks, when to stop).
+execute_model(out): copy swapped blocks, flatten every scheduled token (plus any static-batching
+pad rows) into one batch, run the model once with paged attention, sample one token per request
+that reached its last known token. The scheduler decides everything else (who runs, which
+blocks, when to stop). FLOPs are reported as useful work (num_flops) and padding apart.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from engine.config import EngineConfig
+from engine.executors.attention_backend import AttentionBackend, choose_attention_backend
 from engine.executors.flops import FlopModel, measure_peak_flops
 from engine.executors.kv_cache import PagedKVCache
 from engine.executors.lm_head import install_chunked_lm_head
@@ -29,10 +31,11 @@ class TorchExecutor:
     include_token_ids = True
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig, seed: int = 0,
-                 peak_flops: float | None = None) -> None:
+                 peak_flops: float | None = None, attention: AttentionBackend | None = None) -> None:
         """config.cache.num_gpu_blocks must be set (see kv_pool_sizing.choose_kv_pool).
 
-        peak_flops: reuse a measured peak (tests build many executors); None measures it now.
+        peak_flops: a known peak FLOP/s (tests build many executors); None measures it now.
+        attention: a paged-attention backend; None chooses (and probes) one for the device.
         """
         cache = config.cache
         self.loaded = loaded
@@ -53,6 +56,14 @@ class TorchExecutor:
         self.kv_cache = PagedKVCache(loaded.num_layers, cache.pool_blocks, cache.block_size, loaded.num_kv_heads,
                                      loaded.head_dim, loaded.dtype, loaded.device, cache.swap_space)
         self.model.set_attn_implementation(register_paged_attention())
+        if attention is None:
+            attention, self.attention_choice = choose_attention_backend(
+                self.device, loaded.dtype, loaded.num_heads, loaded.num_kv_heads, loaded.head_dim, cache.block_size)
+        else:
+            self.attention_choice = "given"
+        self.attention = attention
+        pad = getattr(self.model.config.get_text_config(), "pad_token_id", None)
+        self.pad_token_id = int(pad if pad is not None else self.eos_token_id if self.eos_token_id is not None else 0)
         if self.device.type == "cpu":
             install_chunked_lm_head(self.model)
         self.sampler = Sampler(self.device, seed)
@@ -72,7 +83,7 @@ class TorchExecutor:
         self.kv_cache.swap_out(out.blocks_to_swap_out)  # before swap-in: a freed block may be reused
         self.kv_cache.swap_in(out.blocks_to_swap_in)
         t_swap = time.perf_counter()
-        batch = build_step_batch(out, self.kv_cache, self._timed)
+        batch = build_step_batch(out, self.kv_cache, self.attention, self._timed, self.pad_token_id)
         t_prepare = time.perf_counter()
         with torch.inference_mode():
             result = self.model(
@@ -91,6 +102,7 @@ class TorchExecutor:
         t_sample = time.perf_counter()
 
         num_flops = self.flop_model.step_flops(out.scheduled, len(batch.sample_req_ids))
+        padding_flops = self.flop_model.padding_flops(out.num_padding_tokens, batch.padded_pairs)
         elapsed = time.perf_counter() - t_start
         attn = batch.meta.timings
         attention_s = sum(attn.values())
@@ -106,7 +118,9 @@ class TorchExecutor:
             sampled_token_ids=dict(zip(batch.sample_req_ids, tokens, strict=True)),
             model_time_s=elapsed,
             num_flops=num_flops,
-            compute_utilization=min(num_flops / elapsed / self.peak_flops, 1.0) if self.peak_flops > 0 else None,
+            num_padding_flops=padding_flops,
+            # Not clamped: above 1 means the peak was measured low or the FLOP count is wrong, both worth seeing.
+            compute_utilization=num_flops / elapsed / self.peak_flops if self.peak_flops > 0 else None,
             timings=timings,
         )
 
@@ -131,7 +145,9 @@ class TorchExecutor:
             "num_params": self.loaded.num_params,
             "peak_flops": self.peak_flops,
             "torch_threads": torch.get_num_threads(),
-            "attention": "paged (transformers AttentionInterface, one forward per step)",
+            "attention": f"{self.attention.description} (transformers AttentionInterface, one forward per step)",
+            "attention_backend": self.attention.name,
+            "attention_choice": self.attention_choice,
             "num_gpu_blocks": kv.num_blocks,
             "block_size": kv.block_size,
             "kv_bytes_per_block": kv.bytes_per_block,
