@@ -1,9 +1,10 @@
 """Opening a recording database: a SQLite file by default, any SQLAlchemy URL otherwise.
 
 Writers put SQLite in WAL mode (readers never block the engine) and create the schema on a new
-file. Readers open read-only and never create or change anything. Every way a database can be
-wrong (missing, empty, not SQLite, someone else's, newer, corrupt) raises a StorageError whose
-message says what to do.
+file; writers that only change what is there (delete) never create one. Readers open read-only and
+never create or change anything. Every way a database can be wrong (missing, empty, not SQLite,
+someone else's, newer, corrupt, read-only, a URL that cannot be parsed or has no driver) raises a
+StorageError whose message says what to do.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.exc import DatabaseError as SADatabaseError
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from engine.errors import UserError
 from storage.schema import APP_ID, SCHEMA_VERSION, Base, Meta, table_of
@@ -76,37 +79,84 @@ def describe_target(target: str) -> str:
     path = sqlite_path(target)
     if path is not None:
         return str(path)
-    from sqlalchemy.engine import make_url
-
-    return make_url(target).render_as_string(hide_password=True)
+    return _parse_url(target).render_as_string(hide_password=True)
 
 
-def open_for_write(target: str | None = None) -> Engine:
-    """An engine for recording: creates the file and schema if needed, checks them otherwise."""
+def _parse_url(target: str) -> URL:
+    try:
+        return make_url(target)
+    except (ArgumentError, ValueError):
+        raise StorageError(f"--db {target!r} is neither a file path nor a database URL SQLAlchemy can parse "
+                           "(e.g. runs.db, sqlite:///runs.db, postgresql://user@host/db)") from None
+
+
+def _create_engine(target: str, **kwargs: Any) -> Engine:
+    """create_engine, with an unknown dialect or a missing driver said in one line."""
+    url = _parse_url(target)
+    try:
+        return create_engine(url, **kwargs)
+    except NoSuchModuleError:
+        raise StorageError(f"--db {describe_target(target)}: unknown database kind {url.drivername!r}; use a SQLite "
+                           "file path, sqlite:///file.db or postgresql://user@host/db") from None
+    except ImportError as exc:
+        raise StorageError(f"--db {describe_target(target)}: the {url.drivername} driver is not installed "
+                           f"({exc}); install it or record into a SQLite file") from None
+    except ArgumentError as exc:
+        raise StorageError(f"--db {describe_target(target)} is not a usable database URL "
+                           f"({str(exc).splitlines()[0]})") from None
+
+
+def require_database(target: str | None = None) -> None:
+    """Raise DatabaseMissingError when target is a SQLite file that does not exist."""
+    path = sqlite_path(target or default_target())
+    if path is not None and not path.exists():
+        raise DatabaseMissingError(f"no database at {path}: check --db (nothing was created)")
+
+
+def open_for_write(target: str | None = None, create: bool = True) -> Engine:
+    """An engine for recording: creates the file and schema if needed (unless create=False: then a
+    missing file or empty database is an error and nothing is created), checks them otherwise."""
     target = target or default_target()
     path = sqlite_path(target)
     if path is None:
-        engine = create_engine(target, pool_pre_ping=True)
+        engine = _create_engine(target, pool_pre_ping=True)
         try:
-            _ensure_schema(engine, target)
+            _ensure_schema(engine, target, create)
         except BaseException:
             engine.dispose()
             raise
         return engine
+    if not create:
+        require_database(target)
     if not path.parent.is_dir():
         raise DatabaseMissingError(f"cannot create {path}: folder {path.parent} does not exist")
     _check_sqlite_header(path)
+    _check_writable(path)
     url = f"sqlite:///{quote(str(path))}"
     connect_args = {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
     # Check (and create) the schema before switching to WAL: a foreign or newer file stays untouched.
     checker = create_engine(url, connect_args=connect_args)
     try:
-        _ensure_schema(checker, target)
+        _ensure_schema(checker, target, create)
     finally:
         checker.dispose()
     engine = create_engine(url, connect_args=connect_args)
     event.listen(engine, "connect", _writer_pragmas)
     return engine
+
+
+def _check_writable(path: Path) -> None:
+    """A writer fails on its first INSERT otherwise; say so before anything starts."""
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StorageError(f"{path} is read-only: point --db at a file you can write, or make this one writable")
+    if not os.access(path.parent, os.W_OK):
+        # SQLite writes its -wal and -shm files next to the database.
+        side = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+        if not path.exists():
+            raise StorageError(f"cannot create {path}: folder {path.parent} is read-only")
+        if not all(p.exists() and os.access(p, os.W_OK) for p in side):
+            raise StorageError(f"folder {path.parent} is read-only, and SQLite needs to write {path.name}-wal "
+                               "next to the database there; point --db at a writable folder")
 
 
 def open_for_read(target: str | None = None) -> Engine:
@@ -118,11 +168,15 @@ def open_for_read(target: str | None = None) -> Engine:
             raise DatabaseMissingError(f"no database at {path} yet: record a run first (python -m engine simulate)")
         _check_sqlite_header(path)
         uri = f"file:{quote(str(path))}?mode=ro&uri=true"
+        if not os.access(path.parent, os.W_OK) and not path.with_name(path.name + "-shm").exists():
+            # A WAL file is read through its -shm index, which a read-only folder cannot hold; no
+            # writer can be at work there either (it would need that index), so read it as immutable.
+            uri += "&immutable=1"
         engine = create_engine(f"sqlite:///{uri}", connect_args={"timeout": BUSY_TIMEOUT_S,
                                                                   "check_same_thread": False})
     else:
         connect_args = {"options": "-c default_transaction_read_only=on"} if target.startswith("postgresql") else {}
-        engine = create_engine(target, pool_pre_ping=True, connect_args=connect_args)
+        engine = _create_engine(target, pool_pre_ping=True, connect_args=connect_args)
     try:
         check_schema(engine, target)
     except BaseException:
@@ -193,14 +247,15 @@ def check_schema(engine: Engine, target: str) -> None:
         )
 
 
-def _ensure_schema(engine: Engine, target: str) -> None:
+def _ensure_schema(engine: Engine, target: str, create: bool = True) -> None:
     for attempt in range(3):
         try:
             check_schema(engine, target)
             _add_derived_tables(engine)
             return
         except EmptyDatabaseError:
-            pass
+            if not create:
+                raise
         try:
             Base.metadata.create_all(engine)
             with engine.begin() as conn:
@@ -229,8 +284,8 @@ def _explain(exc: OperationalError, where: str) -> StorageError:
     text = _first_line(exc)
     if "not a database" in text or "malformed" in text or "disk image" in text:
         return CorruptDatabaseError(f"{where} is damaged or not a database ({text})")
-    if "unable to open" in text:
-        return DatabaseMissingError(f"cannot open {where} ({text})")
+    if "unable to open" in text:  # the file exists (checked before): its permissions or its folder's
+        return StorageError(f"cannot open {where} ({text}): check the permissions of the file and its folder")
     return StorageError(f"cannot read {where}: {text}")
 
 

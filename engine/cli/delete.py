@@ -18,6 +18,6 @@ def run(args: argparse.Namespace) -> int:
     from storage.admin import delete_run
     from storage.database import open_for_write
 
-    delete_run(open_for_write(args.db), args.run_id)
+    delete_run(open_for_write(args.db, create=False), args.run_id)  # a mistyped --db creates nothing
     print(f"deleted run {args.run_id}")
     return 0

@@ -25,6 +25,8 @@ def build_parser() -> OneLineParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "from_run", None) is not None:
+            _require_database(args.db)
         return int(args.func(args))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -34,3 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+
+
+def _require_database(db: str | None) -> None:
+    """--from-run reads a recorded run: a missing file means a mistyped --db, never a new database."""
+    from storage.database import require_database
+
+    require_database(db)
