@@ -1,8 +1,15 @@
-"""Exports of one recorded run: a Chrome/Perfetto trace, or CSV files of its tables."""
+"""Exports of one recorded run: a Chrome/Perfetto trace, or CSV files of its tables.
+
+Everything is read before anything is written, and files are written under temporary names and
+renamed at the end: a failed export leaves no partial file behind.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +22,7 @@ from storage.queries import get_run
 _PID_REQUESTS = 1
 _PID_ENGINE = 2
 TABLES = ("requests", "steps", "request_phases", "kv_block_events", "kv_block_keyframes")
+CSV_FILES = ("run.csv", *(f"{table}.csv" for table in TABLES))
 
 
 def _frame(engine: Engine, sql: str, **params: Any) -> pd.DataFrame:
@@ -80,22 +88,39 @@ def chrome_trace(engine: Engine, run_id: int) -> dict[str, Any]:
 def write_chrome_trace(engine: Engine, run_id: int, path: Path) -> int:
     """Write the trace to path; returns the number of events."""
     trace = chrome_trace(engine, run_id)
-    with path.open("w", encoding="utf-8") as f:
+    with _replacing([path]) as (tmp,), tmp.open("w", encoding="utf-8") as f:
         json.dump(trace, f, separators=(",", ":"), default=str)
     return len(trace["traceEvents"])
 
 
 def write_csv(engine: Engine, run_id: int, folder: Path) -> list[Path]:
-    """One CSV per table (run.csv plus requests, steps, request_phases, kv_block_events and keyframes)."""
+    """One CSV per table (run.csv plus requests, steps, request_phases, kv_block_events and keyframes)
+    in folder, which is created if missing (its parent must exist)."""
     run = _require_run(engine, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    run_path = folder / "run.csv"
-    pd.DataFrame([{k: json.dumps(v) if isinstance(v, dict) else v for k, v in run.items()}]).to_csv(run_path,
-                                                                                                   index=False)
-    written.append(run_path)
-    for table in TABLES:
-        path = folder / f"{table}.csv"
-        _frame(engine, f"SELECT * FROM {table} WHERE run_id = :run", run=run_id).to_csv(path, index=False)
-        written.append(path)
-    return written
+    frames = [pd.DataFrame([{k: json.dumps(v) if isinstance(v, dict) else v for k, v in run.items()}])]
+    frames += [_frame(engine, f"SELECT * FROM {table} WHERE run_id = :run", run=run_id) for table in TABLES]
+    created = not folder.exists()
+    folder.mkdir(exist_ok=True)
+    paths = [folder / name for name in CSV_FILES]
+    try:
+        with _replacing(paths) as temps:
+            for frame, tmp in zip(frames, temps, strict=True):
+                frame.to_csv(tmp, index=False)
+    except BaseException:
+        if created:
+            folder.rmdir()  # empty again: the temporary files are gone
+        raise
+    return paths
+
+
+@contextmanager
+def _replacing(paths: list[Path]) -> Iterator[list[Path]]:
+    """Temporary names next to paths; renamed onto them only when the block succeeds, removed otherwise."""
+    temps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in paths]
+    try:
+        yield temps
+        for tmp, path in zip(temps, paths, strict=True):
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
