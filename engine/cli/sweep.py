@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import uuid
 from dataclasses import replace
@@ -88,31 +89,44 @@ def parse_values(param: str, text: str) -> list[Any]:
 
 def run(args: argparse.Namespace) -> int:
     values = parse_values(args.param, args.values)
+    if args.param == "request_rate":
+        if args.from_run is not None:
+            raise ConfigError("request_rate cannot be swept over a recorded workload (its arrivals are fixed)")
+        if any(math.isnan(v) or v <= 0 for v in values):
+            raise ConfigError(f"request_rate values must be > 0, got {args.values!r}")
     base_config, workload, cost_model, model = _base(args)
+    # Every value builds its configuration before any run starts: a bad value records nothing.
+    configs = [base_config if args.param == "request_rate" else _with_value(base_config, args.param, value)
+               for value in values]
     sweep_id = uuid.uuid4().hex[:12]
     rows = []
-    for value in values:
-        config, run_workload = base_config, workload
+    for value, config in zip(values, configs, strict=True):
+        run_workload = workload
         if args.param == "request_rate":
-            if args.from_run is not None:
-                raise ConfigError("request_rate cannot be swept over a recorded workload (its arrivals are fixed)")
-            if value <= 0:
-                raise ConfigError("request_rate values must be > 0")
             run_workload = resolve_workload(args.workload, replace(workload_options_from_args(args),
                                                                    request_rate=value))
-        else:
-            config = base_config.replace(**{args.param: value})
-        summary, run_id = _one_run(args, config, run_workload, cost_model, model, sweep_id, value)
+        summary, run_id, status = _one_run(args, config, run_workload, cost_model, model, sweep_id, value)
         rows.append({"value": value, "run_id": run_id, **_metrics(summary)})
         if not args.json:
             print(f"{args.param}={value}: {summary.output_tokens_per_s:.1f} tok/s, "
                   f"E2E p50 {_ms(summary.e2e_s.p50)} p99 {_ms(summary.e2e_s.p99)} ms, run {run_id}", flush=True)
+        if status == "aborted":  # SIGINT/SIGTERM stops the sweep, not only its current run
+            print(f"sweep stopped by a signal after {len(rows)} of {len(values)} runs", file=sys.stderr)
+            break
     if args.json:
         json.dump({"sweep_id": sweep_id, "param": args.param, "runs": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print(f"sweep {sweep_id}: {len(rows)} runs of {args.param}")
     return 0
+
+
+def _with_value(config: EngineConfig, param: str, value: Any) -> EngineConfig:
+    try:
+        return config.replace(**{param: value})
+    except ConfigError as exc:
+        raise ConfigError(f"--values: {param}={value} is not a valid configuration, so no run was started: "
+                          f"{exc}") from None
 
 
 def _ms(value: float | None) -> str:
@@ -133,7 +147,7 @@ def _base(args: argparse.Namespace) -> tuple[EngineConfig, Workload, CostModel |
         from engine.cli.base_run import load_base_run
         from storage.database import open_for_write
 
-        base = load_base_run(open_for_write(args.db), args.from_run)
+        base = load_base_run(open_for_write(args.db, create=False), args.from_run)
         cost = chosen_cost_model(args) or base.cost_model
         return engine_config_from_args(args, base=base.config), base.workload, cost, base.model
     workload = resolve_workload(args.workload, workload_options_from_args(args))
@@ -144,7 +158,7 @@ def _base(args: argparse.Namespace) -> tuple[EngineConfig, Workload, CostModel |
 
 
 def _one_run(args: argparse.Namespace, config: EngineConfig, workload: Workload, cost_model: CostModel | None,
-             model: str | None, sweep_id: str, value: Any) -> tuple[RunSummary, int | None]:
+             model: str | None, sweep_id: str, value: Any) -> tuple[RunSummary, int | None, str]:
     name = args.name or "sweep"
     extra = {"sweep": {"id": sweep_id, "param": args.param, "value": value}}
     if cost_model is not None:
@@ -153,9 +167,9 @@ def _one_run(args: argparse.Namespace, config: EngineConfig, workload: Workload,
                        base_run_id=args.from_run, sweep_id=sweep_id, extra=extra)
         result = run_session(config, SimulatedExecutor(cost_model), VirtualClock(), workload.requests, info,
                              RecordTarget(args.db, enabled=not args.no_record))
-        return result.summary, result.run_id
+        return result.summary, result.run_id, result.status
     from engine.cli.real_session import run_real_session
 
     result = run_real_session(args, config, workload, name=f"{name} {args.param}={value}", model=model,
                               sweep_id=sweep_id, extra=extra, progress=False)
-    return result.summary, result.run_id
+    return result.summary, result.run_id, result.status
