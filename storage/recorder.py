@@ -12,15 +12,19 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy.exc import OperationalError
 
 from engine.outputs import KVBlockEvent
 from engine.phases import PhaseChange
 from engine.snapshot import FirstToken, RequestArrival, RequestFinish, RunInfo, StepSnapshot
+from storage.database import StorageError
 from storage.schema import (
     KEYFRAME_INTERVAL,
     OWNING_EVENTS,
@@ -144,6 +148,7 @@ class Recorder:
         self._owners: dict[str, list[str | None]] = {"cpu": [None] * int(info.config.get("swap_space") or 0)}
         self._last_flush = time.monotonic()
         self._closed = False
+        self._writing = False
         self._stop_heartbeat = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_interval_s,), daemon=True,
                                            name=f"batchscope-heartbeat-{self.run_id}")
@@ -291,10 +296,27 @@ class Recorder:
         self._next_event = event_id
 
     # -- writing --------------------------------------------------------------------------------
+    @property
+    def writing(self) -> bool:
+        """True while flush() or finish() is writing (or waiting to). A signal handler must not raise
+        then: an exception cut into a transaction can leave the file locked or the buffers half-cleared,
+        and the finish that follows would wait on that lock (30 s) and fail."""
+        return self._writing
+
+    @contextmanager
+    def _write_section(self) -> Iterator[None]:
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+
     def flush(self) -> None:
-        """Write everything buffered in one transaction."""
-        with self._lock, self.engine.begin() as conn:
-            self._write(conn)
+        """Write everything buffered in one transaction; the buffers are emptied only once it commits."""
+        with self._write_section(), self._lock:
+            with self.engine.begin() as conn:
+                self._write(conn)
+            self._clear_buffers()
         self._last_flush = time.monotonic()
 
     def _write(self, conn: Connection) -> None:
@@ -326,6 +348,8 @@ class Recorder:
             _bulk_insert(conn, _rollups, self._new_rollups, ROLLUP_COLUMNS)
         conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(
             num_steps=self._num_steps, last_time=self._last_time, heartbeat_at=utcnow()))
+
+    def _clear_buffers(self) -> None:
         self._new_requests = {}
         self._first_token_updates = {}
         self._finish_updates = {}
@@ -346,21 +370,29 @@ class Recorder:
 
     def finish(self, status: str = "finished", summary: dict[str, Any] | None = None, error: str | None = None,
                extra: dict[str, Any] | None = None) -> None:
-        """Flush, then mark the run finished | aborted | failed. Safe to call twice."""
+        """Flush, then mark the run finished | aborted | failed, in one transaction. Safe to call twice;
+        after a failed attempt (a database locked past its timeout) a second call tries again."""
         if self._closed:
             return
-        self._closed = True
         self._stop_heartbeat.set()
-        self._heartbeat.join(timeout=5)
         values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow(), "heartbeat_at": utcnow()}
         if summary is not None:
             values["summary"] = summary
         if extra is not None:
             values["extra"] = extra
-        self._close_rollup()  # the last, partial chunk
-        with self._lock, self.engine.begin() as conn:
-            self._write(conn)
-            conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(**values))
+        with self._write_section():
+            self._heartbeat.join(timeout=5)
+            self._close_rollup()  # the last, partial chunk
+            try:
+                with self._lock, self.engine.begin() as conn:
+                    self._write(conn)
+                    conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(**values))
+            except OperationalError as exc:
+                why = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
+                raise StorageError(f"could not record the end of run {self.run_id} ({why}); "
+                                   "it will show as interrupted") from None
+            self._clear_buffers()
+            self._closed = True
 
     def __enter__(self) -> Recorder:
         return self

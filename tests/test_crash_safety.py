@@ -109,3 +109,93 @@ def test_two_engines_write_different_runs_into_one_file_at_once(tmp_path: Path) 
     assert sorted(runs["name"]) == ["writer 1", "writer 2"]
     assert list(runs["status"]) == ["finished", "finished"]
     assert list(runs["num_requests"]) == [3000, 3000]
+
+
+# Signals that land inside the recorder's writes, placed there deterministically: the engine runs in
+# a subprocess whose Recorder sends itself the signals from inside a write, as a user's second
+# Ctrl-C or a supervisor's second SIGTERM would arrive while a flush or the finish is writing.
+_SIGNALLING_ENGINE = """
+import os, signal, sys
+import storage.recorder as rec
+from engine.cli.main import main
+
+where, sig = sys.argv[1], getattr(signal, sys.argv[2])
+calls = {"writes": 0, "finishing": False}
+write, finish = rec.Recorder._write, rec.Recorder.finish
+
+def _write(self, conn):  # inside the transaction of a flush or of finish()
+    calls["writes"] += 1
+    if (where == "flush" and calls["writes"] == 2) or (where == "finish" and calls["finishing"]):
+        os.kill(os.getpid(), sig)  # mid-run, the first stops the run gracefully
+        os.kill(os.getpid(), sig)  # and the second arrives while this write is still going on
+    write(self, conn)
+
+def _finish(self, *args, **kwargs):
+    calls["finishing"] = True
+    finish(self, *args, **kwargs)
+
+rec.Recorder._write, rec.Recorder.finish = _write, _finish
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _run_signalling(db: Path, where: str, sig: str) -> subprocess.CompletedProcess[str]:
+    args = ["simulate", "--db", str(db), "--workload", "uniform", "--num-prompts", "400", "--output-lens", "50:100",
+            "--request-rate", "200"]
+    return subprocess.run([sys.executable, "-c", _SIGNALLING_ENGINE, where, sig, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_second_signal_during_a_flush_ends_the_run_cleanly_and_aborted(tmp_path: Path, sig: str) -> None:
+    db = tmp_path / "twice.db"
+    proc = _run_signalling(db, "flush", sig)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    reader = open_for_read(str(db))
+    runs = queries.list_runs(reader)
+    assert list(runs["status"]) == ["aborted"]
+    reqs = queries.run_requests(reader, int(runs["id"].iloc[0]))
+    assert len(reqs) == 400 and reqs["finish_reason"].notna().all()  # stopped gracefully, nothing left open
+    with reader.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM request_phases WHERE end_step IS NULL")).scalar_one() == 0
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signals_while_the_run_is_being_finished_do_not_leave_it_running(tmp_path: Path, sig: str) -> None:
+    db = tmp_path / "finishing.db"
+    proc = _run_signalling(db, "finish", sig)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    runs = queries.list_runs(open_for_read(str(db)))
+    assert list(runs["status"]) == ["finished"]  # every request had finished when the signals came
+    assert list(runs["num_finished"]) == [400]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_two_signals_in_a_row_stop_the_engine_and_mark_the_run_aborted(tmp_path: Path, sig: int) -> None:
+    db = tmp_path / "impatient.db"
+    proc = _start(db, *LONG_SIMULATION)
+    _wait_for_steps(db, 500, proc)
+    proc.send_signal(sig)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 130), err.decode()  # 130: the second stopped a step at once
+    assert b"Traceback" not in err
+    assert list(queries.list_runs(open_for_read(str(db)))["status"]) == ["aborted"]
+
+
+@pytest.mark.slow
+def test_a_signal_stops_a_sweep_not_only_its_current_run(tmp_path: Path) -> None:
+    db = tmp_path / "sweep.db"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "sweep", "--param", "max_num_seqs", "--values",
+                             "32,64,128", "--db", str(db), *LONG_SIMULATION], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_steps(db, 500, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert b"sweep stopped by a signal after 1 of 3 runs" in err
+    runs = queries.list_runs(open_for_read(str(db)))
+    assert list(runs["status"]) == ["aborted"]
