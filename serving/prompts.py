@@ -1,0 +1,83 @@
+"""Prompts in and text out for one served model: tokenizing, the chat template, a detokenizer per request.
+
+Chat messages use the tokenizer's chat template when it has one. Otherwise (the `tiny` model, the
+simulated server, model folders without a template) they are joined in a plain format, one line per
+message, `role: content`, followed by `assistant:` for the model to continue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from engine.executors.simulated import SimulatedExecutor
+from serving.detokenizer import Detokenizer, IncrementalDetokenizer, NoTextDetokenizer, SyntheticDetokenizer
+
+Messages = list[dict[str, str]]
+
+
+def plain_chat_text(messages: Messages) -> str:
+    """The documented fallback for models without a chat template."""
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+
+class PromptCodec(Protocol):
+    vocab_size: int
+    has_text: bool  # False: prompts must be token ids, and outputs have no text
+
+    def encode(self, text: str) -> Sequence[int]: ...
+
+    def encode_chat(self, messages: Messages) -> Sequence[int]: ...
+
+    def detokenizer(self, prompt_token_ids: Sequence[int]) -> Detokenizer: ...
+
+
+class TokenizerCodec:
+    """A real model's Hugging Face tokenizer (None: a model folder that ships none)."""
+
+    def __init__(self, tokenizer: Any | None, vocab_size: int) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.has_text = tokenizer is not None
+        self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+
+    def encode(self, text: str) -> Sequence[int]:
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: send the prompt as token ids")
+        return list(self.tokenizer.encode(text))
+
+    def encode_chat(self, messages: Messages) -> Sequence[int]:
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer, so chat messages cannot be encoded; use /v1/completions "
+                             "with token ids")
+        if not self.has_chat_template:
+            return self.encode(plain_chat_text(messages))
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "keys"):  # some versions return a BatchEncoding
+            ids = ids["input_ids"]
+        return [int(t) for t in ids]
+
+    def detokenizer(self, prompt_token_ids: Sequence[int]) -> Detokenizer:
+        if self.tokenizer is None:
+            return NoTextDetokenizer()
+        return IncrementalDetokenizer(self.tokenizer, prompt_token_ids)
+
+
+class SyntheticCodec:
+    """A simulated server: prompts become synthetic token ids (about four characters a token, as
+    the simulated executor counts them), outputs are placeholder text."""
+
+    has_text = True
+
+    def __init__(self, executor: SimulatedExecutor) -> None:
+        self._executor = executor
+        self.vocab_size = executor.vocab_size
+
+    def encode(self, text: str) -> Sequence[int]:
+        return self._executor.encode(text)
+
+    def encode_chat(self, messages: Messages) -> Sequence[int]:
+        return self.encode(plain_chat_text(messages))
+
+    def detokenizer(self, prompt_token_ids: Sequence[int]) -> Detokenizer:
+        return SyntheticDetokenizer()
