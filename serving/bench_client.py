@@ -1,0 +1,166 @@
+"""`bench serve`'s client: stream a workload to any OpenAI-compatible server, timing every chunk.
+
+As `vllm bench serve` does with its random dataset, each request goes to /v1/completions with its
+prompt as token ids, `max_tokens` and `ignore_eos`, streaming, with usage in the last chunk. Timing
+is vLLM's: TTFT is the first chunk with text, ITL the gaps between later chunks with text, E2E
+latency the last such chunk. Requests are named by the workload (x-request-id), so the server's
+recording uses the same ids; the server's run is read from the x-batchscope-run-id header when the
+server is Batchscope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+
+from engine.workload.spec import RequestSpec
+from engine.workload.synthetic import SyntheticPrompt
+from serving.generation import RUN_ID_HEADER
+
+DEFAULT_VOCAB_SIZE = 32_000  # synthetic prompt ids stay below this (tiny's and the simulator's vocabulary)
+
+
+@dataclass
+class RequestResult:
+    request_id: str
+    success: bool = False
+    prompt_len: int = 0
+    output_tokens: int = 0
+    ttft: float = 0.0
+    itl: list[float] = field(default_factory=list)
+    latency: float = 0.0
+    start_time: float = 0.0  # seconds since the benchmark started
+    error: str = ""
+    run_id: int | None = None
+    generated_text: str = ""
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    base_url: str
+    model: str | None = None  # None: the first model /v1/models lists
+    api_key: str | None = None
+    max_concurrency: int | None = None
+    vocab_size: int = DEFAULT_VOCAB_SIZE
+
+
+def prompt_of(spec: RequestSpec, vocab_size: int) -> str | list[int]:
+    """Text as given, ids as given, or a length made into ids the way the engine synthesizes them."""
+    if spec.prompt_token_ids is not None:
+        return list(spec.prompt_token_ids)
+    if spec.prompt is not None:
+        return spec.prompt
+    assert spec.prompt_len is not None
+    return list(SyntheticPrompt(spec.prompt_len, zlib.crc32(spec.request_id.encode()), vocab_size))
+
+
+def request_body(spec: RequestSpec, model: str, vocab_size: int) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model, "prompt": prompt_of(spec, vocab_size), "max_tokens": spec.max_tokens,
+        "temperature": spec.temperature, "ignore_eos": spec.ignore_eos, "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if spec.priority:  # vLLM refuses a priority unless it schedules by priority
+        body["priority"] = spec.priority
+    return body
+
+
+async def discover_model(client: httpx2.AsyncClient, base_url: str, headers: dict[str, str]) -> str:
+    response = await client.get(f"{base_url}/v1/models", headers=headers)
+    response.raise_for_status()
+    data = response.json().get("data") or []
+    if not data:
+        raise RuntimeError(f"{base_url}/v1/models lists no model")
+    return str(data[0]["id"])
+
+
+async def send_one(client: httpx2.AsyncClient, options: ClientOptions, model: str, spec: RequestSpec,
+                   bench_start: float) -> RequestResult:
+    result = RequestResult(spec.request_id)
+    headers = {"x-request-id": spec.request_id}
+    if options.api_key:
+        headers["Authorization"] = f"Bearer {options.api_key}"
+    body = request_body(spec, model, options.vocab_size)
+    if isinstance(body["prompt"], list):
+        result.prompt_len = len(body["prompt"])
+    start = time.perf_counter()
+    result.start_time = start - bench_start
+    last = start
+    texts: list[str] = []
+    try:
+        async with client.stream("POST", f"{options.base_url}/v1/completions", json=body, headers=headers) as resp:
+            run_id = resp.headers.get(RUN_ID_HEADER)
+            result.run_id = int(run_id) if run_id and run_id.isdigit() else None
+            if resp.status_code != 200:
+                result.error = f"HTTP {resp.status_code}: {(await resp.aread()).decode(errors='replace')[:500]}"
+                return result
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                now = time.perf_counter()
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    result.error = str(chunk["error"].get("message", chunk["error"]))
+                    return result
+                choices = chunk.get("choices") or []
+                text = choices[0].get("text") if choices else None
+                if text:
+                    if not texts:
+                        result.ttft = now - start
+                    else:
+                        result.itl.append(now - last)
+                    last = now
+                    texts.append(text)
+                usage = chunk.get("usage")
+                if usage:
+                    result.output_tokens = int(usage.get("completion_tokens") or 0)
+                    result.prompt_len = int(usage.get("prompt_tokens") or result.prompt_len)
+    except (httpx2.HTTPError, OSError, ValueError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        return result
+    if not texts:
+        result.error = "the stream carried no text (no chunk to time the first token by)"
+        return result
+    result.success = True
+    result.latency = last - start
+    result.generated_text = "".join(texts)
+    if not result.output_tokens:  # a server that sends no usage: one token per chunk
+        result.output_tokens = len(texts)
+    return result
+
+
+async def run_requests(options: ClientOptions, specs: Sequence[RequestSpec],
+                       send_times: Sequence[float]) -> tuple[list[RequestResult], float, str]:
+    """Send each request at its time (seconds after the start), at most max_concurrency at once;
+    returns the results in workload order, the benchmark's duration and the model name used."""
+    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
+    headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(None), limits=limits) as client:
+        model = options.model or await discover_model(client, options.base_url, headers)
+        gate = asyncio.Semaphore(options.max_concurrency) if options.max_concurrency else None
+
+        async def limited(spec: RequestSpec) -> RequestResult:
+            if gate is None:
+                return await send_one(client, options, model, spec, start)
+            async with gate:
+                return await send_one(client, options, model, spec, start)
+
+        start = time.perf_counter()
+        tasks = []
+        for spec, at in zip(specs, send_times, strict=True):
+            delay = start + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(limited(spec)))
+        results = list(await asyncio.gather(*tasks))
+        return results, time.perf_counter() - start, model

@@ -1,0 +1,284 @@
+"""`serve` and `bench serve` on the command line, in the style of engine/cli (vLLM's flag names).
+
+    python -m engine serve --model tiny [engine flags] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+    python -m engine serve --simulate [--cost-model-file F | --from-run N] [engine flags]
+    python -m engine bench serve --base-url http://127.0.0.1:8000 --workload mixed --request-rate 10
+
+Until `python -m engine` registers them, `python -m serving` runs the same two commands.
+
+serve: SIGINT/SIGTERM drains (stops accepting, lets what runs finish, at most --drain-timeout
+seconds, then aborts the rest); a second signal aborts everything at once. The run is marked
+finished, or aborted if anything was cut short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from engine.cli.args import (
+    DEFAULT_SIM_GPU_BLOCKS,
+    OneLineParser,
+    add_db_arg,
+    add_engine_args,
+    add_workload_args,
+    engine_config_from_args,
+    positive_float,
+    positive_int,
+    workload_options_from_args,
+)
+from engine.config import ConfigError, EngineConfig
+from engine.engine_args import DEFAULT_CPU_MEMORY_GIB, EngineArgs
+from engine.errors import UserError
+from engine.executors.cost_model import CostModel
+from engine.online import Rotation
+
+DEFAULT_PORT = 8000
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh])$")
+
+
+def rotation_arg(text: str) -> Rotation:
+    """N (steps) or a duration: 90s, 30m, 1h."""
+    if text.isdigit() and int(text) > 0:
+        return Rotation(every_steps=int(text))
+    match = _DURATION.match(text)
+    if match and float(match.group(1)) > 0:
+        return Rotation(every_seconds=float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)])
+    raise argparse.ArgumentTypeError(f"expected a number of steps or a duration such as 90s, 30m or 1h, got {text!r}")
+
+
+# -- serve -----------------------------------------------------------------------------------------
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("serve", help="an OpenAI-compatible server, every step recorded as a run")
+    g = p.add_argument_group("model and device")
+    g.add_argument("--model", default=None,
+                   help="tiny (random 11M Llama), smollm2 (SmolLM2-135M-Instruct), a model directory or a .gguf file "
+                        "(default: tiny; with --simulate, a name for the simulated model)")
+    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)")
+    g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on GPU)")
+    g.add_argument("--gpu-memory-utilization", type=positive_float, default=None,
+                   help="share of device memory for weights + KV cache when sizing the pool (0.9)")
+    g.add_argument("--cpu-memory-gib", type=positive_float, default=DEFAULT_CPU_MEMORY_GIB,
+                   help=f"on CPU: the memory budget the pool is sized from ({DEFAULT_CPU_MEMORY_GIB:g})")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed for requests without one (0)")
+    add_engine_args(p)
+    s = p.add_argument_group("server")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT}; 0 picks a free one)")
+    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes")
+    s.add_argument("--served-model-name", default=None, help="the model name clients send (default: --model)")
+    s.add_argument("--max-waiting", type=positive_int, default=None,
+                   help="answer 503 while this many requests wait to be scheduled (default: no limit)")
+    s.add_argument("--drain-timeout", type=positive_float, default=DEFAULT_DRAIN_TIMEOUT_S,
+                   help=f"on SIGINT/SIGTERM, seconds to let running requests finish ({DEFAULT_DRAIN_TIMEOUT_S:g})")
+    sim = p.add_argument_group("simulated serving")
+    sim.add_argument("--simulate", action="store_true",
+                     help="no model: the same scheduler on the wall clock, each step sleeping its predicted time, "
+                          "placeholder tokens")
+    models = sim.add_mutually_exclusive_group()
+    models.add_argument("--cost-model", choices=("default", "unit"), default=None,
+                        help="default (tiny on 2 CPU threads) or unit (1 s a step)")
+    models.add_argument("--cost-model-file", default=None, metavar="JSON",
+                        help="a cost model written by `python -m engine profile -o`")
+    models.add_argument("--from-run", type=positive_int, default=None, metavar="RUN",
+                        help="the cost model fitted to recorded run RUN, under its config (flags given override it)")
+    r = p.add_argument_group("recording")
+    add_db_arg(r)
+    r.add_argument("--name", default=None, help="a name for the recorded run")
+    r.add_argument("--no-record", action="store_true", help="do not record")
+    r.add_argument("--rotate-every", type=rotation_arg, default=None, metavar="N|DURATION",
+                   help="start a new run after N steps or a duration (1h, 30m) so each stays small; the switch "
+                        "waits until running requests finish")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from serving.server import ServerOptions, ServingServer, bind_socket
+
+    if args.simulate and (args.device or args.dtype or args.gpu_memory_utilization):
+        raise ConfigError("--device, --dtype and --gpu-memory-utilization need a model; --simulate has none")
+    if not args.simulate and (args.cost_model or args.cost_model_file or args.from_run):
+        raise ConfigError("--cost-model, --cost-model-file and --from-run need --simulate")
+    sock = bind_socket(args.host, args.port)  # a busy port fails before a model loads
+    try:
+        backend = _simulated_backend(args) if args.simulate else _real_backend(args)
+        for line in backend.description:
+            print(line, file=sys.stderr)
+        options = ServerOptions(served_model_name=args.served_model_name, api_key=args.api_key,
+                                max_waiting=args.max_waiting, db=args.db, record=not args.no_record,
+                                rotation=args.rotate_every, name=args.name)
+        server = ServingServer(backend, sock, options)
+        server.start()
+    except BaseException:
+        sock.close()
+        raise
+    where = f"recording run {server.run_id}" if server.run_id is not None else "not recording"
+    print(f"serving `{server.served_model_name}` at {server.url}/v1 ({where}); Ctrl-C drains, twice aborts",
+          file=sys.stderr, flush=True)
+    return _serve_until_signalled(server, args.drain_timeout)
+
+
+def _real_backend(args: argparse.Namespace) -> Any:
+    from serving.backend import real_backend
+
+    return real_backend(EngineArgs.from_values(vars(args)))
+
+
+def _simulated_backend(args: argparse.Namespace) -> Any:
+    from engine.cli.simulate import chosen_cost_model
+    from engine.executors.cost_model import named_cost_model
+    from serving.backend import simulated_backend
+
+    base_config: EngineConfig | None = None
+    cost_model = chosen_cost_model(args)
+    model = args.model
+    if args.from_run is not None:
+        cost_model, base_config, base_model = _base_run_model(args.db, args.from_run)
+        model = model or base_model
+    config = engine_config_from_args(args, num_gpu_blocks=DEFAULT_SIM_GPU_BLOCKS, base=base_config)
+    return simulated_backend(config, cost_model or named_cost_model("default"), model or "simulated")
+
+
+def _base_run_model(db: str | None, run_id: int) -> tuple[CostModel, EngineConfig, str | None]:
+    """The one place a base run is read (engine.cli.base_run is about to move)."""
+    from engine.cli.base_run import load_base_run
+    from storage.database import open_for_write
+
+    base = load_base_run(open_for_write(db), run_id)
+    return base.cost_model, base.config, base.model
+
+
+def _serve_until_signalled(server: Any, drain_timeout: float) -> int:
+    signals = 0
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            print(f"{signal.Signals(signum).name}: draining (no new requests; running ones get up to "
+                  f"{drain_timeout:g} s); signal again to abort them", file=sys.stderr, flush=True)
+            server.drain(drain_timeout)
+        else:
+            print("aborting every request", file=sys.stderr, flush=True)
+            server.abort_all()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not server.wait_engine(0.5):
+            pass
+    finally:
+        server.close()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    online = server.online
+    runs = ", ".join(str(r) for r in online.run_ids) or "none"
+    print(f"stopped: run(s) {runs} {online.status}" + (f" ({online.error})" if online.error else ""),
+          file=sys.stderr, flush=True)
+    return 1 if online.status == "failed" else 0
+
+
+# -- bench serve -------------------------------------------------------------------------------------
+def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("bench", help="benchmarks: `bench serve` drives any OpenAI-compatible server")
+    sub = p.add_subparsers(dest="bench_command", required=True, parser_class=OneLineParser)
+    s = sub.add_parser("serve", help="stream a workload to a server and print vllm bench serve's figures")
+    s.add_argument("--base-url", required=True, help="the server, e.g. http://127.0.0.1:8000")
+    s.add_argument("--model", default=None, help="model name to send (default: the first in /v1/models)")
+    s.add_argument("--api-key", default=None, help="sent as 'Authorization: Bearer KEY'")
+    add_workload_args(s)
+    s.add_argument("--burstiness", type=positive_float, default=1.0,
+                   help="gamma shape of the arrival gaps at --request-rate (1.0: Poisson; lower: burstier)")
+    s.add_argument("--max-concurrency", type=positive_int, default=None, help="most requests in flight at once")
+    s.add_argument("--goodput", nargs="+", default=None, metavar="KEY:MS",
+                   help="SLOs a good request meets: ttft:MS tpot:MS e2el:MS (any subset)")
+    s.add_argument("--vocab-size", type=positive_int, default=None,
+                   help="synthetic prompt ids stay below this (32000; match the server's model)")
+    s.add_argument("--save-result", default=None, metavar="FILE", help="write the result JSON here")
+    s.add_argument("--db", default=None,
+                   help="store the client's figures beside the server-side runs in this database (Batchscope servers)")
+    s.set_defaults(func=run_bench_serve)
+
+
+def run_bench_serve(args: argparse.Namespace) -> int:
+    from engine.workload import resolve_workload
+    from serving.bench_client import DEFAULT_VOCAB_SIZE, ClientOptions, run_requests
+    from serving.bench_metrics import calculate, format_result, parse_goodput, send_times
+
+    try:
+        goodput = parse_goodput(args.goodput)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    workload = resolve_workload(args.workload, workload_options_from_args(args))
+    specs = workload.requests
+    generated = args.workload in (None, "uniform", "mixed")
+    if args.request_rate != float("inf") and (args.burstiness != 1.0 or not generated):
+        times = send_times(len(specs), args.request_rate, args.burstiness, args.seed)
+    else:  # the workload's own arrivals: Poisson at --request-rate for generated ones, the trace's times
+        times = [s.arrival_time for s in specs]
+    base_url = args.base_url.rstrip("/").removesuffix("/v1")
+    options = ClientOptions(base_url, args.model, args.api_key, args.max_concurrency,
+                            args.vocab_size or DEFAULT_VOCAB_SIZE)
+    print(f"bench serve: {len(specs)} requests to {base_url} ({workload.description})", file=sys.stderr, flush=True)
+    results, duration, model = asyncio.run(run_requests(options, specs, times))
+    result = calculate(results, duration, goodput)
+    result |= {"model_id": model, "base_url": base_url, "request_rate": args.request_rate,
+               "burstiness": args.burstiness, "max_concurrency": args.max_concurrency, "goodput": goodput,
+               "workload": workload.description}
+    print(format_result(result, args.max_concurrency, args.request_rate))
+    if args.save_result:
+        Path(args.save_result).write_text(json.dumps(result, indent=2, default=str))
+    if args.db is not None:
+        _store(args.db, base_url, model, workload.description, result, results)
+    first_error = next((r.error for r in results if not r.success), None)
+    if first_error:
+        print(f"{result['failed']} request(s) failed; the first: {first_error}", file=sys.stderr)
+    return 0
+
+
+def _store(db: str, base_url: str, model: str, workload: str, result: dict[str, Any], results: Sequence[Any]) -> None:
+    from serving.bench_metrics import tpot_of
+    from storage.client_results import ClientRequest, save_benchmark  # registers its tables before the writer opens
+    from storage.database import open_for_write
+
+    figures = {k: v for k, v in result.items() if not isinstance(v, list)}
+    settings = {k: result[k] for k in ("request_rate", "burstiness", "max_concurrency", "goodput")}
+    rows = [ClientRequest(r.request_id, r.run_id, r.success, r.error or None, r.prompt_len, r.output_tokens,
+                          r.start_time, r.ttft if r.success else None, tpot_of(r), r.latency if r.success else None,
+                          r.itl) for r in results]
+    engine = open_for_write(db)
+    try:
+        bench_id, missing = save_benchmark(engine, base_url, model, workload, settings, figures, rows)
+    finally:
+        engine.dispose()
+    note = f" (runs {', '.join(map(str, missing))} are not in this database: stored without a run)" if missing else ""
+    print(f"stored as client benchmark {bench_id} in {db}{note}", file=sys.stderr)
+
+
+# -- python -m serving ----------------------------------------------------------------------------------
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m serving", description="Batchscope's OpenAI-compatible server and client.")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    add_serve_parser(subparsers)
+    add_bench_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 130
