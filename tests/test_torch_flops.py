@@ -133,9 +133,32 @@ def test_peak_is_the_best_size_by_its_median_time() -> None:
     assert peak_from_timings({64: [2.0, 1.0, 30.0]}) == pytest.approx(2 * 64**3 / 2.0)
 
 
-def test_peak_is_measured_over_the_sizes_asked_for() -> None:
+def test_peak_warms_up_then_times_each_size_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.executors import flops
+
+    events: list[tuple[str, int]] = []
+    times = {32: [5.0, 1.0, 1.0], 64: [1.0, 9.0, 9.0]}  # seconds each timed run "took"
+    matmul = torch.matmul
+
+    def untimed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        events.append(("warm-up", a.shape[0]))
+        return matmul(a, b)
+
+    def timed(a: torch.Tensor, b: torch.Tensor) -> float:
+        events.append(("timed", a.shape[0]))
+        return times[a.shape[0]][sum(1 for e in events if e == ("timed", a.shape[0])) - 1]
+
+    monkeypatch.setattr(torch, "matmul", untimed)
+    monkeypatch.setattr(flops, "_time_matmul", timed)
     peak = measure_peak_flops(torch.device("cpu"), torch.float32, sizes=(32, 64), repeats=3)
-    assert 1e6 < peak < 1e14
+    assert peak == pytest.approx(max(2 * 32**3 / 1.0, 2 * 64**3 / 9.0))
+    for size in (32, 64):
+        mine = [kind for kind, n in events if n == size]
+        assert mine[0] == "warm-up" and mine.count("timed") == 3
+
+
+def test_a_real_peak_is_positive() -> None:
+    assert measure_peak_flops(torch.device("cpu"), torch.float32, sizes=(64,), repeats=3) > 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -84,6 +84,10 @@ def test_gpt_oss_attention_sinks_are_refused(tmp_path: Path) -> None:
     GptOssForCausalLM(config).save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match=r"model type 'gpt_oss'.* uses attention sinks"):
         load_model(str(tmp_path), device="cpu")
+    for f in tmp_path.glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(ModelLoadError, match="uses attention sinks"):  # known from the config, before any weights
+        load_model(str(tmp_path), device="cpu")
 
 
 def test_sinks_on_any_attention_module_are_refused() -> None:

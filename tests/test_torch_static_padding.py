@@ -77,3 +77,13 @@ def test_pad_rows_run_through_the_model_and_sample_nothing(llama: LoadedModel) -
     assert len(seen["input_ids"]) == 2 + 3  # last step: two decodes and the pad rows
     assert seen["input_ids"][2:].tolist() == [executor.pad_token_id] * 3
     assert seen["position_ids"][2:].tolist() == [0, 0, 0]
+
+
+def test_a_step_of_pad_rows_only_runs_them(llama: LoadedModel) -> None:
+    """Static chunked prefill can spend a whole step's budget on a member's left-padding."""
+    executor = make_executor(llama, engine_config(block_size=BLOCK, num_gpu_blocks=16))
+    result = executor.execute_model(SchedulerOutput(step=0, scheduled=(), total_num_scheduled_tokens=0,
+                                                    num_padding_tokens=4))
+    assert result.sampled_token_ids == {} and result.num_flops == 0
+    assert result.num_padding_flops == executor.flop_model.padding_flops(4, 0) > 0
+    assert executor.kv_cache.device_blocks[:, :, executor.kv_cache.scratch_block].abs().sum() > 0

@@ -55,7 +55,7 @@ def save_gemma2(folder: Path, softcapping: float | None) -> Path:
 
     config = Gemma2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
-                          attn_logit_softcapping=softcapping, query_pre_attn_scalar=32, initializer_range=0.2,
+                          attn_logit_softcapping=softcapping, query_pre_attn_scalar=1, initializer_range=0.2,
                           bos_token_id=None, eos_token_id=None, pad_token_id=None)
     return _save(Gemma2ForCausalLM, config, folder)
 

@@ -77,7 +77,7 @@ class TorchExecutor:
         t_start = time.perf_counter()
         if out.finished_req_ids:
             self.sampler.drop(out.finished_req_ids)
-        if not out.scheduled:
+        if not out.scheduled and not out.num_padding_tokens:  # a static prefill step may be pad rows only
             return ModelRunnerOutput(sampled_token_ids={})
 
         self.kv_cache.swap_out(out.blocks_to_swap_out)  # before swap-in: a freed block may be reused
