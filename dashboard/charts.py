@@ -31,6 +31,11 @@ CURRENT_STEP = "#d62728"
 LIMIT_RULE = "#555555"
 
 
+def _layer(*charts: alt.Chart) -> alt.LayerChart:
+    """Charts drawn over each other (no facets here, so always a LayerChart, as alt.layer's type cannot say)."""
+    return alt.LayerChart(layer=list(charts))
+
+
 def _scale(colors: dict[str, str]) -> alt.Scale:
     return alt.Scale(domain=list(colors), range=list(colors.values()))
 
@@ -76,7 +81,7 @@ def gantt(frame: pd.DataFrame, x: str = "step", current: float | None = None, he
                  alt.Tooltip("start_time:Q", title="from (s)", format=".3f"),
                  alt.Tooltip("end_time:Q", title="to (s)", format=".3f")],
     )
-    return alt.layer(bars, *_current_rule(current)).properties(height=height)
+    return _layer(bars, *_current_rule(current)).properties(height=height)
 
 
 def gantt_overview(frame: pd.DataFrame, current: float | None = None, height: int = 360) -> alt.LayerChart:
@@ -94,7 +99,7 @@ def gantt_overview(frame: pd.DataFrame, current: float | None = None, height: in
         tooltip=[alt.Tooltip("requests:N"), alt.Tooltip("steps:N"), alt.Tooltip("phase:N", title="mostly"),
                  alt.Tooltip("share:Q", title="share of cell live", format=".0%")],
     )
-    return alt.layer(cells, *_current_rule(current)).properties(height=height)
+    return _layer(cells, *_current_rule(current)).properties(height=height)
 
 
 # -- step series -----------------------------------------------------------------------------------
@@ -108,7 +113,7 @@ def queue_lengths(steps: pd.DataFrame, x: str = "step", current: float | None = 
         color=alt.Color("queue:N", scale=_scale(QUEUE_COLORS), legend=alt.Legend(orient="top", title=None)),
         tooltip=[alt.Tooltip(f"{x}:Q"), "queue:N", alt.Tooltip("requests:Q", format=".1f")],
     )
-    return alt.layer(lines, *_current_rule(current)).properties(height=200)
+    return _layer(lines, *_current_rule(current)).properties(height=200)
 
 
 def kv_usage(steps: pd.DataFrame, x: str = "step", current: float | None = None) -> alt.LayerChart:
@@ -121,7 +126,7 @@ def kv_usage(steps: pd.DataFrame, x: str = "step", current: float | None = None)
                  alt.Tooltip("num_gpu_blocks:Q", title="pool"),
                  alt.Tooltip("num_used_cpu_blocks:Q", title="swapped to CPU", format=".0f")],
     )
-    return alt.layer(area, *_current_rule(current)).properties(height=200)
+    return _layer(area, *_current_rule(current)).properties(height=200)
 
 
 def token_mix(steps: pd.DataFrame, budget: int | None, x: str = "step",
@@ -139,7 +144,7 @@ def token_mix(steps: pd.DataFrame, budget: int | None, x: str = "step",
         color=alt.Color("kind:N", scale=_scale(TOKEN_COLORS), legend=alt.Legend(orient="top", title=None)),
         tooltip=[alt.Tooltip(f"{x}:Q"), "kind:N", alt.Tooltip("tokens:Q", format=".0f")],
     )
-    return alt.layer(stack, *_limit_rule(budget, "token budget"), *_current_rule(current)).properties(height=200)
+    return _layer(stack, *_limit_rule(budget, "token budget"), *_current_rule(current)).properties(height=200)
 
 
 def batch_slots(steps: pd.DataFrame, max_num_seqs: int | None, x: str = "step",
@@ -158,7 +163,7 @@ def batch_slots(steps: pd.DataFrame, max_num_seqs: int | None, x: str = "step",
         color=alt.Color("slot:N", scale=_scale(SLOT_COLORS), legend=alt.Legend(orient="top", title=None)),
         tooltip=[alt.Tooltip(f"{x}:Q"), "slot:N", alt.Tooltip("sequences:Q", format=".1f")],
     )
-    return alt.layer(area, *_limit_rule(max_num_seqs, "max_num_seqs"), *_current_rule(current)).properties(height=200)
+    return _layer(area, *_limit_rule(max_num_seqs, "max_num_seqs"), *_current_rule(current)).properties(height=200)
 
 
 def throughput_over_time(frame: pd.DataFrame) -> alt.Chart:
@@ -239,7 +244,7 @@ def throughput_latency_curve(frame: pd.DataFrame, param: str) -> alt.LayerChart:
         tooltip=[alt.Tooltip("value_label:N", title=param), "latency:N", alt.Tooltip("ms:Q", format=".1f"),
                  alt.Tooltip("output_tokens_per_s:Q", format=".1f")],
     )
-    return alt.layer(base.mark_line(point=True), base.mark_text(dy=-10, fontSize=11).encode(text="value_label:N"),
+    return _layer(base.mark_line(point=True), base.mark_text(dy=-10, fontSize=11).encode(text="value_label:N"),
                      ).properties(height=380)
 
 
