@@ -1,9 +1,12 @@
-"""Start and stop engine processes from the dashboard.
+"""Every `python -m engine` command line the dashboard starts, built from typed inputs, and the
+processes that run them.
 
-The form's values are validated into a RunForm and turned into an argument list for
-`python -m engine` (never a shell string, never a user-chosen path or model file), then started
-as a background process that outlives the page. Its output goes to a log file so a run that
-fails to start can say why.
+A form's values become a typed request (RunForm, WhatIfRequest, SweepRequest) whose validate()
+checks them without loading a model (the engine's own config rules, through EngineArgs, plus the
+form's bounds) and whose argv() is an argument list, never a shell string, never a user-chosen
+path or model file. A started engine runs in its own session, so it outlives the page and a
+Ctrl-C in the dashboard's terminal does not reach it; its output goes to a log file so a run
+that fails to start can say why.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dashboard import settings
+from engine.config import ConfigError, EngineConfig
+from engine.engine_args import EngineArgs
 
 MODES = ("real", "simulated")
 MODELS = ("tiny", "smollm2")
@@ -25,6 +32,7 @@ WORKLOADS = ("mixed", "uniform", "azure")
 POLICIES = ("fcfs", "priority", "sjf")
 PREEMPTION_MODES = ("recompute", "swap")
 BATCHING = ("continuous", "static")
+# The form's bounds (the widgets' ranges): what a dashboard user may ask of a local machine.
 LIMITS = {
     "num_prompts": (1, 20_000),
     "max_num_seqs": (1, 1024),
@@ -34,14 +42,33 @@ LIMITS = {
     "max_model_len": (64, 32_768),
 }
 MAX_NAME = 80
+SWEEP_PARAMS = ("max_num_seqs", "max_num_batched_tokens", "num_gpu_blocks", "request_rate", "batching")
+SWEEP_REQUEST_RATE = 20.0  # arrivals of a sweep over an engine parameter: enough to load the batch
 
 
 class LaunchError(ValueError):
-    """The form's values cannot start a run; the message names the field."""
+    """The values cannot start a run; the message names the field and the fix."""
+
+
+def _engine_flags(args: EngineArgs) -> list[str]:
+    """EngineArgs.to_argv() without the model: `simulate` takes the config flags alone."""
+    argv = args.to_argv()
+    i = argv.index("--model")
+    return argv[:i] + argv[i + 2:]
+
+
+def _check_config(build: Callable[[], EngineConfig]) -> EngineConfig:
+    """Run a config builder; the engine's ConfigError (it names the fix) becomes a LaunchError."""
+    try:
+        return build()
+    except ConfigError as exc:
+        raise LaunchError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
 class RunForm:
+    """The run form's values. engine_args() and workload_argv() are what gets launched."""
+
     mode: str = "real"
     model: str = "tiny"
     workload: str = "mixed"
@@ -57,11 +84,18 @@ class RunForm:
     swap_space: int = 0
     batching: str = "continuous"
     name: str = ""
-    extra_args: tuple[str, ...] = field(default=())
+    workload_file: Path | None = None  # a workload the dashboard wrote itself (the demo); the form never sets it
 
-    def validate(self) -> None:
-        for name, choices in (("mode", MODES), ("model", MODELS), ("workload", WORKLOADS), ("policy", POLICIES),
-                              ("preemption_mode", PREEMPTION_MODES), ("batching", BATCHING)):
+    def engine_args(self) -> EngineArgs:
+        return EngineArgs(model=self.model, max_num_seqs=self.max_num_seqs,
+                          max_num_batched_tokens=self.max_num_batched_tokens, max_model_len=self.max_model_len,
+                          num_gpu_blocks=self.num_gpu_blocks, swap_space=self.swap_space,
+                          enable_chunked_prefill=self.enable_chunked_prefill, policy=self.policy,
+                          preemption_mode=self.preemption_mode, batching=self.batching)
+
+    def validate(self) -> EngineConfig:
+        """The config this form would run under; LaunchError naming the field and the fix."""
+        for name, choices in (("mode", MODES), ("model", MODELS), ("workload", WORKLOADS)):
             if getattr(self, name) not in choices:
                 raise LaunchError(f"{name} must be one of {', '.join(choices)}")
         for name, (lo, hi) in LIMITS.items():
@@ -72,36 +106,99 @@ class RunForm:
                 raise LaunchError(f"{name} must be a whole number from {lo} to {hi}")
         if self.request_rate is not None and not (0 < self.request_rate <= 10_000 and math.isfinite(self.request_rate)):
             raise LaunchError("request rate must be between 0 and 10,000 requests/s (or all at once)")
-        if self.preemption_mode == "swap" and self.swap_space == 0:
-            raise LaunchError("swap preemption needs a swap space of at least one block")
         if len(self.name) > MAX_NAME or not all(c.isprintable() for c in self.name):
             raise LaunchError(f"the name must be at most {MAX_NAME} printable characters")
+        return _check_config(self.engine_args().create_engine_config)
 
-    def argv(self, db: str) -> list[str]:
-        """The command line, after validate()."""
-        verb = "run" if self.mode == "real" else "simulate"
-        args = [sys.executable, "-m", "engine", verb, "--db", db,
-                "--workload", self.workload, "--num-prompts", str(self.num_prompts),
-                "--max-num-seqs", str(self.max_num_seqs),
-                "--max-num-batched-tokens", str(self.max_num_batched_tokens),
-                "--max-model-len", str(self.max_model_len),
-                "--policy", self.policy, "--preemption-mode", self.preemption_mode,
-                "--swap-space", str(self.swap_space), "--batching", self.batching,
-                "--enable-chunked-prefill" if self.enable_chunked_prefill else "--no-enable-chunked-prefill"]
+    def workload_argv(self) -> list[str]:
+        if self.workload_file is not None:
+            return ["--workload", str(self.workload_file)]
+        args = ["--workload", self.workload, "--num-prompts", str(self.num_prompts)]
         if self.request_rate is not None:
             args += ["--request-rate", f"{self.request_rate:g}"]
-        if self.num_gpu_blocks is not None:
-            args += ["--num-gpu-blocks", str(self.num_gpu_blocks)]
         if self.workload == "azure":
             # The trace is GPU-sized; shrink it for a CPU run as its README suggests.
             args += ["--max-requests", str(self.num_prompts), "--length-scale", "0.1", "--time-scale", "0.1"]
-        if self.mode == "real":
-            args += ["--model", self.model]
-        if self.name.strip():
-            args += ["--name", self.name.strip()]
         return args
 
+    def argv(self, db: str) -> list[str]:
+        """The command line, after validate()."""
+        engine = self.engine_args()
+        verb, flags = ("run", engine.to_argv()) if self.mode == "real" else ("simulate", _engine_flags(engine))
+        args = [sys.executable, "-m", "engine", verb, "--db", db, *self.workload_argv(), *flags]
+        return [*args, "--name", self.name.strip()] if self.name.strip() else args
 
+
+@dataclass(frozen=True)
+class WhatIfRequest:
+    """Re-run a recorded run's requests under changed parameters (and, with validate, for real)."""
+
+    base_run_id: int
+    base_config: dict[str, Any]  # the recorded run's config, by vLLM name
+    changes: dict[str, Any]  # the parameters that differ from it
+    validate_for_real: bool = False
+
+    def validate(self) -> EngineConfig:
+        """The config the prediction runs under: the base's with the changes, as the CLI builds it."""
+        recorded = EngineArgs.from_values(self.base_config).config_values()
+        return _check_config(lambda: EngineConfig.from_dict(recorded).replace(**self.changes))
+
+    def argv(self, db: str) -> list[str]:
+        args = [sys.executable, "-m", "engine", "simulate", "--db", db, "--from-run", str(int(self.base_run_id)),
+                *_engine_flags(EngineArgs.from_values(self.changes))]
+        return [*args, "--validate"] if self.validate_for_real else args
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """One simulated run per value of a parameter, on the mixed workload."""
+
+    param: str
+    values: str  # comma-separated, as typed
+    num_prompts: int = 400
+
+    def cleaned_values(self) -> list[str]:
+        """The values, validated; LaunchError naming what is wrong."""
+        if self.param not in SWEEP_PARAMS:
+            raise LaunchError(f"the swept parameter must be one of {', '.join(SWEEP_PARAMS)}")
+        items = [v.strip() for v in self.values.split(",") if v.strip()]
+        if not items or len(items) > 32:
+            raise LaunchError("give between 1 and 32 comma-separated values")
+        for item in items:
+            if self.param == "batching":
+                ok = item in BATCHING
+            elif self.param == "request_rate":
+                ok = _is_float(item) and 0 < float(item) <= 10_000
+            else:
+                lo, hi = LIMITS[self.param]
+                ok = item.isdigit() and lo <= int(item) <= hi
+            if not ok:
+                kind = "static or continuous" if self.param == "batching" else "numbers in the form's range"
+                raise LaunchError(f"values of {self.param} must be {kind}; got {item!r}")
+        return items
+
+    def argv(self, db: str) -> list[str]:
+        lo, hi = LIMITS["num_prompts"]
+        if not lo <= self.num_prompts <= hi:
+            raise LaunchError(f"num_prompts must be a whole number from {lo} to {hi}")
+        args = [sys.executable, "-m", "engine", "sweep", "--db", db, "--param", self.param,
+                "--values", ",".join(self.cleaned_values()), "--workload", "mixed",
+                "--num-prompts", str(int(self.num_prompts))]
+        return args if self.param == "request_rate" else [*args, "--request-rate", f"{SWEEP_REQUEST_RATE:g}"]
+
+
+def _is_float(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def delete_run_argv(run_id: int, db: str) -> list[str]:
+    return [sys.executable, "-m", "engine", "delete", str(int(run_id)), "--db", db]
+
+
+# -- processes -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Launched:
     pid: int
@@ -169,12 +266,11 @@ def stop(pid: int) -> bool:
     return True
 
 
-def delete_run_argv(run_id: int, db: str) -> list[str]:
-    return [sys.executable, "-m", "engine", "delete", str(int(run_id)), "--db", db]
-
-
-def demo_form() -> RunForm:
-    """The first-launch demo: the tiny model, requests arriving over about a minute."""
-    return RunForm(mode="real", model="tiny", workload="mixed", num_prompts=300, request_rate=6.0,
-                   max_num_seqs=16, max_num_batched_tokens=512, max_model_len=1024, enable_chunked_prefill=True,
-                   name="demo: tiny model, mixed workload, 6 req/s")
+def wait_for_exit(pid: int, timeout_s: float) -> bool:
+    """Wait until pid has exited (reaping it when it is our child); whether it did within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _exit_status(pid) is not None:
+            return True
+        time.sleep(0.05)
+    return False

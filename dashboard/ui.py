@@ -1,17 +1,17 @@
-"""Small pieces every page uses: opening the database with a clear message, picking a run,
-formatting numbers."""
+"""Small pieces every page uses: opening the database with a clear message, waiting for the
+first run, picking a run, formatting numbers."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import data, settings
+from dashboard import data, demo, launcher, run_meta, settings
 from storage.database import DatabaseMissingError, EmptyDatabaseError, StorageError
 
 STATUS_COLORS = {"running": "green", "finished": "blue", "aborted": "gray", "failed": "red", "interrupted": "orange"}
@@ -22,27 +22,6 @@ def status_badge(status: str) -> str:
     return f":{STATUS_COLORS.get(status, 'gray')}-badge[{status}]"
 
 
-NAVIGATION = (
-    ("app.py", "Runs", ":material/table_rows:"),
-    ("pages/1_Live.py", "Live", ":material/radio_button_checked:"),
-    ("pages/2_Replay.py", "Replay", ":material/replay:"),
-    ("pages/3_What-if.py", "What-if", ":material/science:"),
-    ("pages/4_Curves.py", "Curves", ":material/show_chart:"),
-)
-
-
-def page_setup(title: str) -> None:
-    """First call of every page: Streamlit runs a page file alone (app.py does not run first), so
-    page config and the sidebar live here. The sidebar replaces Streamlit's file-name navigation
-    (hidden in .streamlit/config.toml) with titled, iconed links."""
-    st.set_page_config(page_title=f"{title} · Batchscope", page_icon=":material/view_timeline:", layout="wide")
-    with st.sidebar:
-        st.markdown("### Batchscope")
-        for path, label, icon in NAVIGATION:
-            st.page_link(path, label=label, icon=icon)
-        st.caption(f"Database: `{Path(settings.db_target()).name if '://' not in settings.db_target() else 'URL'}`")
-
-
 def runs_or_stop(empty_hint: str = "Start one from the **Runs** page.") -> tuple[str, pd.DataFrame]:
     """The database target and its runs; stops the page with a clear message when there are none
     or the database cannot be read."""
@@ -50,18 +29,37 @@ def runs_or_stop(empty_hint: str = "Start one from the **Runs** page.") -> tuple
     try:
         frame = data.runs(target)
     except (DatabaseMissingError, EmptyDatabaseError):
-        st.info(f"No runs recorded yet. {empty_hint}")
-        st.stop()
+        frame = None
     except StorageError as exc:
         st.error(f"Cannot read the database: {exc}")
         st.stop()
     except SQLAlchemyError as exc:
         st.error(f"Cannot read the database {target}: {getattr(exc, 'orig', exc)}")
         st.stop()
-    if frame.empty:
+    if frame is None or frame.empty:
         st.info(f"No runs recorded yet. {empty_hint}")
+        wait_for_first_run(target)
         st.stop()
     return target, frame
+
+
+@st.fragment(run_every=2)
+def wait_for_first_run(target: str) -> None:
+    """While a demo starts: rerun the page once its first step is recorded, or say why it failed."""
+    launched = demo.launched(target)
+    if launched is None:
+        return
+    try:
+        if not data.runs(target).empty:
+            st.rerun()
+    except (DatabaseMissingError, EmptyDatabaseError):
+        pass
+    failure = launcher.early_failure(launched, wait_s=0.1)
+    if failure:
+        st.error(f"The demo run could not start: {failure} (log: {launched.log_path})")
+        return
+    st.info(f"Starting a demo run on the `tiny` model (a small random-weight Llama): {demo.describe()}. "
+            "This page shows it as soon as its first step is recorded.")
 
 
 def run_label(row: Any) -> str:
@@ -110,14 +108,18 @@ def config_summary(config: dict[str, Any]) -> str:
     return " · ".join(f"{k}={config.get(k)}" for k in keys if k in config)
 
 
-def summary_line(summary: dict[str, Any]) -> str:
-    """A finished run's headline figures from its stored summary."""
-
-    def p50(key: str) -> str:
-        return ms((summary.get(key) or {}).get("p50"))
-
-    parts = [f"{rate(summary.get('output_tokens_per_s'))}", f"TTFT p50 {p50('ttft_s')}", f"ITL p50 {p50('itl_s')}",
-             f"TPOT p50 {p50('tpot_s')}", f"E2E p50 {p50('e2e_s')}", f"{summary.get('num_preemptions', 0)} preemptions"]
-    if summary.get("num_padding_tokens"):
-        parts.append(f"{summary['padding_share']:.0%} of computed tokens were padding")
+def summary_line(run: run_meta.RunRow) -> str | None:
+    """A finished run's headline figures from its stored summary; None while it runs."""
+    h = run_meta.headline(run)
+    if h is None:
+        return None
+    parts = [rate(h.output_tokens_per_s), f"TTFT p50 {ms(h.ttft_p50)}", f"ITL p50 {ms(h.itl_p50)}",
+             f"TPOT p50 {ms(h.tpot_p50)}", f"E2E p50 {ms(h.e2e_p50)}", f"{h.num_preemptions} preemptions"]
+    if h.padding_share is not None:
+        parts.append(f"{h.padding_share:.0%} of computed tokens were padding")
     return " · ".join(parts)
+
+
+def index_of(options: Sequence[Any], value: Any, fallback: int = 0) -> int:
+    """A selectbox index for value, or fallback when it is not among the options."""
+    return list(options).index(value) if value in options else fallback

@@ -13,7 +13,7 @@ from tests.dashboard_fixture import build
 from tests.recording import record_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("app.py", "pages/1_Live.py", "pages/2_Replay.py", "pages/3_What-if.py", "pages/4_Curves.py")
+PAGES = ("pages/runs.py", "pages/live.py", "pages/replay.py", "pages/what_if.py", "pages/curves.py")
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +22,27 @@ def fixture_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     return path, build(path)
 
 
+@pytest.fixture(autouse=True)
+def no_real_launches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Pages may start engines (the first-launch demo starts one on an empty database): record the
+    command lines instead of running them, so no page test loads a model."""
+    launched: list[list[str]] = []
+
+    def fake_launch(argv: list[str], label: str) -> launcher.Launched:
+        launched.append(argv)
+        return launcher.Launched(pid=999_999, log_path=tmp_path / f"{label}.log", argv=argv)
+
+    monkeypatch.setattr(launcher, "launch", fake_launch)
+    return launched
+
+
 def _open(page: str, db: Path, monkeypatch: pytest.MonkeyPatch, run_id: int | None = None) -> AppTest:
     monkeypatch.setenv("BATCHSCOPE_DB", str(db))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
     if run_id is not None:
         at.query_params["run"] = str(run_id)
     at.run()
-    if page != "app.py":
+    if page != PAGES[0]:
         at.switch_page(page)
         at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -50,14 +64,14 @@ def _text(at: AppTest) -> str:
 def test_every_page_renders_every_kind_of_run(page: str, kind: str, fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
     at = _open(page, db, monkeypatch, ids[kind])
-    if page in ("pages/1_Live.py", "pages/2_Replay.py"):
+    if page in ("pages/live.py", "pages/replay.py"):
         assert _charts(at) >= 5
         assert f"#{ids[kind]} " in at.selectbox[0].value.__str__() or at.selectbox[0].value == ids[kind]
 
 
 def test_runs_page_lists_every_run_with_its_status(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("app.py", db, monkeypatch)
+    at = _open(PAGES[0], db, monkeypatch)
     table = at.dataframe[0].value
     assert set(table["id"]) >= set(ids.values())
     status = dict(zip(table["id"], table["status"], strict=True))
@@ -68,13 +82,13 @@ def test_runs_page_lists_every_run_with_its_status(fixture_db, monkeypatch) -> N
 
 def test_live_page_explains_an_interrupted_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/1_Live.py", db, monkeypatch, ids["interrupted"])
+    at = _open("pages/live.py", db, monkeypatch, ids["interrupted"])
     assert "stopped writing without finishing" in _text(at)
 
 
 def test_replay_of_static_batching_shows_padding(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/2_Replay.py", db, monkeypatch, ids["static"])
+    at = _open("pages/replay.py", db, monkeypatch, ids["static"])
     labels = {m.label: m.value for m in at.metric}
     assert "padding" in labels
     assert "padding" in _text(at)
@@ -82,13 +96,13 @@ def test_replay_of_static_batching_shows_padding(fixture_db, monkeypatch) -> Non
 
 def test_replay_shows_the_swap_pool_for_a_swap_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/2_Replay.py", db, monkeypatch, ids["swap"])
+    at = _open("pages/replay.py", db, monkeypatch, ids["swap"])
     assert "CPU swap pool" in _text(at)
 
 
 def test_what_if_page_shows_the_self_check_before_the_prediction(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/3_What-if.py", db, monkeypatch, ids["continuous"])
+    at = _open("pages/what_if.py", db, monkeypatch, ids["continuous"])
     text = _text(at)
     assert text.index("How far to trust it") < text.index("Predicted vs recorded")
     assert "under its own configuration" in text
@@ -101,7 +115,7 @@ def test_what_if_page_shows_the_self_check_before_the_prediction(fixture_db, mon
 
 def test_curves_page_draws_the_sweep_and_the_static_comparison(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, _ = fixture_db
-    at = _open("pages/4_Curves.py", db, monkeypatch)
+    at = _open("pages/curves.py", db, monkeypatch)
     assert _charts(at) == 5
     sweep_table = next(d.value for d in at.dataframe if "value_label" in d.value.columns)
     assert sorted(sweep_table["value_label"].astype(int)) == [2, 8, 32]
@@ -118,7 +132,7 @@ def test_first_launch_on_an_empty_database_starts_a_demo(tmp_path: Path, monkeyp
     monkeypatch.setattr(launcher, "early_failure", lambda launched, wait_s=2.0: None)
     import pages  # noqa: F401  (the page module reads launcher at run time)
 
-    at = _open("app.py", tmp_path / "new.db", monkeypatch)
+    at = _open(PAGES[0], tmp_path / "new.db", monkeypatch)
     assert "No runs yet" in _text(at) and "Starting a demo run" in _text(at)
     assert len(launched) == 1
     argv = launched[0]
@@ -146,7 +160,7 @@ def test_a_foreign_database_gets_a_clear_message(page: str, tmp_path: Path, monk
 def test_a_corrupt_database_gets_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "broken.db"
     db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
-    at = _open("pages/2_Replay.py", db, monkeypatch)
+    at = _open("pages/replay.py", db, monkeypatch)
     assert "Cannot read the database" in _text(at)
 
 
@@ -155,7 +169,7 @@ def test_the_run_form_refuses_bad_values() -> None:
         launcher.RunForm(max_num_seqs=0).validate()
     with pytest.raises(launcher.LaunchError, match="model must be one of tiny, smollm2"):
         launcher.RunForm(model="/etc/passwd").validate()
-    with pytest.raises(launcher.LaunchError, match="swap preemption needs"):
+    with pytest.raises(launcher.LaunchError, match="preemption_mode=swap needs a CPU swap pool"):
         launcher.RunForm(preemption_mode="swap", swap_space=0).validate()
     form = launcher.RunForm(name="x; rm -rf /")
     form.validate()
@@ -181,5 +195,5 @@ def test_a_table_from_another_layout_stops_the_page_with_a_message(tmp_path: Pat
     conn.execute("DROP TABLE kv_block_keyframes")
     conn.commit()
     conn.close()
-    at = _open("pages/2_Replay.py", db, monkeypatch, 1)
+    at = _open("pages/replay.py", db, monkeypatch, 1)
     assert "Cannot read the database: no such table: kv_block_keyframes" in _text(at)

@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from dashboard import charts, data, launcher, settings, ui
+from dashboard import charts, data, launcher, run_meta, settings, ui
 
-ui.page_setup("Live")
 st.title("Live")
 target, runs = ui.runs_or_stop()
 run_id = ui.pick_run(runs, key="live_run", prefer_running=True)
@@ -24,9 +23,9 @@ def live_panel() -> None:
     head = st.columns([3, 1])
     head[0].markdown(f"{ui.status_badge(status)} · {n:,} steps · "
                      f"{run['last_time']:.1f} s · {run['mode']} · {ui.config_summary(config)}")
-    pid = (run.get("extra") or {}).get("pid")
+    pid = run_meta.engine_pid(run)
     if status == "running" and pid and head[1].button("Stop run", icon=":material/stop_circle:", key="stop_run"):
-        if launcher.stop(int(pid)):
+        if launcher.stop(pid):
             st.toast("Asked the engine to stop; it flushes and marks the run aborted.")
         else:
             st.warning("The engine process is not running here any more.")
@@ -34,7 +33,7 @@ def live_panel() -> None:
         st.warning("This run stopped writing without finishing (the engine was killed or crashed). "
                    "Everything up to its last write is shown.")
     elif status == "failed":
-        st.error(f"This run failed: {run.get('error')}")
+        st.error(f"This run failed: {run['error']}")
     elif status != "running":
         st.info(f"This run is {status}; the **Replay** page shows the whole of it step by step.")
     if n == 0:

@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from dashboard import charts, data, settings, ui
+from dashboard import charts, data, replay, settings, ui
 
-ui.page_setup("Replay")
 st.title("Replay")
 target, runs = ui.runs_or_stop()
 run_id = ui.pick_run(runs, key="replay_run")
@@ -21,8 +20,9 @@ config = run["config"]
 st.markdown(f"{ui.status_badge(run['status'])} · {n:,} steps · "
             f"{run['last_time']:.2f} s · {run['mode']} · {run['workload']}")
 st.caption(ui.config_summary(config))
-if run.get("summary"):
-    st.markdown(ui.summary_line(run["summary"]))
+headline = ui.summary_line(run)
+if headline:
+    st.markdown(headline)
 
 step_key = f"replay_step_{run_id}"
 st.session_state.setdefault(step_key, n // 2)
@@ -41,10 +41,7 @@ def step_view() -> None:
     if row is None:
         st.warning("No such step.")
         return
-    st.markdown(f"Step **{step:,}** at {row['start_time']:.3f} s: "
-                f"{int(row['num_prefill_seqs'])} prefill ({int(row['num_prefill_tokens'])} tokens) + "
-                f"{int(row['num_decode_seqs'])} decode sequences, {int(row['num_batched_tokens'])} of "
-                f"{config.get('max_num_batched_tokens')} budget tokens, {int(row['num_preemptions'])} preempted.")
+    st.markdown(replay.step_line(step, row, config.get("max_num_batched_tokens")))
 
     st.subheader("Whole run")
     if data.phase_count(target, run_id, version) <= settings.MAX_GANTT_BARS:
@@ -78,21 +75,16 @@ def step_view() -> None:
     right.caption("Sequences per step; yellow padding is static batching's waste.")
 
     queues = data.queue_contents(target, run_id, step, version)
-    groups = {"waiting": queues[queues["phase"].isin(["queued", "preempted"])],
-              "running": queues[queues["phase"].isin(["prefill", "decode"])],
-              "swapped": queues[queues["phase"] == "swapped"],
-              "padding": queues[queues["phase"] == "padding"]}
+    groups = replay.queue_groups(queues)
     st.subheader(f"Queues and KV blocks at step {step:,}")
-    m = st.columns(4)
-    for col, (name, frame) in zip(m, groups.items(), strict=True):
+    for col, (name, frame) in zip(st.columns(len(groups)), groups.items(), strict=True):
         col.metric(name, len(frame))
     tabs_left, tabs_right = st.columns([2, 3])
     with tabs_left:
         for name, frame in groups.items():
             if not frame.empty:
                 st.markdown(f"**{name}**")
-                st.dataframe(frame[["request_id", "phase", "prompt_len", "max_tokens", "priority", "start_step"]],
-                             hide_index=True, height=min(38 + 35 * len(frame), 220))
+                st.dataframe(frame, hide_index=True, height=min(38 + 35 * len(frame), 220))
     with tabs_right:
         blocks = data.kv_block_map(target, run_id, step, "gpu", version)
         used = int(blocks["request_id"].notna().sum())
@@ -111,13 +103,9 @@ def step_view() -> None:
     if chosen:
         detail, timeline = data.request_detail(target, run_id, chosen, version)
         if detail is not None:
-            d = st.columns(6)
-            d[0].metric("prompt tokens", int(detail["prompt_len"]))
-            d[1].metric("output tokens", "–" if detail["output_len"] is None else int(detail["output_len"]))
-            d[2].metric("TTFT", ui.ms(detail.get("ttft")))
-            d[3].metric("end-to-end", ui.ms(detail.get("e2e")))
-            d[4].metric("preemptions", int(detail["num_preemptions"] or 0))
-            d[5].metric("finish", detail["finish_reason"] or "running")
+            figures = replay.request_figures(detail)
+            for col, (label, value) in zip(st.columns(len(figures)), figures.items(), strict=True):
+                col.metric(label, value)
             st.altair_chart(charts.request_timeline(timeline), width="stretch")
             if detail.get("reject_reason"):
                 st.warning(f"Rejected: {detail['reject_reason']}")

@@ -1,0 +1,33 @@
+"""The Replay page's figures: one step in words, and who sits in which queue at that step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from dashboard import ui
+
+QUEUE_PHASES = {"waiting": ("queued", "preempted"), "running": ("prefill", "decode"), "swapped": ("swapped",),
+                "padding": ("padding",)}
+QUEUE_COLUMNS = ["request_id", "phase", "prompt_len", "max_tokens", "priority", "start_step"]
+
+
+def step_line(step: int, row: dict[str, Any], budget: int | None) -> str:
+    """What the scheduler ran at one step, as one Markdown sentence."""
+    return (f"Step **{step:,}** at {row['start_time']:.3f} s: {int(row['num_prefill_seqs'])} prefill "
+            f"({int(row['num_prefill_tokens'])} tokens) + {int(row['num_decode_seqs'])} decode sequences, "
+            f"{int(row['num_batched_tokens'])} of {budget} budget tokens, {int(row['num_preemptions'])} preempted.")
+
+
+def queue_groups(queues: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The requests alive at a step by queue (waiting, running, swapped, padding), QUEUE_COLUMNS only."""
+    return {name: queues.loc[queues["phase"].isin(phases), QUEUE_COLUMNS] for name, phases in QUEUE_PHASES.items()}
+
+
+def request_figures(detail: dict[str, Any]) -> dict[str, str | int]:
+    """One request's headline figures as metric tiles: label -> shown value."""
+    return {"prompt tokens": int(detail["prompt_len"]),
+            "output tokens": "–" if detail["output_len"] is None else int(detail["output_len"]),
+            "TTFT": ui.ms(detail.get("ttft")), "end-to-end": ui.ms(detail.get("e2e")),
+            "preemptions": int(detail["num_preemptions"] or 0), "finish": detail["finish_reason"] or "running"}

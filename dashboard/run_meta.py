@@ -1,0 +1,109 @@
+"""A run's metadata, read in one place: the engine's pid, what-if notes, the self-check, a
+validation, the fitted cost model, the stored summary.
+
+Today these live in the run row's JSON columns (`extra`, `cost_model`, `summary`); pages never
+dig into them, they call these accessors and get typed values, so the storage behind them can
+change here alone. Every accessor takes the run as `data.run()` returns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+RunRow = Mapping[str, Any]
+Figures = Mapping[str, float | None]  # headline metrics by key (output_tokens_per_s, ttft_p50, ...): s, tokens/s
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two sets of the same headline figures, e.g. recorded vs simulated."""
+
+    first: Figures
+    second: Figures
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A prediction checked against a real run with the same parameters."""
+
+    real_run_id: int
+    predicted: Figures
+    real: Figures
+
+
+@dataclass(frozen=True)
+class CostFit:
+    """How well the cost model fitted to a run explains that run's step times."""
+
+    num_steps: int | None
+    median_abs_pct_error: float
+    r2: float
+    num_row_factors: int  # measured corrections for step sizes off the linear trend
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A finished run's summary figures (seconds, tokens/s)."""
+
+    output_tokens_per_s: float | None
+    ttft_p50: float | None
+    itl_p50: float | None
+    tpot_p50: float | None
+    e2e_p50: float | None
+    num_preemptions: int
+    padding_share: float | None  # of computed tokens; None without static batching's padding
+
+
+def _extra(run: RunRow) -> Mapping[str, Any]:
+    return run.get("extra") or {}
+
+
+def engine_pid(run: RunRow) -> int | None:
+    """The process recording the run (lets the dashboard stop it)."""
+    pid = _extra(run).get("pid")
+    return int(pid) if pid else None
+
+
+def what_if_changes(run: RunRow) -> dict[str, Any]:
+    """The parameters a what-if prediction changed from its base run; {} for other runs."""
+    return dict((_extra(run).get("what_if") or {}).get("changes") or {})
+
+
+def self_check(run: RunRow) -> Comparison | None:
+    """A prediction's replay of its base run under the base's own configuration: recorded vs simulated."""
+    check = (_extra(run).get("what_if") or {}).get("self_check")
+    return Comparison(check["recorded"], check["predicted"]) if check else None
+
+
+def validation(run: RunRow) -> Validation | None:
+    """The real run that checked this prediction, when one did."""
+    found = _extra(run).get("validation")
+    if not found:
+        return None
+    return Validation(int(found["real_run_id"]), found["predicted"], found["real"])
+
+
+def cost_fit(run: RunRow) -> CostFit | None:
+    """The step-time model fitted to this run (stored on the first what-if of it), if any."""
+    model = run.get("cost_model")
+    if not model:
+        return None
+    fit = model.get("fit") or {}
+    return CostFit(fit.get("num_steps"), float(fit.get("median_abs_pct_error", float("nan"))),
+                   float(fit.get("r2", float("nan"))), len(model.get("row_factors") or {}))
+
+
+def headline(run: RunRow) -> Headline | None:
+    """The summary a finished run stored; None while it runs."""
+    summary = run.get("summary")
+    if not summary:
+        return None
+
+    def p50(key: str) -> float | None:
+        return (summary.get(key) or {}).get("p50")
+
+    padding = summary.get("padding_share") if summary.get("num_padding_tokens") else None
+    return Headline(summary.get("output_tokens_per_s"), p50("ttft_s"), p50("itl_s"), p50("tpot_s"), p50("e2e_s"),
+                    int(summary.get("num_preemptions") or 0), padding)

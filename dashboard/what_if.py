@@ -1,0 +1,104 @@
+"""The What-if page's figures: which run to open, how far to trust the simulator, and the
+comparison tables (recorded vs simulated, recorded vs predicted, predicted vs real)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, launcher, run_meta
+
+LABELS = {"output_tokens_per_s": ("output tokens/s", 1.0), "ttft_p50": ("TTFT p50 (ms)", 1e3),
+          "ttft_p99": ("TTFT p99 (ms)", 1e3), "e2e_p50": ("E2E p50 (ms)", 1e3), "e2e_p99": ("E2E p99 (ms)", 1e3)}
+COLUMN_FORMATS = {c: st.column_config.NumberColumn(format="%.1f")
+                  for c in ("recorded", "simulated", "predicted", "real")}
+COLUMN_FORMATS |= {c: st.column_config.NumberColumn(format="%+.1f%%") for c in ("error %", "change %")}
+BLOCK_SIZES = [8, 16, 32, 64]  # the block sizes the form offers
+
+
+def recorded_runs(runs: pd.DataFrame) -> pd.Series:
+    """Runs a what-if can start from: done (or stopped) and not themselves predictions."""
+    return runs["status"].isin(["finished", "aborted", "interrupted"]) & runs["base_run_id"].isna()
+
+
+def default_base(runs: pd.DataFrame) -> int | None:
+    """Open on a run that already has predictions, else the latest real run."""
+    predicted_bases = runs["base_run_id"].dropna().astype(int)
+    if not predicted_bases.empty:
+        return int(predicted_bases.iloc[0])
+    real = runs[recorded_runs(runs) & (runs["mode"] == "real")]
+    return int(real["id"].iloc[0]) if not real.empty else None
+
+
+def predictions_of(runs: pd.DataFrame, base_id: int) -> dict[int, str]:
+    """The simulated predictions made from base_id, newest first: id -> label."""
+    children = runs[(runs["base_run_id"] == base_id) & (runs["mode"] == "simulated")]
+    return {int(r["id"]): f"#{r['id']} {r['name']}" for _, r in children.iterrows()}
+
+
+def trust_note(base: run_meta.RunRow) -> str:
+    """One line on the cost model behind predictions from this run."""
+    fit = run_meta.cost_fit(base)
+    if fit is not None:
+        rows_note = (f", plus measured corrections for {fit.num_row_factors} step sizes (token rows) off the "
+                     "linear trend" if fit.num_row_factors else "")
+        return (f"Cost model fitted to {fit.num_steps or '?'} recorded steps{rows_note}: median step-time error "
+                f"{fit.median_abs_pct_error:.1f}%, R² {fit.r2:.3f}.")
+    if base["mode"] == "simulated":
+        return "A simulated run: the what-if re-uses the cost model that produced it."
+    return "The cost model is fitted to this run's steps on the first prediction, then stored with it."
+
+
+def metric_table(first: run_meta.Figures, second: run_meta.Figures, first_name: str, second_name: str,
+                 diff_name: str) -> pd.DataFrame:
+    """Two sets of headline figures (seconds, tokens/s) side by side in display units with the % difference."""
+    rows = []
+    for key, (label, scale) in LABELS.items():
+        a, b = first.get(key), second.get(key)
+        rows.append({"metric": label, first_name: None if a is None else a * scale,
+                     second_name: None if b is None else b * scale,
+                     diff_name: None if a in (None, 0) or b is None else (b - a) / a * 100})
+    return pd.DataFrame(rows)
+
+
+def self_check_table(check: run_meta.Comparison) -> pd.DataFrame:
+    return metric_table(check.first, check.second, "recorded", "simulated", "error %")
+
+
+def validation_table(validation: run_meta.Validation) -> pd.DataFrame:
+    return metric_table(validation.real, validation.predicted, "real", "predicted", "error %")
+
+
+def prediction_table(target: str, base_id: int, pred_id: int) -> pd.DataFrame:
+    """Recorded vs predicted: throughput, TTFT and E2E percentiles, preemptions, with the change in %."""
+    runs = data.runs(target).set_index("id")
+    base_row, pred_row = runs.loc[base_id], runs.loc[pred_id]
+    rec = data.latency_percentiles(target, base_id, int(base_row["num_steps"])).set_index("metric")
+    new = data.latency_percentiles(target, pred_id, int(pred_row["num_steps"])).set_index("metric")
+    table = pd.DataFrame([
+        {"metric": "output tokens/s", "recorded": base_row["output_tokens_per_s"],
+         "predicted": pred_row["output_tokens_per_s"]},
+        *({"metric": f"{m.upper()} {p} (ms)", "recorded": rec.loc[m, p] * 1e3, "predicted": new.loc[m, p] * 1e3}
+          for m in ("ttft", "e2e") for p in ("p50", "p99")),
+        {"metric": "preemptions", "recorded": base_row["num_preemptions"], "predicted": pred_row["num_preemptions"]},
+    ])
+    table["change %"] = (table["predicted"] - table["recorded"]) / table["recorded"] * 100
+    return table
+
+
+def bounds(name: str, config: dict[str, Any]) -> tuple[int, int]:
+    """A number input's range for a parameter: the form's, widened to hold the recorded value."""
+    lo, hi = launcher.LIMITS[name]
+    value = int(config[name])
+    return min(lo, value), max(hi, value)
+
+
+def changed(values: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The form's values that differ from the recorded config."""
+    return {k: v for k, v in values.items() if v != config.get(k)}
+
+
+def describe_changes(changes: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in changes.items()) or "none"
