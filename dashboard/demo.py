@@ -75,6 +75,11 @@ FORM = launcher.RunForm(
 )
 
 
+def demo_form(workload_file: Path) -> launcher.RunForm:
+    """The demo's run, reading the workload written to workload_file."""
+    return replace(FORM, workload_file=workload_file)
+
+
 def describe() -> str:
     w = WORKLOAD
     minutes = w.num_bursts * w.period_s / 60
@@ -115,7 +120,7 @@ def ensure_started(target: str) -> launcher.Launched | None:
             demos.decided.add(target)
             if _has_runs(target) is False:
                 workload = WORKLOAD.write(settings.log_dir() / "demo-workload.jsonl")
-                launched = launcher.launch(replace(FORM, workload_file=workload).argv(target), "demo")
+                launched = launcher.launch(demo_form(workload).argv(target), "demo")
                 demos.launched[target] = launched
                 atexit.register(_stop, launched.pid)
         return demos.launched.get(target)

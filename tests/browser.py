@@ -30,30 +30,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def dashboard(db: Path | str, port: int | None = None) -> Iterator[str]:
-    """A running `streamlit run app.py` on 127.0.0.1 reading `db`; yields its base URL."""
+def start_dashboard(db: Path | str, port: int | None = None,
+                    extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `streamlit run app.py` on 127.0.0.1 reading `db` and wait until it answers; the process
+    and its base URL. The caller stops it."""
     port = port or free_port()
     env = {**os.environ, "BATCHSCOPE_DB": str(db)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
+         "--server.address", "127.0.0.1", "--server.headless", "true", *extra_args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"the dashboard did not start:\n{out[-2000:]}")
+        time.sleep(0.3)
+
+
+@contextmanager
+def dashboard(db: Path | str, port: int | None = None) -> Iterator[str]:
+    """A running dashboard reading `db` for the length of the block; yields its base URL."""
+    proc, url = start_dashboard(db, port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                raise RuntimeError(f"the dashboard did not start:\n{out[-2000:]}")
-            time.sleep(0.3)
         yield url
     finally:
         proc.terminate()

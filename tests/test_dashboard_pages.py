@@ -197,3 +197,27 @@ def test_a_table_from_another_layout_stops_the_page_with_a_message(tmp_path: Pat
     conn.close()
     at = _open("pages/replay.py", db, monkeypatch, 1)
     assert "Cannot read the database: no such table: kv_block_keyframes" in _text(at)
+
+
+def test_the_demo_starts_once_however_many_pages_and_tabs_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                no_real_launches: list[list[str]]) -> None:
+    db = tmp_path / "new.db"
+    at = _open(PAGES[0], db, monkeypatch)
+    at.run()
+    at.switch_page("pages/live.py")
+    at.run()
+    _open("pages/replay.py", db, monkeypatch)  # a second browser tab
+    assert len(no_real_launches) == 1
+
+
+def test_no_demo_starts_on_a_database_that_has_runs_or_is_not_ours(fixture_db, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                    monkeypatch, no_real_launches) -> None:
+    db, _ = fixture_db
+    _open(PAGES[0], db, monkeypatch)
+    foreign = tmp_path / "other.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    _open(PAGES[0], foreign, monkeypatch)
+    assert no_real_launches == []
