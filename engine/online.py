@@ -178,7 +178,10 @@ class _Segment:
     num_steps: int = 0
     num_requests: int = 0
     cut_short: bool = False  # something was aborted by a drain timeout or abort_all
-    dirty: bool = False  # steps written since the last idle flush
+    dirty: bool = False  # steps recorded since the last idle flush
+    # Arrivals and finishes the engine holds for its next step's record (a rejection, an abort applied
+    # by a step that scheduled nothing): written at idle, so readers never see them as still running.
+    tail: bool = False
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -382,6 +385,7 @@ class OnlineEngine:
         engine.add_request(req)
         seg.num_requests += 1
         if req.status == RequestStatus.FINISHED_REJECTED:
+            seg.tail = True
             sink.admitted(run_id, req.reject_reason or "the engine refused the request")
             return
         self._active[rid] = _Active(sink, params, request.min_tokens, restored=engine_params is params)
@@ -447,6 +451,9 @@ class OnlineEngine:
         if snapshot is not None:
             seg.num_steps += 1
             seg.dirty = True
+            seg.tail = False
+        else:
+            seg.tail = True  # it may have applied aborts that no step row carries
         self._after_step(snapshot)
 
     def _after_step(self, snapshot: StepSnapshot | None) -> None:
@@ -560,15 +567,22 @@ class OnlineEngine:
 
     # -- idle, rotation, end ------------------------------------------------------------------------
     def _went_idle(self) -> None:
-        if self._idle:
+        seg = self._seg
+        if self._idle and not seg.tail:
             return
         self._idle = True
-        seg = self._seg
         if seg.proxy is not None:
             seg.proxy.commit()
-        if seg.recording is not None and seg.dirty:
+        if seg.recording is not None and seg.tail:
+            # Engine.finish() with nothing unfinished writes what is pending and closes nothing; the
+            # run goes on (an engine method to write pending rows without summarizing would be lighter).
+            seg.engine.finish()
+            self._settle_aborts()
+            seg.dirty = False
+        elif seg.recording is not None and seg.dirty:
             seg.recording.flush()
             seg.dirty = False
+        seg.tail = False
         self._update_waiting()
         if self._observer is not None:
             self._observer(self._report(None, 0, 0, [], []))

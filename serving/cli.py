@@ -241,7 +241,7 @@ def run_bench_serve(args: argparse.Namespace) -> int:
     first_error = next((r.error for r in results if not r.success), None)
     if first_error:
         print(f"{result['failed']} request(s) failed; the first: {first_error}", file=sys.stderr)
-    return 0
+    return 0 if result["completed"] else 1
 
 
 def _store(db: str, base_url: str, model: str, workload: str, result: dict[str, Any], results: Sequence[Any]) -> None:
