@@ -1,14 +1,15 @@
 """Recording what a server serves: one run per segment of its life (one, unless it rotates).
 
-A served run is recorded like any other (storage.Recorder, step by step). What marks it as served,
-until runs get typed metadata fields, is its `extra`: source "served", the URL it serves, the pid
-(so the dashboard can stop it), which part of a rotated recording it is and the run before it.
+A served run is recorded like any other (storage.Recorder, step by step), marked as served: its
+source, the URL it serves, the pid (so the dashboard can stop it) and, for a rotated recording, the
+run before it. RunInfo is gaining typed fields for these; until every checkout has them, the notes
+go into RunInfo.extra where the typed fields are missing (served_run_info, the one place).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Engine as SqlEngine
@@ -17,6 +18,19 @@ from engine.metrics import RunSummary
 from engine.snapshot import RunInfo, StepRecorder
 from storage.database import open_for_write
 from storage.recorder import Recorder
+
+
+def served_run_info(description: dict[str, Any], url: str, previous_run_id: int | None = None) -> RunInfo:
+    """description: RunInfo's name, mode, batching, config, model, workload."""
+    fields = {f.name for f in dataclasses.fields(RunInfo)}
+    pid = os.getpid()
+    if "served_url" in fields:
+        return RunInfo(**description, source="served", served_url=url, pid=pid, previous_run_id=previous_run_id)
+    notes: dict[str, Any] = {"source": "served", "url": url, "pid": pid}
+    if previous_run_id is not None:
+        notes["previous_run_id"] = previous_run_id
+    older: dict[str, Any] = {"extra": notes}  # the field a checkout without the typed ones has
+    return RunInfo(**description, **older)
 
 
 class RecordedRun:
@@ -45,19 +59,19 @@ class RecordedRun:
 class ServedRecording:
     """Opens the runs of one server (engine.online.RecordingFactory)."""
 
-    def __init__(self, db: str | None, info: RunInfo, executor_facts: dict[str, Any]) -> None:
+    def __init__(self, db: str | None, description: dict[str, Any], url: str, executor_facts: dict[str, Any]) -> None:
         self._db: SqlEngine = open_for_write(db)  # a bad --db fails here, before the server listens
-        self._info = info
+        self._description = description
+        self._url = url
         self._facts = executor_facts
         self._last_run_id: int | None = None
 
     def __call__(self, segment: int) -> RecordedRun:
-        info = self._info
-        extra: dict[str, Any] = {**info.extra, "pid": os.getpid()}
+        description = self._description
         if segment:
-            info = replace(info, name=f"{info.name} (part {segment + 1})")
-            extra |= {"part": segment + 1, "previous_run_id": self._last_run_id}
-        run = RecordedRun(Recorder(self._db, replace(info, extra=extra), executor_facts=self._facts))
+            description = description | {"name": f"{description['name']} (part {segment + 1})"}
+        info = served_run_info(description, self._url, self._last_run_id if segment else None)
+        run = RecordedRun(Recorder(self._db, info, executor_facts=self._facts))
         self._last_run_id = run.run_id
         return run
 

@@ -11,12 +11,12 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
 from engine.errors import UserError
 from engine.online import OnlineEngine, Rotation
-from engine.snapshot import RunInfo
 from serving.api_server import build_app
 from serving.backend import Backend
 from serving.prometheus_metrics import ServingMetrics
@@ -58,21 +58,23 @@ class ServingServer:
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
-    def run_info(self) -> RunInfo:
+    def run_description(self) -> dict[str, Any]:
+        """The recorded run's name, mode, batching, config, model and workload line."""
         b, config = self.backend, self.backend.config
         sched = f"{config.scheduler.batching}, {config.scheduler.max_num_seqs} seqs"
         name = self.options.name or f"serve {b.model}{' (simulated)' if b.mode == 'simulated' else ''} ({sched})"
-        extra: dict[str, object] = {"source": "served", "url": self.url, "served_model_name": self.served_model_name}
-        if self.options.rotation is not None:
-            extra["rotation"] = {"every_steps": self.options.rotation.every_steps,
-                                 "every_seconds": self.options.rotation.every_seconds}
-        return RunInfo(name=name, mode=b.mode, batching=config.scheduler.batching, config=b.record_config,
-                       model=b.model, workload=f"served at {self.url}", extra=extra)
+        workload = f"served at {self.url} as `{self.served_model_name}`"
+        rotation = self.options.rotation
+        if rotation is not None:
+            every = f"{rotation.every_steps} steps" if rotation.every_steps else f"{rotation.every_seconds:g} s"
+            workload += f", a new run every {every}"
+        return {"name": name, "mode": b.mode, "batching": config.scheduler.batching, "config": b.record_config,
+                "model": b.model, "workload": workload}
 
     def start(self) -> None:
         b, opts = self.backend, self.options
         if opts.record:
-            self.recording = ServedRecording(opts.db, self.run_info(), b.executor.describe())
+            self.recording = ServedRecording(opts.db, self.run_description(), self.url, b.executor.describe())
         metrics = ServingMetrics(self.served_model_name)
         self.online = OnlineEngine(b.config, b.executor, self.recording, opts.rotation, metrics.observe)
         self.online.start()

@@ -11,10 +11,9 @@ from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.executors.cost_model import LinearCostModel
 from engine.online import OnlineEngine, OnlineRequest, RequestOutput, Rotation
 from engine.sampling_params import SamplingParams
-from engine.snapshot import RunInfo
 from serving.recording import ServedRecording
 from serving.simulated_serving import SleepingExecutor
-from tests.serving_helpers import recorded_requests, recorded_run
+from tests.serving_helpers import previous_run, recorded_requests, recorded_run, run_source
 
 CONFIG = EngineConfig(SchedulerConfig(max_model_len=256), CacheConfig(num_gpu_blocks=64))
 
@@ -46,9 +45,9 @@ class Sink:
 
 def _loop(db: Path, rotation: Rotation | None = None, step_s: float = 0.002) -> tuple[OnlineEngine, ServedRecording]:
     executor = SleepingExecutor(LinearCostModel(coefficients={"intercept": step_s}))
-    info = RunInfo(name="online test", mode="simulated", batching="continuous", config=CONFIG.to_dict(),
-                   extra={"source": "served"})
-    recording = ServedRecording(str(db), info, executor.describe())
+    description = {"name": "online test", "mode": "simulated", "batching": "continuous", "config": CONFIG.to_dict(),
+                   "model": "sim", "workload": "online test"}
+    recording = ServedRecording(str(db), description, "http://test", executor.describe())
     loop = OnlineEngine(CONFIG, executor, recording, rotation)
     loop.start()
     return loop, recording
@@ -82,7 +81,8 @@ def test_rotation_starts_a_new_run_once_the_engine_is_empty(tmp_path: Path) -> N
     assert rows_b["arrival_time"].iloc[0] == 0.0  # the run starts at the receipt of the request it held
     assert rows_b["first_scheduled_time"].iloc[0] > 0.0  # it waited for run 1 to empty
     part_two = recorded_run(db, run_b)
-    assert part_two["status"] == "finished" and part_two["extra"]["previous_run_id"] == run_a
+    assert part_two["status"] == "finished" and previous_run(part_two) == run_a
+    assert run_source(part_two) == "served"
     assert recorded_run(db, run_a)["status"] == "finished"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.serving_helpers import recorded_requests, recorded_run
+from tests.serving_helpers import recorded_requests, recorded_run, run_source
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_S = 0.05  # each simulated step
@@ -73,7 +73,7 @@ def test_sigterm_drains_then_the_run_is_finished(server: tuple[subprocess.Popen[
     assert json.loads(lines[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "length"
     assert proc.wait(60) == 0
     run = recorded_run(db, 1)
-    assert run["status"] == "finished" and run["extra"]["source"] == "served"
+    assert run["status"] == "finished" and run_source(run) == "served"
     rows = recorded_requests(db, 1)
     assert list(rows["request_id"]) == ["inflight"] and list(rows["output_len"]) == [30]
 
