@@ -1,9 +1,8 @@
 """A run's metadata, read in one place: the engine's pid, what-if notes, the self-check, a
 validation, the fitted cost model, the stored summary.
 
-Today these live in the run row's JSON columns (`extra`, `cost_model`, `summary`); pages never
-dig into them, they call these accessors and get typed values, so the storage behind them can
-change here alone. Every accessor takes the run as `data.run()` returns it.
+The typed records are storage's (storage.run_meta); these accessors shape them for pages, which
+never dig into a run row themselves. Every accessor takes the run as `data.run()` returns it.
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from storage.run_meta import RunMeta, run_meta
 
 RunRow = Mapping[str, Any]
 Figures = Mapping[str, float | None]  # headline metrics by key (output_tokens_per_s, ttft_p50, ...): s, tokens/s
@@ -56,33 +57,37 @@ class Headline:
     padding_share: float | None  # of computed tokens; None without static batching's padding
 
 
-def _extra(run: RunRow) -> Mapping[str, Any]:
-    return run.get("extra") or {}
+def meta(run: RunRow) -> RunMeta:
+    """The run's typed metadata (source, pid, notes)."""
+    return run_meta(dict(run))
 
 
 def engine_pid(run: RunRow) -> int | None:
     """The process recording the run (lets the dashboard stop it)."""
-    pid = _extra(run).get("pid")
+    pid = meta(run).pid
     return int(pid) if pid else None
 
 
 def what_if_changes(run: RunRow) -> dict[str, Any]:
     """The parameters a what-if prediction changed from its base run; {} for other runs."""
-    return dict((_extra(run).get("what_if") or {}).get("changes") or {})
+    note = meta(run).what_if
+    return dict(note.changes) if note else {}
 
 
 def self_check(run: RunRow) -> Comparison | None:
-    """A prediction's replay of its base run under the base's own configuration: recorded vs simulated."""
-    check = (_extra(run).get("what_if") or {}).get("self_check")
-    return Comparison(check["recorded"], check["predicted"]) if check else None
+    """A prediction's replay of its base run under the base's own configuration: recorded vs simulated
+    (a consistency check of the replay, in sample: not an accuracy figure)."""
+    note = meta(run).what_if
+    check = note.trust.consistency if note else None
+    return Comparison(check.actual, check.predicted) if check else None
 
 
 def validation(run: RunRow) -> Validation | None:
     """The real run that checked this prediction, when one did."""
-    found = _extra(run).get("validation")
-    if not found:
+    found = meta(run).validation
+    if found is None:
         return None
-    return Validation(int(found["real_run_id"]), found["predicted"], found["real"])
+    return Validation(found.real_run_id, found.check.predicted, found.check.actual)
 
 
 def cost_fit(run: RunRow) -> CostFit | None:

@@ -6,7 +6,7 @@ run started.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from engine.outputs import KVBlockEvent
@@ -73,6 +73,18 @@ class StepSnapshot:
 
 
 @dataclass(frozen=True)
+class SweepTag:
+    """A run of a sweep: runs of one sweep share the id, each has one value of the parameter."""
+
+    id: str
+    param: str
+    value: str
+
+
+RUN_SOURCES = ("workload", "served", "what-if", "validation")
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """What describes a run before its first step."""
 
@@ -82,9 +94,18 @@ class RunInfo:
     config: dict[str, Any]  # EngineConfig.to_dict() plus executor facts (model, device, dtype)
     model: str | None = None
     workload: str = ""  # a one-line description of the workload
-    base_run_id: int | None = None  # what-if: the recorded run this one re-plays
-    sweep_id: str | None = None  # runs of one sweep share this
-    extra: dict[str, Any] = field(default_factory=dict)
+    source: str = "workload"  # workload (file or generator) | served (HTTP) | what-if | validation
+    base_run_id: int | None = None  # what-if and validation: the recorded run this one re-plays
+    sweep: SweepTag | None = None
+    pid: int | None = None  # the process recording it (lets the dashboard stop it)
+    served_url: str | None = None  # served runs: where the server listens
+    previous_run_id: int | None = None  # a rotated recording: the part before this one
+    lengths_declared: bool | None = None  # every request declared its true length as max_tokens
+    validates_run_id: int | None = None  # a validation: the prediction it checks
+
+    def __post_init__(self) -> None:
+        if self.source not in RUN_SOURCES:
+            raise ValueError(f"unknown run source {self.source!r}; one of {', '.join(RUN_SOURCES)}")
 
 
 class StepRecorder(Protocol):

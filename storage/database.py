@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,6 +47,14 @@ class ForeignDatabaseError(StorageError):
 
 class SchemaVersionError(StorageError):
     pass
+
+
+class OlderSchemaError(SchemaVersionError):
+    """A file of an older schema: readers refuse it, the next writer upgrades it (storage/migration.py)."""
+
+    def __init__(self, message: str, version: int) -> None:
+        super().__init__(message)
+        self.version = version
 
 
 class CorruptDatabaseError(StorageError):
@@ -241,9 +250,11 @@ def check_schema(engine: Engine, target: str) -> None:
             f"{SCHEMA_VERSION}). Upgrade Batchscope; the file was not changed."
         )
     if version < SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{where} holds schema {version}, older than this Batchscope's {SCHEMA_VERSION}; "
-            "record into a new file (the old one was not changed)"
+        raise OlderSchemaError(
+            f"{where} was written by an older Batchscope (schema {version}; this one reads {SCHEMA_VERSION}). "
+            f"Upgrade it in place with `python -m engine upgrade-db --db {where}` (a copy is kept as .bak; "
+            "any command that records into it does the same); it was not changed",
+            version,
         )
 
 
@@ -253,6 +264,9 @@ def _ensure_schema(engine: Engine, target: str, create: bool = True) -> None:
             check_schema(engine, target)
             _add_derived_tables(engine)
             return
+        except OlderSchemaError as older:
+            _upgrade(engine, target, older.version)
+            continue
         except EmptyDatabaseError:
             if not create:
                 raise
@@ -268,6 +282,40 @@ def _ensure_schema(engine: Engine, target: str, create: bool = True) -> None:
             if attempt == 2:
                 raise  # another writer raced us twice; give up loudly
     check_schema(engine, target)
+
+
+def _upgrade(engine: Engine, target: str, version: int) -> None:
+    """Keep a copy of an older file, then upgrade it in place (one transaction: all or nothing)."""
+    from storage.migration import copy_aside, upgrade
+
+    path = sqlite_path(target)
+    copy = copy_aside(path) if path is not None else None
+    try:
+        upgrade(engine, version)
+    except Exception as exc:
+        kept = f"; it is unchanged, and a copy is at {copy}" if copy else "; it is unchanged"
+        raise StorageError(f"could not upgrade {describe_target(target)} from schema {version} ({_first_line(exc)})"
+                           f"{kept}") from exc
+    if copy is not None:
+        print(f"upgraded {path} from schema {version} to {SCHEMA_VERSION}; the old file is kept as {copy}",
+              file=sys.stderr)
+
+
+def upgrade_in_place(target: str | None = None) -> int | None:
+    """`upgrade-db`: upgrade an older file now; the schema it had, or None when it was current."""
+    target = target or default_target()
+    require_database(target)
+    probe = _create_engine(target) if sqlite_path(target) is None else create_engine(
+        f"sqlite:///{quote(str(sqlite_path(target)))}")
+    try:
+        check_schema(probe, target)
+        return None
+    except OlderSchemaError as older:
+        version = older.version
+    finally:
+        probe.dispose()
+    open_for_write(target, create=False).dispose()
+    return version
 
 
 def _add_derived_tables(engine: Engine) -> None:

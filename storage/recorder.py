@@ -9,6 +9,7 @@ A heartbeat thread refreshes the run's heartbeat so readers can tell a live run 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -29,6 +30,7 @@ from storage.schema import (
     KEYFRAME_INTERVAL,
     OWNING_EVENTS,
     ROLLUP_STEPS,
+    SCHEMA_VERSION,
     KVBlockEventRow,
     KVKeyframeRow,
     PhaseRow,
@@ -58,7 +60,8 @@ _CLOSE_FIELDS = ("end_step", "end_time")
 STEP_COLUMNS = (
     "run_id", "step", "start_time", "end_time", "num_waiting", "num_running", "num_swapped", "num_prefill_seqs",
     "num_prefill_tokens", "num_decode_seqs", "num_decode_tokens", "num_batched_tokens", "num_padding_seqs",
-    "num_padding_tokens", "num_output_tokens", "num_context_tokens", "num_prefill_pairs", "num_swap_blocks", "model_time",
+    "num_padding_tokens", "num_output_tokens", "num_context_tokens", "num_prefill_pairs", "num_swap_blocks",
+    "model_time",
     "num_used_gpu_blocks", "num_gpu_blocks", "num_used_cpu_blocks", "num_preemptions", "model_flops",
     "compute_utilization",
 )
@@ -113,7 +116,7 @@ class Recorder:
         self.flush_interval_s = flush_interval_s
         self._lock = threading.Lock()  # the heartbeat thread and flushes take turns
         now = utcnow()
-        sweep = info.extra.get("sweep", {}) if info.extra else {}
+        sweep = info.sweep
         with engine.begin() as conn:
             self.run_id: int = conn.execute(
                 insert(_runs).returning(_runs.c.id),
@@ -121,14 +124,17 @@ class Recorder:
                     "name": info.name, "created_at": now, "status": "running", "error": None, "mode": info.mode,
                     "batching": info.batching, "config": info.config, "executor": executor_facts or {},
                     "model": info.model, "workload": info.workload, "heartbeat_at": now, "finished_at": None,
-                    "base_run_id": info.base_run_id, "sweep_id": info.sweep_id,
-                    "sweep_param": sweep.get("param"),
-                    "sweep_value": None if sweep.get("value") is None else str(sweep.get("value")),
+                    "base_run_id": info.base_run_id, "sweep_id": sweep.id if sweep else None,
+                    "sweep_param": sweep.param if sweep else None, "sweep_value": sweep.value if sweep else None,
                     "num_steps": 0, "last_time": 0.0, "summary": None, "cost_model": None,
-                    "extra": info.extra or None,
+                    "source": info.source, "pid": info.pid, "served_url": info.served_url,
+                    "previous_run_id": info.previous_run_id, "lengths_declared": info.lengths_declared,
+                    "workload_key": None, "recorded_schema": SCHEMA_VERSION, "validates_run_id": info.validates_run_id,
+                    "what_if": None, "validation": None,
                 },
             ).scalar_one()
         self._row_of: dict[str, int] = {}
+        self._workload_key = hashlib.sha1(usedforsecurity=False)  # over every arrival, in order
         self._open_interval: dict[str, int] = {}  # request id -> interval id of its current phase
         self._next_interval = 0
         self._next_event = 0
@@ -169,7 +175,8 @@ class Recorder:
         self._new_steps.append((
             self.run_id, s.step, s.start_time, s.end_time, s.num_waiting, s.num_running, s.num_swapped,
             s.num_prefill_seqs, s.num_prefill_tokens, s.num_decode_seqs, s.num_decode_tokens, s.num_batched_tokens,
-            s.num_padding_seqs, s.num_padding_tokens, s.num_output_tokens, s.num_context_tokens, s.num_prefill_pairs, s.num_swap_blocks,
+            s.num_padding_seqs, s.num_padding_tokens, s.num_output_tokens, s.num_context_tokens, s.num_prefill_pairs,
+            s.num_swap_blocks,
             s.model_time, s.num_used_gpu_blocks, s.num_gpu_blocks, s.num_used_cpu_blocks, s.num_preemptions,
             s.model_flops, s.compute_utilization,
         ))
@@ -227,7 +234,9 @@ class Recorder:
         finishes: tuple[RequestFinish, ...],
     ) -> None:
         run_id = self.run_id
+        key = self._workload_key
         for a in arrivals:
+            key.update(f"{a.request_id}|{a.arrival_time:.6f}|{a.prompt_len}|{a.max_tokens}|{a.priority}\n".encode())
             row_no = self._row_of[a.request_id] = len(self._row_of)
             self._new_requests[a.request_id] = {
                 "run_id": run_id, "request_id": a.request_id, "row_no": row_no, "arrival_time": a.arrival_time,
@@ -368,18 +377,16 @@ class Recorder:
             except Exception:
                 continue
 
-    def finish(self, status: str = "finished", summary: dict[str, Any] | None = None, error: str | None = None,
-               extra: dict[str, Any] | None = None) -> None:
+    def finish(self, status: str = "finished", summary: dict[str, Any] | None = None, error: str | None = None) -> None:
         """Flush, then mark the run finished | aborted | failed, in one transaction. Safe to call twice;
         after a failed attempt (a database locked past its timeout) a second call tries again."""
         if self._closed:
             return
         self._stop_heartbeat.set()
-        values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow(), "heartbeat_at": utcnow()}
+        values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow(), "heartbeat_at": utcnow(),
+                                  "workload_key": self._workload_key.hexdigest() if self._row_of else None}
         if summary is not None:
             values["summary"] = summary
-        if extra is not None:
-            values["extra"] = extra
         with self._write_section():
             self._heartbeat.join(timeout=5)
             self._close_rollup()  # the last, partial chunk

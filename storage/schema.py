@@ -9,10 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2  # 2: steps.num_padding_tokens
+# 1: the first release. 2: steps.num_padding_tokens (static batching's pad rows). 3: typed run metadata
+# (source, pid, served URL, rotation, declared lengths, workload key, what-if and validation notes) in
+# place of the free-form `extra` JSON, and the schema each run was recorded under. Older files are
+# upgraded in place by the next writer, a copy kept beside them (storage/migration.py).
+SCHEMA_VERSION = 3
 APP_ID = "batchscope"
 
 
@@ -57,7 +61,17 @@ class Run(Base):
     last_time: Mapped[float] = mapped_column(Float, default=0.0)  # run time of the last written step
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # RunSummary once finished
     cost_model: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # fitted step-time model (what-if)
-    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # validation results and other notes
+    # Typed metadata (storage/run_meta.py reads and writes these; nothing else does).
+    source: Mapped[str] = mapped_column(String(16), default="workload")  # workload | served | what-if | validation
+    pid: Mapped[int | None] = mapped_column(Integer)  # the engine process, so the dashboard can stop it
+    served_url: Mapped[str | None] = mapped_column(String(200))  # served runs: where the server listened
+    previous_run_id: Mapped[int | None] = mapped_column(Integer)  # a rotated recording's previous part
+    lengths_declared: Mapped[bool | None] = mapped_column(Boolean)  # every max_tokens = true length (sjf knows)
+    workload_key: Mapped[str | None] = mapped_column(String(40), index=True)  # same requests, same key
+    recorded_schema: Mapped[int] = mapped_column(Integer, default=SCHEMA_VERSION)  # schema it was recorded under
+    validates_run_id: Mapped[int | None] = mapped_column(Integer)  # a validation: the prediction it checks
+    what_if: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a prediction: base, changes, trust figures
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a prediction checked by a real run
 
 
 class RequestRow(Base):

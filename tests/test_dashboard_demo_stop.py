@@ -3,7 +3,6 @@ empty database, driven without a browser through Streamlit's agent API, then Ctr
 
 from __future__ import annotations
 
-import json
 import signal
 import sqlite3
 import time
@@ -34,13 +33,13 @@ def _demo_run(db: Path) -> tuple[str, int | None, int] | None:
         return None
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            row = conn.execute("SELECT status, extra, num_steps, name FROM runs ORDER BY id LIMIT 1").fetchone()
+            row = conn.execute("SELECT status, pid, num_steps, name FROM runs ORDER BY id LIMIT 1").fetchone()
     except sqlite3.OperationalError:  # the engine is still creating the tables
         return None
     if row is None or not row[2]:
         return None
     assert row[3].startswith("demo"), row[3]
-    return row[0], json.loads(row[1] or "{}").get("pid"), row[2]
+    return row[0], row[1], row[2]
 
 
 def test_ctrl_c_on_the_dashboard_stops_its_demo_and_marks_the_run_aborted(tmp_path: Path) -> None:

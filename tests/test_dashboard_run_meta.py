@@ -42,7 +42,7 @@ def test_a_plain_run_has_no_what_if_metadata(runs) -> None:  # type: ignore[no-u
     base = runs["base"]
     assert run_meta.what_if_changes(base) == {}
     assert run_meta.self_check(base) is None and run_meta.validation(base) is None
-    assert run_meta.engine_pid({**base, "extra": None}) is None
+    assert run_meta.engine_pid({**base, "pid": None}) is None
 
 
 def test_a_finished_run_has_a_headline_and_a_running_one_not(runs) -> None:  # type: ignore[no-untyped-def]
@@ -54,7 +54,9 @@ def test_a_finished_run_has_a_headline_and_a_running_one_not(runs) -> None:  # t
 
 
 def test_a_validation_and_a_cost_fit_read_back_typed() -> None:
-    run = {"extra": {"validation": {"real_run_id": "9", "predicted": {"ttft_p50": 0.1}, "real": {"ttft_p50": 0.2}}},
+    run = {"validation": {"real_run_id": "9", "model": "tiny",
+                          "check": {"predicted": {"ttft_p50": 0.1}, "actual": {"ttft_p50": 0.2},
+                                    "error_pct": {"ttft_p50": -50.0}}},
            "cost_model": {"fit": {"num_steps": 120, "median_abs_pct_error": 3.5, "r2": 0.98},
                           "row_factors": {"64": 1.1, "128": 1.2}}}
     validation = run_meta.validation(run)

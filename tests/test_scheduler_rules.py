@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from engine.request import RequestStatus
 from engine.scheduler import Scheduler
 from engine.snapshot import RequestFinish
@@ -161,6 +163,24 @@ def test_a_chunked_prompt_is_admitted_only_when_blocks_hold_all_of_it() -> None:
 
 # -- 3. chunks split to the remaining budget -------------------------------------------------------
 
+@pytest.mark.parametrize("policy", ["fcfs", "priority", "sjf"])
+def test_without_chunking_a_short_prompt_never_jumps_one_that_exceeds_the_budget(policy: str) -> None:
+    # Budget 64, no chunking. D decodes (1 token) and A's 40-token prompt is admitted: 23 tokens left.
+    # L (30 tokens) is next in every policy's order (earlier, higher priority, fewer outputs) and does
+    # not fit; S (5 tokens) would, but waits behind L. Next step both go in, L first.
+    sched = make_scheduler(policy=policy, max_model_len=64, max_num_batched_tokens=64, max_num_seqs=8)
+    sched.add_request(make_request("D", 4, max_tokens=20, arrival_time=0.0))
+    run_step(sched)
+    sched.add_request(make_request("A", 40, max_tokens=1, arrival_time=0.5, priority=0))
+    sched.add_request(make_request("L", 30, max_tokens=5, arrival_time=1.0, priority=0))
+    sched.add_request(make_request("S", 5, max_tokens=10, arrival_time=2.0, priority=1))
+    out1, _ = run_step(sched)
+    assert out1.num_scheduled_tokens == {"D": 1, "A": 40}
+    assert [r.request_id for r in sched.waiting] == ["L", "S"]
+    out2, _ = run_step(sched)
+    assert [(s.request_id, s.num_tokens) for s in out2.scheduled] == [("D", 1), ("L", 30), ("S", 5)]
+
+
 def test_chunked_prefill_gives_each_prompt_what_the_budget_leaves() -> None:
     # Budget 10: D decodes 1 token, P (prompt 23) gets 9, then 9 more, then the last 5 and samples;
     # Q (prompt 6) arrived with P and gets the 4 tokens left in P's last step, then its last 2.
@@ -205,6 +225,26 @@ def test_delay_clock_ticks_on_steps_without_waiting_requests() -> None:
     assert admitted == {"A": 0, "B": 12}
 
 
+def test_delay_clock_ticks_in_a_step_that_preempted() -> None:
+    # Block size 4, 3 blocks. A (prompt 4), C (prompt 3, 2 outputs) and P (prompt 2) are admitted in
+    # step 0 (time 0; nothing ran before). Step 1 (time 1): A crosses into a new block and P, the latest
+    # arrival, is preempted; C finishes and frees a block. That schedule call ends the prompt step's
+    # latency: 1 s. In step 2 P has waited 2 s > 1 x 1 s and is re-admitted (prompt + 1 output). (Not
+    # ticking in the preempting step measures 2 s, from time 0 to step 2, and holds P until step 3.)
+    clock = FakeClock()
+    sched = make_scheduler(num_gpu_blocks=3, block_size=4, clock=clock, scheduler_delay_factor=1.0,
+                           max_model_len=64, max_num_batched_tokens=64)
+    for rid, prompt, max_tokens in [("A", 4, 20), ("C", 3, 2), ("P", 2, 20)]:
+        sched.add_request(make_request(rid, prompt, max_tokens=max_tokens, arrival_time=0.0))
+    outs = []
+    for k in range(4):
+        clock.t = float(k)
+        outs.append(run_step(sched)[0])
+    assert outs[1].preempted_req_ids == ("P",)
+    assert [o.num_scheduled_tokens for o in outs[:3]] == [{"A": 4, "C": 3, "P": 2}, {"A": 1, "C": 1},
+                                                         {"A": 1, "P": 3}]
+
+
 def test_delay_is_checked_before_each_admission() -> None:
     # Last prompt latency 1 s. At time 4, B (arrived 2) has waited 2 s and is admitted; then C (arrived
     # 3) is the oldest waiting and has waited only 1 s, so it is held to the next step.
@@ -215,12 +255,14 @@ def test_delay_is_checked_before_each_admission() -> None:
     assert admitted == {"A": 0, "B": 4, "C": 5}
 
 
-def test_delay_does_not_hold_prompts_when_nothing_runs() -> None:
+def test_delay_does_not_hold_prompts_when_nothing_ran_before_the_step() -> None:
+    # A finished in step 0. B and C arrive together at 2 while nothing runs: both are admitted on
+    # arrival (V0 asks whether anything ran before this step, not whether B now runs).
     clock = FakeClock()
     sched = make_scheduler(clock=clock, scheduler_delay_factor=100.0)
     sched.add_request(make_request("A", 8, max_tokens=1))
-    admitted = _admission_times(sched, clock, 4, {2: [("B", 8, 3, 2.0, 0)]})
-    assert admitted == {"A": 0, "B": 2}  # A finished in step 0: B is admitted on arrival
+    admitted = _admission_times(sched, clock, 4, {2: [("B", 8, 3, 2.0, 0), ("C", 8, 3, 2.0, 0)]})
+    assert admitted == {"A": 0, "B": 2, "C": 2}
 
 
 # -- 10. token ids outside the vocabulary ----------------------------------------------------------

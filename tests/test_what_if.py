@@ -20,6 +20,7 @@ from engine.workload.generators import synthetic_workload
 from storage import queries
 from storage.database import open_for_read, open_for_write
 from storage.recorder import Recorder
+from storage.run_meta import run_meta
 from storage.schema import Run, table_of
 
 
@@ -53,7 +54,8 @@ def test_what_if_of_a_simulated_run_is_exact_on_itself_and_records_a_linked_run(
     assert report["predicted"]["e2e_p99"] > report["recorded"]["e2e_p99"]  # fewer seqs: longer tails
     run = queries.get_run(open_for_read(db), report["run_id"])
     assert run is not None and run["base_run_id"] == 1 and run["mode"] == "simulated"
-    assert run["config"]["max_num_seqs"] == 4 and run["extra"]["what_if"]["changes"] == {"max_num_seqs": 4}
+    note = run_meta(run).what_if
+    assert run["config"]["max_num_seqs"] == 4 and note is not None and note.changes == {"max_num_seqs": 4}
     assert queries.run_requests(open_for_read(db), report["run_id"])["arrival_time"].tolist() == \
         queries.run_requests(open_for_read(db), 1)["arrival_time"].tolist()
 

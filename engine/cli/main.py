@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from engine.cli import delete, export, profile, run, runs, simulate, sweep
+from engine.cli import delete, export, profile, run, runs, simulate, sweep, upgrade_db
 from engine.cli.args import OneLineParser
 from engine.errors import UserError
 
@@ -17,7 +17,7 @@ from engine.errors import UserError
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m engine", description="Batchscope: a serving engine you can watch.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for module in (simulate, run, runs, export, delete, sweep, profile):
+    for module in (simulate, run, runs, export, delete, sweep, profile, upgrade_db):
         module.add_parser(subparsers)
     return parser
 

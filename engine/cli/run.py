@@ -16,8 +16,9 @@ from engine.cli.args import (
     positive_float,
     workload_options_from_args,
 )
-from engine.cli.real_session import DEFAULT_CPU_MEMORY_GIB, run_real_session
+from engine.cli.real_session import run_real_session
 from engine.cli.simulate import print_rejections, print_summary
+from engine.engine_args import DEFAULT_CPU_MEMORY_GIB
 from engine.workload import resolve_workload
 
 

@@ -83,7 +83,8 @@ def run_session(
     progress: bool = False,
     on_step: Callable[[StepSnapshot], None] | None = None,
 ) -> SessionResult:
-    info = replace(info, extra={**info.extra, "pid": os.getpid()})  # lets the dashboard stop this run
+    # The pid lets the dashboard stop this run; declared lengths label sjf as knowing them.
+    info = replace(info, pid=os.getpid(), lengths_declared=all(spec.length_is_declared for spec in specs))
     stop = threading.Event()
     # Installed before the database is opened, so a signal there stops the run before its first step.
     with _StopSignals(stop, getattr(clock, "wake", lambda: None)) as signals:

@@ -31,7 +31,7 @@ from engine.config import BATCHING_MODES, POLICIES, PREEMPTION_MODES, ConfigErro
 from engine.executors.cost_model import CostModel, named_cost_model
 from engine.executors.simulated import SimulatedExecutor
 from engine.metrics import RunSummary
-from engine.snapshot import RunInfo
+from engine.snapshot import RunInfo, SweepTag
 from engine.workload import Workload, resolve_workload
 
 INT_PARAMS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "block_size", "num_gpu_blocks",
@@ -160,16 +160,17 @@ def _base(args: argparse.Namespace) -> tuple[EngineConfig, Workload, CostModel |
 def _one_run(args: argparse.Namespace, config: EngineConfig, workload: Workload, cost_model: CostModel | None,
              model: str | None, sweep_id: str, value: Any) -> tuple[RunSummary, int | None, str]:
     name = args.name or "sweep"
-    extra = {"sweep": {"id": sweep_id, "param": args.param, "value": value}}
+    sweep = SweepTag(sweep_id, args.param, str(value))
     if cost_model is not None:
         info = RunInfo(name=f"{name} {args.param}={value}", mode="simulated", batching=config.scheduler.batching,
                        config=config.to_dict(), model=model, workload=workload.description,
-                       base_run_id=args.from_run, sweep_id=sweep_id, extra=extra)
+                       source="what-if" if args.from_run is not None else "workload", base_run_id=args.from_run,
+                       sweep=sweep)
         result = run_session(config, SimulatedExecutor(cost_model), VirtualClock(), workload.requests, info,
                              RecordTarget(args.db, enabled=not args.no_record))
         return result.summary, result.run_id, result.status
     from engine.cli.real_session import run_real_session
 
     result = run_real_session(args, config, workload, name=f"{name} {args.param}={value}", model=model,
-                              sweep_id=sweep_id, extra=extra, progress=False)
+                              sweep=sweep, progress=False)
     return result.summary, result.run_id, result.status

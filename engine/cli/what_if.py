@@ -20,6 +20,7 @@ from engine.config import ConfigError
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
 from storage.database import open_for_write
+from storage.run_meta import Comparison, Trust, WhatIfNote, write_what_if
 
 LABELS = {
     "output_tokens_per_s": "output tokens/s",
@@ -48,11 +49,16 @@ def run_what_if(args: argparse.Namespace) -> int:
         config=config.to_dict(),
         model=base.model,
         workload=base.workload.description,
+        source="what-if",
         base_run_id=base.run_id,
-        extra={"what_if": {"base_run_id": base.run_id, "changes": changes, "self_check": check}},
     )
     result = run_session(config, SimulatedExecutor(cost_model), VirtualClock(), base.workload.requests, info,
                          RecordTarget(args.db, enabled=not args.no_record))
+    if result.run_id is not None:
+        consistency = Comparison(check["predicted"], check["recorded"], check["error_pct"])
+        holdout = dict(getattr(cost_model, "fit", {}).get("holdout") or {})
+        write_what_if(writer, result.run_id, WhatIfNote(base.run_id, changes, Trust(holdout, [], [], consistency),
+                                                         cost_model.name))
     predicted = summary_metrics(result.summary)
     report: dict[str, Any] = {
         "base_run_id": base.run_id, "run_id": result.run_id, "changes": changes, "self_check": check,

@@ -18,6 +18,7 @@ redone on all but one contiguous block of the run and scored on that block, for 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -118,7 +119,7 @@ def holdout_quality(features: np.ndarray, durations: np.ndarray, folds: int = HO
         return {"folds": 0, "reason": f"{len(y)} timed steps are too few to hold {folds} blocks out"}
     edges = np.linspace(0, len(y), folds + 1).astype(int)
     predicted = np.empty(len(y))
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         train = np.r_[0:a, b:len(y)]
         model = fit_cost_model(x[train], y[train])
         predicted[a:b] = [model.predict(tuple(row)) for row in x[a:b]]
