@@ -153,7 +153,11 @@ def _base_run_model(db: str | None, run_id: int) -> tuple[CostModel, EngineConfi
     from engine.cli.base_run import load_base_run
     from storage.database import open_for_write
 
-    base = load_base_run(open_for_write(db), run_id)
+    writer = open_for_write(db)
+    try:
+        base = load_base_run(writer, run_id)
+    finally:
+        writer.dispose()  # the server records through its own engine
     return base.cost_model, base.config, base.model
 
 
