@@ -26,9 +26,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from engine.config import EngineConfig
 from engine.engine_loop import Engine
@@ -48,11 +46,10 @@ from engine.online_io import (
     StepObserver,
     StepReport,
 )
-from engine.outputs import KVBlockEvent, ModelRunnerOutput, SchedulerOutput
-from engine.phases import PhaseChange
+from engine.online_wrappers import FinishReasonRecorder, TrackingExecutor
 from engine.request import Request, RequestStatus
 from engine.sampling_params import SamplingParams
-from engine.snapshot import RequestArrival, RequestFinish, StepRecorder, StepSnapshot
+from engine.snapshot import StepSnapshot
 
 __all__ = [
     "FinishedStats",
@@ -74,76 +71,6 @@ log = logging.getLogger("batchscope.online")
 
 MAX_CONSECUTIVE_STEP_FAILURES = 3  # then the loop gives up and the run is marked failed
 IDLE_POLL_S = 1.0  # an idle loop wakes this often even unasked (deadlines, rotation)
-
-
-# -- the engine thread's helpers -----------------------------------------------------------------
-class _TrackingExecutor:
-    """The executor, noting which requests each step computed (to route tokens, and to fail exactly
-    the requests of a step whose forward pass raised)."""
-
-    def __init__(self, inner: Executor) -> None:
-        self.inner = inner
-        self.mode = inner.mode
-        self.include_token_ids = inner.include_token_ids
-        self.eos_token_id = inner.eos_token_id
-        self.vocab_size = inner.vocab_size
-        self.sampled: list[str] = []
-        self.in_flight: tuple[str, ...] = ()
-
-    def begin(self) -> None:
-        self.sampled = []
-        self.in_flight = ()
-
-    def execute_model(self, out: SchedulerOutput) -> ModelRunnerOutput:
-        if out.scheduled:
-            self.in_flight = tuple(s.request_id for s in out.scheduled)
-        result = self.inner.execute_model(out)
-        self.sampled = list(result.sampled_token_ids)
-        self.in_flight = ()
-        return result
-
-    def encode(self, text: str) -> Sequence[int]:
-        return self.inner.encode(text)
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-
-class _FinishReasonRecorder:
-    """The recorder, one step behind: a step is written once the loop has seen its outputs, so a
-    request stopped by the server (a stop string) is recorded as stopped, not aborted or length."""
-
-    def __init__(self, inner: StepRecorder) -> None:
-        self.inner = inner
-        self.overrides: dict[str, str] = {}  # request id -> recorded finish reason, until written
-        self._pending: StepSnapshot | None = None
-
-    def record(self, snapshot: StepSnapshot) -> None:
-        self.commit()
-        self._pending = snapshot
-
-    def commit(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.finishes = self._rewrite(pending.finishes)
-            self.inner.record(pending)
-
-    def record_tail(self, step: int, arrivals: tuple[RequestArrival, ...], finishes: tuple[RequestFinish, ...],
-                    phase_changes: tuple[PhaseChange, ...], kv_events: tuple[KVBlockEvent, ...]) -> None:
-        self.commit()
-        self.inner.record_tail(step, arrivals, self._rewrite(finishes), phase_changes, kv_events)
-
-    def _rewrite(self, finishes: tuple[RequestFinish, ...]) -> tuple[RequestFinish, ...]:
-        if not self.overrides:
-            return finishes
-        out = []
-        for f in finishes:
-            reason = self.overrides.pop(f.request_id, None)
-            out.append(f if reason is None else f._replace(finish_reason=reason))
-        return tuple(out)
 
 
 @dataclass
@@ -173,7 +100,7 @@ class _Segment:
     engine: Engine
     clock: ServingClock
     recording: RunRecording | None
-    proxy: _FinishReasonRecorder | None
+    proxy: FinishReasonRecorder | None
     started: float  # perf_counter
     num_steps: int = 0
     num_requests: int = 0
@@ -192,7 +119,7 @@ class OnlineEngine:
     def __init__(self, config: EngineConfig, executor: Executor, recording: RecordingFactory | None = None,
                  rotation: Rotation | None = None, observer: StepObserver | None = None) -> None:
         self.config = config
-        self.executor = _TrackingExecutor(executor)
+        self.executor = TrackingExecutor(executor)
         self._recording = recording
         self._rotation = rotation if rotation and (rotation.every_steps or rotation.every_seconds) else None
         self._observer = observer
@@ -455,6 +382,20 @@ class OnlineEngine:
         else:
             seg.tail = True  # it may have applied aborts that no step row carries
         self._after_step(snapshot)
+        engine = seg.engine
+        if snapshot is None and engine.scheduler.has_unfinished_requests() and not engine.has_pending_aborts():
+            self._stalled()
+
+    def _stalled(self) -> None:
+        """Nothing could be scheduled although requests wait (a scheduler bug, as EngineStalledError
+        says for offline runs): fail them rather than spin."""
+        n = self._seg.engine.scheduler.get_num_unfinished_requests()
+        message = f"the scheduler could not schedule any of {n} unfinished requests"
+        log.error(message)
+        for rid, act in self._active.items():
+            if rid not in self._aborting:
+                act.error = message
+                self._abort_request(rid)
 
     def _after_step(self, snapshot: StepSnapshot | None) -> None:
         seg = self._seg
@@ -608,7 +549,7 @@ class OnlineEngine:
     def _open_segment(self, origin: float) -> None:
         index = 0 if self._segment is None else self._segment.index + 1
         recording = self._recording(index) if self._recording is not None else None
-        proxy = _FinishReasonRecorder(recording.recorder) if recording is not None else None
+        proxy = FinishReasonRecorder(recording.recorder) if recording is not None else None
         clock = ServingClock(origin, self._wake)
         engine = Engine(self.config, self.executor, clock, proxy, fast_forward=False)
         self._segment = _Segment(index, engine, clock, recording, proxy, started=time.perf_counter())

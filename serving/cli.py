@@ -149,9 +149,9 @@ def _simulated_backend(args: argparse.Namespace) -> Any:
 
 
 def _base_run_model(db: str | None, run_id: int) -> tuple[CostModel, EngineConfig, str | None]:
-    """The one place a base run is read (engine.cli.base_run is about to move)."""
-    from engine.cli.base_run import load_base_run
+    """The one place a base run is read."""
     from storage.database import open_for_write
+    from whatif.base_run import load_base_run
 
     writer = open_for_write(db)
     try:
