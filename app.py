@@ -5,8 +5,6 @@ idempotent. Each view is a file in pages/ with an explicit URL path, so links su
 `/Replay?run=3` keep working whatever the files are called.
 """
 
-from pathlib import Path
-
 import streamlit as st
 
 from dashboard import demo, settings
@@ -19,9 +17,8 @@ PAGES = [
     st.Page("pages/curves.py", title="Curves", icon=":material/show_chart:", url_path="Curves"),
 ]
 
-page = st.navigation(PAGES)
+# Across the top: the charts get the whole width.
+page = st.navigation(PAGES, position="top")
 st.set_page_config(page_title=f"{page.title} · Batchscope", page_icon=":material/view_timeline:", layout="wide")
-target = settings.db_target()
-st.sidebar.caption(f"Database: `{'URL' if '://' in target else Path(target).name}`")
-demo.ensure_started(target)
+demo.ensure_started(settings.db_target())
 page.run()

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import data, demo, launcher, run_meta, settings
+from dashboard import data, demo, demo_workload, launcher, run_meta, settings
 from storage.database import DatabaseMissingError, EmptyDatabaseError, StorageError
 
 STATUS_COLORS = {"running": "green", "finished": "blue", "aborted": "gray", "failed": "red", "interrupted": "orange"}
@@ -43,12 +43,15 @@ def runs_or_stop(empty_hint: str = "Start one from the **Runs** page.") -> tuple
     return target, frame
 
 
-@st.fragment(run_every=2)
 def wait_for_first_run(target: str) -> None:
-    """While a demo starts: rerun the page once its first step is recorded, or say why it failed."""
+    """While this dashboard's demo starts: say so, and rerun the page once its first step is recorded."""
     launched = demo.launched(target)
-    if launched is None:
-        return
+    if launched is not None:
+        _demo_progress(target, launched)
+
+
+@st.fragment(run_every=2)
+def _demo_progress(target: str, launched: launcher.Launched) -> None:
     try:
         if not data.runs(target).empty:
             st.rerun()
@@ -58,7 +61,7 @@ def wait_for_first_run(target: str) -> None:
     if failure:
         st.error(f"The demo run could not start: {failure} (log: {launched.log_path})")
         return
-    st.info(f"Starting a demo run on the `tiny` model (a small random-weight Llama): {demo.describe()}. "
+    st.info(f"Starting a demo run on the `tiny` model (a small random-weight Llama): {demo_workload.describe()}. "
             "This page shows it as soon as its first step is recorded.")
 
 

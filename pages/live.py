@@ -48,16 +48,17 @@ def live_panel() -> None:
     recent = data.latency_percentiles(target, run_id, n, since_time=max(0.0, float(run["last_time"]) - 10.0))
     lat = recent.set_index("metric")
     m = st.columns(7)
-    m[0].metric("output tok/s (window)", ui.rate(float(steps["num_output_tokens"].sum()) / window_s, ""))
-    m[1].metric("TTFT p50 (last 10 s)", ui.ms(lat.loc["ttft", "p50"]))
-    m[2].metric("TPOT p50 (last 10 s)", ui.ms(lat.loc["tpot", "p50"]))
-    m[3].metric("ITL p50 (window)", ui.ms(data.step_gap_itl_p50(target, run_id, first, n - 1, n)),
-                help="Median gap between consecutive output tokens over the shown steps, from the steps' "
+    m[0].metric("output tok/s", ui.rate(float(steps["num_output_tokens"].sum()) / window_s, ""),
+                help="Over the steps shown below")
+    m[1].metric("TTFT p50", ui.ms(lat.loc["ttft", "p50"]), help="Requests that finished in the last 10 s")
+    m[2].metric("TPOT p50", ui.ms(lat.loc["tpot", "p50"]), help="Requests that finished in the last 10 s")
+    m[3].metric("ITL p50", ui.ms(data.step_gap_itl_p50(target, run_id, first, n - 1, n)),
+                help="Median gap between consecutive output tokens over the steps shown below, from the steps' "
                      "end times weighted by their decodes")
     m[4].metric("waiting / running", f"{int(now['num_waiting'])} / {int(now['num_running'])}")
     used, total = int(now["num_used_gpu_blocks"]), int(now["num_gpu_blocks"])
     m[5].metric("KV blocks used", f"{used / max(total, 1):.0%}", help=f"{used:,} of {total:,} GPU blocks")
-    m[6].metric("preemptions (window)", int(steps["num_preemptions"].sum()))
+    m[6].metric("preemptions", int(steps["num_preemptions"].sum()), help="Over the steps shown below")
 
     st.subheader("Batch timeline")
     st.altair_chart(charts.gantt(phases, x_axis), width="stretch")

@@ -5,12 +5,16 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import sys
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import update
 
+from dashboard import demo_workload as demo
 from engine.cli.main import main as cli
 from engine.clock import VirtualClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
@@ -18,26 +22,31 @@ from engine.engine_loop import Engine
 from engine.executors.cost_model import DEFAULT_COST_MODEL
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
+from engine.workload.files import load_jsonl
 from engine.workload.generators import synthetic_workload
+from engine.workload.spec import Workload
 from storage.database import open_for_write
 from storage.recorder import Recorder
-from storage.schema import Run
+from storage.schema import Run, table_of
 
 COMMON = ["--workload", "mixed", "--num-prompts", "120", "--request-rate", "40", "--seed", "7"]
 
 
-def _record_interrupted(db: str) -> int:
-    """What a killed engine leaves: some steps written, status running, a heartbeat long stale."""
-    config = EngineConfig(SchedulerConfig(max_num_seqs=16), CacheConfig(num_gpu_blocks=256))
-    workload = synthetic_workload("mixed", 200, request_rate=40.0, seed=9)
-    info = RunInfo(name="killed mid-run", mode="simulated", batching="continuous", config=config.to_dict(),
+def _record_partial(db: str, name: str, config: EngineConfig, workload: Workload, heartbeat_at: datetime,
+                    until_s: float = math.inf, max_iterations: int | None = None) -> int:
+    """A run recorded up to simulated time until_s (or for max_iterations of the loop) and left with
+    status running: with a stale heartbeat it is what a killed engine leaves, with one in the future
+    it reads as live."""
+    info = RunInfo(name=name, mode="simulated", batching="continuous", config=config.to_dict(),
                    workload=workload.description)
     engine_db = open_for_write(db)
     recorder = Recorder(engine_db, info, {"executor": "simulated", "cost_model": DEFAULT_COST_MODEL.to_dict()},
                         heartbeat_interval_s=3600)
     engine = Engine(config, SimulatedExecutor(DEFAULT_COST_MODEL), VirtualClock(), recorder)
     engine._pending.extend(sorted(workload.requests, key=lambda s: s.arrival_time))
-    for _ in range(150):
+    for _ in itertools.count() if max_iterations is None else range(max_iterations):
+        if engine.clock.now() >= until_s:
+            break
         now = engine.clock.now()
         while engine._pending and engine._pending[0].arrival_time <= now:
             engine.add_request(engine.make_request(engine._pending.popleft()))
@@ -45,10 +54,28 @@ def _record_interrupted(db: str) -> int:
             engine.clock.wait_until(engine._pending[0].arrival_time)
     recorder.flush()
     with engine_db.begin() as conn:
-        conn.execute(update(Run.__table__).where(Run.__table__.c.id == recorder.run_id)
-                     .values(heartbeat_at=datetime(2020, 1, 1, tzinfo=UTC)))
+        conn.execute(update(table_of(Run)).where(table_of(Run).c.id == recorder.run_id)
+                     .values(heartbeat_at=heartbeat_at))
     engine_db.dispose()
     return recorder.run_id
+
+
+def _record_interrupted(db: str) -> int:
+    """What a killed engine leaves: some steps written, status running, a heartbeat long stale."""
+    config = EngineConfig(SchedulerConfig(max_num_seqs=16), CacheConfig(num_gpu_blocks=256))
+    workload = synthetic_workload("mixed", 200, request_rate=40.0, seed=9)
+    return _record_partial(db, "killed mid-run", config, workload, datetime(2020, 1, 1, tzinfo=UTC), max_iterations=150)
+
+
+def _record_live(db: str, folder: Path) -> int:
+    """The first-launch demo's configuration and bursty workload, caught in its fourth burst as a
+    live run (its heartbeat is kept fresh for a day), for the Live page's screenshot."""
+    config = demo.FORM.engine_args().create_engine_config()
+    workload = load_jsonl(replace(demo.WORKLOAD, num_bursts=4).write(folder / "demo-workload.jsonl"))
+    # 0.7 s into the fourth burst the last 150 steps hold a queue, a full batch and preemptions.
+    caught = 3 * demo.WORKLOAD.period_s + 0.7
+    return _record_partial(db, "demo (simulated, still running)", config, workload,
+                           datetime.now(UTC) + timedelta(days=1), until_s=caught)
 
 
 def build(path: Path) -> dict[str, int]:
@@ -65,6 +92,7 @@ def build(path: Path) -> dict[str, int]:
     for key, extra in plan:
         assert cli(["simulate", "--db", db, *COMMON, *extra]) == 0
         ids[key] = len(ids) + 1
+    ids["live"] = _record_live(db, path.parent)
     ids["interrupted"] = _record_interrupted(db)
     assert cli(["simulate", "--db", db, "--from-run", str(ids["continuous"]), "--max-num-seqs", "4"]) == 0
     ids["what_if"] = ids["interrupted"] + 1

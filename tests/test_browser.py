@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(MISSING, reason="needs Debian's chromium and the playwright package")]
 
 MIN_CHARTS = {"runs": 0, "live": 5, "replay": 8, "what_if": 4, "curves": 5}
+SHOWN_RUN = {"live": "live", "replay": "swap"}  # the fixture run each page opens on (else "continuous")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
 @pytest.mark.parametrize("name", list(PAGES))
 def test_page_loads_draws_its_charts_and_shows_no_exception(name: str, server) -> None:  # type: ignore[no-untyped-def]
     url, context, ids = server
-    run = ids["continuous"] if name != "replay" else ids["swap"]
+    run = ids[SHOWN_RUN.get(name, "continuous")]
     page = open_page(context, f"{url}/{PAGES[name]}?run={run}", wait_charts=MIN_CHARTS[name])
     try:
         assert page.locator('[data-testid="stException"]').count() == 0

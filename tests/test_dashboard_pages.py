@@ -59,7 +59,8 @@ def _text(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
-@pytest.mark.parametrize("kind", ["continuous", "static", "recompute", "swap", "chunked", "interrupted", "what_if"])
+@pytest.mark.parametrize("kind", ["continuous", "static", "recompute", "swap", "chunked", "live", "interrupted",
+                                  "what_if"])
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_every_kind_of_run(page: str, kind: str, fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import demo, launcher
+from dashboard import demo_workload as demo
+from dashboard import launcher
 from engine.cli.main import build_parser
 from engine.workload.files import load_jsonl
 
