@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import altair as alt
 import pandas as pd
 
-from dashboard import ui
+from dashboard import charts, data, settings, ui
 
 QUEUE_PHASES = {"waiting": ("queued", "preempted"), "running": ("prefill", "decode"), "swapped": ("swapped",),
                 "padding": ("padding",)}
@@ -31,3 +32,14 @@ def request_figures(detail: dict[str, Any]) -> dict[str, str | int]:
             "output tokens": "–" if detail["output_len"] is None else int(detail["output_len"]),
             "TTFT": ui.ms(detail.get("ttft")), "end-to-end": ui.ms(detail.get("e2e")),
             "preemptions": int(detail["num_preemptions"] or 0), "finish": detail["finish_reason"] or "running"}
+
+
+def whole_run(target: str, run_id: int, version: int, step: int) -> tuple[alt.LayerChart, str]:
+    """The whole run's Gantt with `step` marked, and its caption: bar by bar while the browser can
+    draw that many bars, else binned on the server."""
+    if data.phase_count(target, run_id, version) <= settings.MAX_GANTT_BARS:
+        phases = data.phases_window(target, run_id, 0, version - 1, version, max_rows=settings.MAX_GANTT_BARS)
+        return charts.gantt(phases, "step", current=step), "Every request's life, the current step in red."
+    return (charts.gantt_overview(data.gantt_overview(target, run_id, version), current=step),
+            "Too many requests to draw one by one: each cell shows the phase covering most of it, "
+            "fainter when few requests are alive there. Zoom in below.")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-COLUMNS = ["id", "status", "name", "mode", "batching", "model", "requests", "output_tokens_per_s", "ttft_ms",
-           "itl_ms", "e2e_ms", "num_preemptions", "num_steps", "based_on", "created_at"]
+COLUMNS = ["id", "status", "name", "engine", "batching", "requests", "output_tokens_per_s", "ttft_ms", "itl_ms",
+           "e2e_ms", "num_preemptions", "num_steps", "based_on", "created_at"]
+OPEN_IN = (("Live", ":material/radio_button_checked:", "pages/live.py"),  # the views a selected run opens in
+           ("Replay", ":material/replay:", "pages/replay.py"), ("What-if", ":material/science:", "pages/what_if.py"))
+MAX_HEIGHT_PX = 600  # about 16 rows; longer lists scroll
 COLUMN_CONFIG = {
-    "id": st.column_config.NumberColumn("run", format="%d", width="small"),
-    "name": st.column_config.TextColumn("name", width="medium"),
+    "id": st.column_config.NumberColumn("run", format="%d", width="small", pinned=True),
+    "name": st.column_config.TextColumn("name", width="medium", pinned=True),
+    "engine": st.column_config.TextColumn("engine", help="real: a model on this machine; simulated: the cost model"),
     "output_tokens_per_s": st.column_config.NumberColumn("output tok/s", format="%.1f"),
     "ttft_ms": st.column_config.NumberColumn("mean TTFT (ms)", format="%.1f"),
     "itl_ms": st.column_config.NumberColumn("ITL p50 (ms)", format="%.1f",
@@ -35,6 +39,12 @@ def display(runs: pd.DataFrame) -> pd.DataFrame:
         e2e_ms=runs["mean_e2e"] * 1e3,
         itl_ms=runs["itl_p50"].astype(float) * 1e3,
         based_on=runs["base_run_id"].astype("Int64"),
-        model=runs["model"].fillna("–"),
+        engine=[mode if pd.isna(model) else f"{mode} · {model}" for mode, model in zip(runs["mode"], runs["model"],
+                                                                                      strict=True)],
     )
     return table[COLUMNS]
+
+
+def height(runs: pd.DataFrame) -> int:
+    """Tall enough for every row up to MAX_HEIGHT_PX (a header and 35 px a row)."""
+    return min(38 + 35 * len(runs), MAX_HEIGHT_PX)

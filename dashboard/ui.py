@@ -65,6 +65,21 @@ def _demo_progress(target: str, launched: launcher.Launched) -> None:
             "This page shows it as soon as its first step is recorded.")
 
 
+def delete_run(container: Any, run_id: int, target: str) -> None:
+    """A Delete popover with a confirmation; on success the runs list is re-read without the run."""
+    with container.popover("Delete", icon=":material/delete:", width="stretch"):
+        st.write(f"Delete run #{run_id} and all its steps? This cannot be undone.")
+        if st.button("Delete for good", type="primary", key="confirm_delete"):
+            launched = launcher.launch(launcher.delete_run_argv(run_id, target), f"delete-{run_id}")
+            failure = launcher.early_failure(launched, wait_s=10)
+            if failure:
+                st.error(failure)
+            else:
+                data.runs.clear()
+                st.query_params.pop("run", None)
+                st.rerun()
+
+
 def run_label(row: Any) -> str:
     return f"#{row['id']} {row['name']} ({row['status']})"
 

@@ -44,15 +44,9 @@ def step_view() -> None:
     st.markdown(replay.step_line(step, row, config.get("max_num_batched_tokens")))
 
     st.subheader("Whole run")
-    if data.phase_count(target, run_id, version) <= settings.MAX_GANTT_BARS:
-        whole = data.phases_window(target, run_id, 0, n - 1, version, max_rows=settings.MAX_GANTT_BARS)
-        st.altair_chart(charts.gantt(whole, "step", current=step), width="stretch")
-        st.caption("Every request's life, the current step in red.")
-    else:
-        st.altair_chart(charts.gantt_overview(data.gantt_overview(target, run_id, version), current=step),
-                        width="stretch")
-        st.caption("Too many requests to draw one by one: each cell shows the phase covering most of it, "
-                   "fainter when few requests are alive there. Zoom in below.")
+    chart, caption = replay.whole_run(target, run_id, version, step)
+    st.altair_chart(chart, width="stretch")
+    st.caption(caption)
     binned = data.steps_binned(target, run_id, version)
     left, right = st.columns(2)
     left.altair_chart(charts.queue_lengths(binned, "step", current=step), width="stretch")

@@ -23,34 +23,26 @@ if runs is None or runs.empty:
     ui.wait_for_first_run(target)
 else:
     st.subheader("Runs")
-    selection = st.dataframe(runs_table.display(runs), hide_index=True, on_select="rerun",
-                             selection_mode="single-row", key="runs_table", column_config=runs_table.COLUMN_CONFIG)
+    selection = st.dataframe(runs_table.display(runs), hide_index=True, on_select="rerun", selection_mode="single-row",
+                             key="runs_table", column_config=runs_table.COLUMN_CONFIG, height=runs_table.height(runs))
     st.caption("Select a row to open it. *interrupted*: the engine stopped writing without finishing "
                "(killed or crashed); its steps up to the last write are all there.")
+    running = runs[runs["status"] == "running"]
+    if not running.empty:
+        newest = int(running["id"].iloc[0])
+        st.page_link("pages/live.py", label=f"Watch run #{newest} live", icon=":material/radio_button_checked:",
+                     query_params={"run": str(newest)})
     rows = selection.selection.rows if selection is not None else []
     if rows:
         chosen = runs.iloc[rows[0]]
         run_id = int(chosen["id"])
         st.query_params["run"] = str(run_id)
         cols = st.columns(5)
-        if cols[0].button("Live", icon=":material/radio_button_checked:", width="stretch",
-                          disabled=chosen["status"] == "finished"):
-            st.switch_page("pages/live.py")
-        if cols[1].button("Replay", icon=":material/replay:", width="stretch"):
-            st.switch_page("pages/replay.py")
-        if cols[2].button("What-if", icon=":material/science:", width="stretch"):
-            st.switch_page("pages/what_if.py")
-        with cols[3].popover("Delete", icon=":material/delete:", width="stretch"):
-            st.write(f"Delete run #{run_id} and all its steps? This cannot be undone.")
-            if st.button("Delete for good", type="primary", key="confirm_delete"):
-                failure = launcher.early_failure(launcher.launch(launcher.delete_run_argv(run_id, target),
-                                                                 f"delete-{run_id}"), wait_s=10)
-                if failure:
-                    st.error(failure)
-                else:
-                    data.runs.clear()
-                    st.query_params.pop("run", None)
-                    st.rerun()
+        finished = chosen["status"] == "finished"
+        for col, (label, icon, page) in zip(cols, runs_table.OPEN_IN, strict=False):
+            if col.button(label, icon=icon, width="stretch", disabled=finished and label == "Live"):
+                st.switch_page(page)
+        ui.delete_run(cols[3], run_id, target)
         if chosen["status"] == "failed" and isinstance(chosen["error"], str):
             st.error(f"Run #{run_id} failed: {chosen['error']}")
 

@@ -222,3 +222,16 @@ def test_no_demo_starts_on_a_database_that_has_runs_or_is_not_ours(fixture_db, t
     conn.close()
     _open(PAGES[0], foreign, monkeypatch)
     assert no_real_launches == []
+
+
+def test_the_run_form_shows_the_engines_config_error_and_starts_nothing(fixture_db, monkeypatch,  # type: ignore[no-untyped-def]
+                                                                         no_real_launches) -> None:
+    db, _ = fixture_db
+    at = _open(PAGES[0], db, monkeypatch)
+    next(n for n in at.number_input if n.label == "max_num_seqs").set_value(512)
+    next(n for n in at.number_input if n.label == "max_num_batched_tokens").set_value(256)
+    next(b for b in at.button if b.label == "Start run").click()
+    at.run()
+    errors = [e.value for e in at.error]
+    assert any("Raise max_num_batched_tokens or lower max_num_seqs" in e for e in errors), errors
+    assert no_real_launches == []
