@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 
 from storage.schema import SCHEMA_VERSION, Base, Meta, Run, table_of
+from storage.workload_key import workload_key_of
 
 FIRST_MIGRATABLE = 1
 
@@ -110,7 +111,8 @@ def _to_3(conn: Connection) -> None:
     for run_id, raw, base_run_id, mode in rows:
         extra: dict[str, Any] = (json.loads(raw) if isinstance(raw, str) else raw) or {}
         runs = table_of(Run)
-        conn.execute(runs.update().where(runs.c.id == run_id).values(**_typed_from_extra(extra, base_run_id, mode)))
+        conn.execute(runs.update().where(runs.c.id == run_id).values(**_typed_from_extra(extra, base_run_id, mode),
+                                                                    workload_key=workload_key_of(conn, run_id)))
     conn.execute(text("ALTER TABLE runs DROP COLUMN extra"))
 
 

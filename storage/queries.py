@@ -235,6 +235,31 @@ def step_features(engine: Engine, run_id: int) -> pd.DataFrame:
     """, run=run_id)
 
 
+def exercised(engine: Engine, run_id: int) -> dict[str, float]:
+    """What a run's steps exercised, for a what-if's extrapolation warnings: the largest batch and
+    step, the steps at the token budget, swaps, preemptions, pad rows, peak KV use."""
+    frame = _frame(engine, """
+        SELECT COUNT(*) AS num_steps,
+               MAX(num_prefill_seqs + num_decode_seqs) AS max_seqs,
+               MAX(num_batched_tokens + num_padding_tokens) AS max_tokens,
+               SUM(num_swap_blocks) AS swap_blocks, SUM(num_preemptions) AS preemptions,
+               SUM(num_padding_tokens) AS padding_tokens, MAX(num_used_gpu_blocks) AS max_used_blocks,
+               MAX(num_gpu_blocks) AS num_gpu_blocks, MAX(num_context_tokens) AS max_decode_context,
+               SUM(num_prefill_tokens) AS prefill_tokens
+        FROM steps WHERE run_id = :run
+    """, run=run_id)
+    return {k: float(v) if v is not None and not pd.isna(v) else 0.0 for k, v in frame.iloc[0].items()}
+
+
+def runs_of_workload(engine: Engine, workload_key: str, exclude_run_id: int) -> pd.DataFrame:
+    """Finished real runs that served exactly the same requests (same workload key), newest first."""
+    return _frame(engine, """
+        SELECT id, name, config, model, executor FROM runs
+        WHERE workload_key = :key AND id != :run AND mode = 'real' AND status = 'finished'
+        ORDER BY id DESC
+    """, key=workload_key, run=exclude_run_id)
+
+
 # -- requests ----------------------------------------------------------------------------------------
 def run_requests(engine: Engine, run_id: int) -> pd.DataFrame:
     """Every request of a run in arrival order, with its latencies."""

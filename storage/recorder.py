@@ -9,7 +9,6 @@ A heartbeat thread refreshes the run's heartbeat so readers can tell a live run 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -40,6 +39,7 @@ from storage.schema import (
     StepRow,
     table_of,
 )
+from storage.workload_key import WorkloadKey
 
 HEARTBEAT_INTERVAL_S = 2.0
 
@@ -134,7 +134,7 @@ class Recorder:
                 },
             ).scalar_one()
         self._row_of: dict[str, int] = {}
-        self._workload_key = hashlib.sha1(usedforsecurity=False)  # over every arrival, in order
+        self._workload_key = WorkloadKey()  # over every arrival, in order
         self._open_interval: dict[str, int] = {}  # request id -> interval id of its current phase
         self._next_interval = 0
         self._next_event = 0
@@ -236,7 +236,7 @@ class Recorder:
         run_id = self.run_id
         key = self._workload_key
         for a in arrivals:
-            key.update(f"{a.request_id}|{a.arrival_time:.6f}|{a.prompt_len}|{a.max_tokens}|{a.priority}\n".encode())
+            key.add(a.request_id, a.arrival_time, a.prompt_len, a.max_tokens, a.priority)
             row_no = self._row_of[a.request_id] = len(self._row_of)
             self._new_requests[a.request_id] = {
                 "run_id": run_id, "request_id": a.request_id, "row_no": row_no, "arrival_time": a.arrival_time,
@@ -384,7 +384,7 @@ class Recorder:
             return
         self._stop_heartbeat.set()
         values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow(), "heartbeat_at": utcnow(),
-                                  "workload_key": self._workload_key.hexdigest() if self._row_of else None}
+                                  "workload_key": self._workload_key.hexdigest()}
         if summary is not None:
             values["summary"] = summary
         with self._write_section():

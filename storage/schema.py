@@ -201,5 +201,21 @@ class StepRollupRow(Base):
 
 
 ROLLUP_STEPS = 64
+
+
+class DeviceProfileRow(Base):
+    """A step-time cost model measured by `python -m engine profile` for one model on one device: what
+    a what-if takes the costs of features its base run never exercised from (swaps, pad rows)."""
+
+    __tablename__ = "device_profiles"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # UTC
+    model: Mapped[str] = mapped_column(String(200))
+    device: Mapped[str] = mapped_column(String(32))  # cpu, cuda:0, ...
+    dtype: Mapped[str] = mapped_column(String(16))
+    torch_threads: Mapped[int] = mapped_column(Integer)
+    cost_model: Mapped[dict[str, Any]] = mapped_column(JSON)  # LinearCostModel.to_dict()
+
+    __table_args__ = (Index("ix_device_profiles_match", "model", "device", "dtype", "torch_threads"),)
 # Which (kind, device) events leave the blocks owned by the event's request.
 OWNING_EVENTS = {("allocate", "gpu"), ("swap_in", "gpu"), ("swap_out", "cpu")}

@@ -30,10 +30,25 @@ def test_the_grid_respects_the_caps() -> None:
         assert shape.prefills * shape.chunk + shape.decodes <= 256 + 8
 
 
+def test_the_grid_times_what_runs_may_never_exercise() -> None:
+    """Pad rows and block copies at several sizes, so their costs can be fitted and borrowed."""
+    import numpy as np
+
+    grid = default_grid(max_seqs=8, max_tokens=1024)
+    assert len({s.padding for s in grid if s.padding}) >= 3 and len({s.swap_blocks for s in grid if s.swap_blocks}) >= 3
+    out = build_output(next(s for s in grid if s.swap_blocks == 32), 0, 16, 256, 32_000, np.random.default_rng(0))
+    used = {b for s in out.scheduled for b in s.block_ids}
+    copied = [g for g, _ in out.blocks_to_swap_out] + [g for _, g in out.blocks_to_swap_in]
+    assert len(copied) == 32 and not used & set(copied) and len(set(copied)) == 32
+    padded = build_output(next(s for s in grid if s.padding == 128), 0, 16, 256, 32_000, np.random.default_rng(0))
+    assert padded.num_padding_tokens == 128
+
+
 @pytest.mark.slow
 def test_profile_tiny_then_simulate_with_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model_file = tmp_path / "tiny.json"
-    code = main(["profile", "--model", "tiny", "--device", "cpu", "--max-num-seqs", "8",
+    db = tmp_path / "p.db"
+    code = main(["profile", "--model", "tiny", "--device", "cpu", "--max-num-seqs", "8", "--db", str(db),
                  "--max-num-batched-tokens", "256", "--repeats", "1", "-o", str(model_file), "--json"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
@@ -42,6 +57,11 @@ def test_profile_tiny_then_simulate_with_it(tmp_path: Path, capsys: pytest.Captu
     assert set(stored["coefficients"]) == set(FEATURES)
     assert all(v >= 0 for v in stored["coefficients"].values())
     assert stored["fit"]["num_steps"] >= 20 and stored["fit"]["source"] == "profile"
+    from storage.database import open_for_read
+    from storage.device_profiles import matching_profile
+
+    profile = matching_profile(open_for_read(str(db)), "tiny", "cpu", "float32", stored["fit"]["torch_threads"])
+    assert profile is not None and profile.cost_model == stored
     code = main(["simulate", "--no-record", "--num-prompts", "20", "--cost-model-file", str(model_file), "--json"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["num_finished"] == 20

@@ -49,7 +49,7 @@ def test_what_if_of_a_simulated_run_is_exact_on_itself_and_records_a_linked_run(
     code, out, _ = _run_cli(capsys, "simulate", "--db", db, "--from-run", "1", "--max-num-seqs", "4", "--json")
     assert code == 0
     report = json.loads(out)
-    assert all(v == pytest.approx(0.0, abs=1e-9) for v in report["self_check"]["error_pct"].values())
+    assert all(v == pytest.approx(0.0, abs=1e-9) for v in report["trust"]["consistency"]["error_pct"].values())
     assert report["changes"] == {"max_num_seqs": 4}
     assert report["predicted"]["e2e_p99"] > report["recorded"]["e2e_p99"]  # fewer seqs: longer tails
     run = queries.get_run(open_for_read(db), report["run_id"])
@@ -65,7 +65,7 @@ def test_text_report_shows_the_self_check_first(tmp_path: Path, capsys: pytest.C
     _run_cli(capsys, "simulate", "--db", db, "--num-prompts", "30")
     code, out, _ = _run_cli(capsys, "simulate", "--db", db, "--from-run", "1", "--batching", "static")
     assert code == 0
-    assert out.index("self-check") < out.index("what-if: batching=static") < out.index("recorded as run 2")
+    assert out.index("consistency check") < out.index("what-if: batching=static") < out.index("recorded as run 2")
 
 
 def test_a_real_run_gets_a_fitted_cost_model_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,7 +77,7 @@ def test_a_real_run_gets_a_fitted_cost_model_once(tmp_path: Path, capsys: pytest
     assert report["cost_model"]["name"] == f"fitted to run {run_id}"
     # The steps came from DEFAULT_COST_MODEL, so the fit reproduces them and the self-check is tight.
     assert report["cost_model"]["fit"]["median_abs_pct_error"] < 1.0
-    assert abs(report["self_check"]["error_pct"]["output_tokens_per_s"]) < 2.0
+    assert abs(report["trust"]["consistency"]["error_pct"]["output_tokens_per_s"]) < 2.0
     stored = queries.get_run(open_for_read(str(db)), run_id)["cost_model"]  # type: ignore[index]
     assert stored == report["cost_model"]
     _run_cli(capsys, "simulate", "--db", str(db), "--from-run", str(run_id), "--max-num-seqs", "2")

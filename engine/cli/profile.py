@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.block_manager import BlockManager
-from engine.cli.args import positive_float, positive_int
+from engine.cli.args import add_db_arg, positive_float, positive_int
 from engine.config import CacheConfig, ConfigError, EngineConfig, SchedulerConfig
 from engine.executors.cost_fit import fit_cost_model
 from engine.executors.cost_model import FEATURES, LinearCostModel, step_features
@@ -36,6 +36,8 @@ class Shape:
     prefills: int  # sequences computing a prefill chunk
     chunk: int  # tokens in each prefill chunk
     prefill_context: int = 0  # tokens already cached before each chunk
+    padding: int = 0  # static batching's pad rows
+    swap_blocks: int = 0  # KV blocks copied between the pools before the pass (half out, half in)
 
     def label(self) -> str:
         parts = []
@@ -44,6 +46,10 @@ class Shape:
         if self.prefills:
             ctx = f" after {self.prefill_context}" if self.prefill_context else ""
             parts.append(f"{self.prefills} x {self.chunk}-token prefill{ctx}")
+        if self.padding:
+            parts.append(f"{self.padding} pad rows")
+        if self.swap_blocks:
+            parts.append(f"{self.swap_blocks} blocks swapped")
         return " + ".join(parts)
 
 
@@ -62,7 +68,16 @@ def default_grid(max_seqs: int, max_tokens: int) -> list[Shape]:
         for chunk in (64, 256):
             if batch <= max_seqs and batch + chunk <= max_tokens:
                 shapes.append(Shape(batch, 256, 1, chunk))
+    # What a run may never exercise, so a what-if can borrow it from here: pad rows and block copies.
+    for pad in (8, 32, 128, 512):
+        if 8 + pad <= max_tokens:
+            shapes.append(Shape(8, 128, 0, 0, padding=pad))
+    for blocks in (8, 32, 128):
+        shapes.append(Shape(4, 128, 0, 0, swap_blocks=blocks))
     return shapes
+
+
+SWAP_POOL_BLOCKS = 128  # CPU blocks the profile's swap shapes copy into
 
 
 def build_output(shape: Shape, step: int, block_size: int, num_blocks: int, vocab: int,
@@ -80,9 +95,15 @@ def build_output(shape: Shape, step: int, block_size: int, num_blocks: int, voca
         tokens = tuple(int(t) for t in rng.integers(1000, vocab, n))
         scheduled.append(ScheduledRequest(rid, n, start, not decode, True, GREEDY, tokens,
                                           tuple(bm.block_table(rid))))
+    # Block copies between blocks no request of this step uses: half out to the CPU pool, half back.
+    spare = [b for b in range(num_blocks - 1, -1, -1) if b not in {x for s in scheduled for x in s.block_ids}]
+    half = shape.swap_blocks // 2
+    swap_out = tuple((spare[i], i) for i in range(half))
+    swap_in = tuple((half + i, spare[half + i]) for i in range(shape.swap_blocks - half))
     return SchedulerOutput(step=step, scheduled=tuple(scheduled),
                            total_num_scheduled_tokens=sum(s.num_tokens for s in scheduled),
-                           finished_req_ids=tuple(f"p{i}" for i in range(len(scheduled))))
+                           finished_req_ids=tuple(f"p{i}" for i in range(len(scheduled))),
+                           blocks_to_swap_out=swap_out, blocks_to_swap_in=swap_in, num_padding_tokens=shape.padding)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -98,6 +119,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--output", "-o", default=None, help="write the fitted model here as JSON")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--seed", type=int, default=0)
+    add_db_arg(p)
+    p.add_argument("--no-store", action="store_true", help="do not store the profile in the database")
     vllm = p.add_argument_group("calibrate from a real vLLM instead of timing this machine")
     vllm.add_argument("--from-vllm-log", metavar="FILE", default=None,
                       help="fit the cost model to a vLLM log written with --enable-logging-iteration-details")
@@ -147,13 +170,14 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, args.device, args.dtype)
     shapes = default_grid(args.max_num_seqs, args.max_num_batched_tokens)
     need = max(s.decodes * -(-(s.decode_context + 1) // args.block_size)
-               + s.prefills * -(-(s.prefill_context + s.chunk) // args.block_size) for s in shapes)
+               + s.prefills * -(-(s.prefill_context + s.chunk) // args.block_size) + s.swap_blocks for s in shapes)
     max_len = max(2048, max(s.prefill_context + s.chunk for s in shapes), max(s.decode_context + 1 for s in shapes))
     config = EngineConfig(SchedulerConfig(max_num_seqs=args.max_num_seqs, enable_chunked_prefill=True,
                                           max_num_batched_tokens=max(args.max_num_batched_tokens, args.max_num_seqs),
                                           max_model_len=min(max_len, loaded.max_position_embeddings or max_len)),
-                          CacheConfig(block_size=args.block_size, num_gpu_blocks=need + 1))
+                          CacheConfig(block_size=args.block_size, num_gpu_blocks=need + 1, swap_space=SWAP_POOL_BLOCKS))
     executor = TorchExecutor(loaded, config, seed=args.seed)
+    facts = executor.describe()
     rng = np.random.default_rng(args.seed)
     rows, durations, labels = [], [], []
     deadline = time.monotonic() + args.budget_s
@@ -177,8 +201,16 @@ def run(args: argparse.Namespace) -> int:
     finally:
         executor.shutdown()
     model = fit_cost_model(np.array(rows), np.array(durations), name=f"profiled {args.model}",
-                           provenance={"source": "profile", "model": args.model, "device": str(loaded.device),
+                           provenance={"source": "profile", "model": args.model, "device": facts["device"],
+                                       "dtype": facts["dtype"], "torch_threads": facts["torch_threads"],
                                        "shapes": len(rows)})
+    profile_id = None
+    if not args.no_store:
+        from storage.database import open_for_write
+        from storage.device_profiles import save_profile
+
+        profile_id = save_profile(open_for_write(args.db), args.model, facts["device"], facts["dtype"],
+                                  int(facts["torch_threads"]), model.to_dict())
     if args.output:
         Path(args.output).write_text(json.dumps(model.to_dict(), indent=2) + "\n")
     if args.json:
@@ -186,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print_model(model)
+        if profile_id is not None:
+            print(f"stored as device profile #{profile_id}: what-ifs of {args.model} runs on this device, dtype and "
+                  "thread count take the costs their runs never exercised (swaps, pad rows) from it")
         if args.output:
             print(f"wrote {args.output} (use it with: python -m engine simulate --cost-model-file {args.output})")
     return 0

@@ -144,8 +144,8 @@ def _base(args: argparse.Namespace) -> tuple[EngineConfig, Workload, CostModel |
     if args.from_run is not None:
         if args.real:
             raise ConfigError("--from-run sweeps are simulated; drop --real")
-        from engine.cli.base_run import load_base_run
         from storage.database import open_for_write
+        from whatif.base_run import load_base_run
 
         base = load_base_run(open_for_write(args.db, create=False), args.from_run)
         cost = chosen_cost_model(args) or base.cost_model

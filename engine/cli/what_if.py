@@ -1,7 +1,9 @@
 """`python -m engine simulate --from-run RUN [changes]`: what if run RUN had other parameters?
 
-The self-check comes first: the simulator replays the base run under its own configuration,
-and its error against what was recorded says how far to trust the prediction.
+The trust figures come first, all out of sample (whatif/trust.py): the step-time fit on held-out
+steps, a warning for every change outside what the base run exercised, and the track record of
+predicting real runs of the same workload, beside the "nothing changes" answer. Then the
+prediction, recorded as a run linked to its base.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from typing import Any
 
 from engine.cli.args import engine_config_from_args, given_engine_flags
-from engine.cli.base_run import BaseRun, load_base_run, percent_errors, self_check, summary_metrics
 from engine.cli.session import RecordTarget, run_session
 from engine.cli.simulate import chosen_cost_model
 from engine.clock import VirtualClock
@@ -20,7 +22,9 @@ from engine.config import ConfigError
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
 from storage.database import open_for_write
-from storage.run_meta import Comparison, Trust, WhatIfNote, write_what_if
+from storage.run_meta import Trust, WhatIfNote, write_what_if
+from whatif.base_run import BaseRun, load_base_run, percent_errors, summary_metrics
+from whatif.predict import prepare
 
 LABELS = {
     "output_tokens_per_s": "output tokens/s",
@@ -40,34 +44,30 @@ def run_what_if(args: argparse.Namespace) -> int:
     base = load_base_run(writer, args.from_run)
     changes = given_engine_flags(args)
     config = engine_config_from_args(args, base=base.config)
-    check = self_check(base)
-    cost_model = chosen_cost_model(args) or base.cost_model
+    prepared = prepare(writer, base, config, chosen_cost_model(args))
+    cost_model = prepared.priced.model
+    if not args.json:
+        print_trust(base, prepared.trust, prepared.priced.borrowed, cost_model.name)
     info = RunInfo(
         name=args.name or f"what-if of run {base.run_id}: {describe_changes(changes)}",
-        mode="simulated",
-        batching=config.scheduler.batching,
-        config=config.to_dict(),
-        model=base.model,
-        workload=base.workload.description,
-        source="what-if",
-        base_run_id=base.run_id,
+        mode="simulated", batching=config.scheduler.batching, config=config.to_dict(), model=base.model,
+        workload=base.workload.description, source="what-if", base_run_id=base.run_id,
     )
     result = run_session(config, SimulatedExecutor(cost_model), VirtualClock(), base.workload.requests, info,
                          RecordTarget(args.db, enabled=not args.no_record))
     if result.run_id is not None:
-        consistency = Comparison(check["predicted"], check["recorded"], check["error_pct"])
-        holdout = dict(getattr(cost_model, "fit", {}).get("holdout") or {})
-        write_what_if(writer, result.run_id, WhatIfNote(base.run_id, changes, Trust(holdout, [], [], consistency),
-                                                         cost_model.name))
+        write_what_if(writer, result.run_id, WhatIfNote(base.run_id, changes, prepared.trust, cost_model.name))
     predicted = summary_metrics(result.summary)
     report: dict[str, Any] = {
-        "base_run_id": base.run_id, "run_id": result.run_id, "changes": changes, "self_check": check,
+        "base_run_id": base.run_id, "run_id": result.run_id, "changes": changes,
+        "trust": asdict(prepared.trust), "borrowed_costs": prepared.priced.borrowed,
         "recorded": base.recorded, "predicted": predicted,
         "change_pct": percent_errors(predicted, base.recorded),
-        "cost_model": cost_model.to_dict(),
+        "cost_model": (chosen_cost_model(args) or base.cost_model).to_dict(),  # as fitted (stored with the base)
+        "prediction_cost_model": cost_model.to_dict(),  # what the prediction ran on: the fit plus borrowed costs
     }
     if args.validate:
-        from engine.cli.validate import validate_prediction
+        from whatif.validate import validate_prediction
 
         report["validation"] = validate_prediction(args, base, config, result.run_id, predicted)
     if args.json:
@@ -88,15 +88,41 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1f}%"
 
 
+def print_trust(base: BaseRun, trust: Trust, borrowed: list[str], cost_model: str) -> None:
+    """What the prediction below rests on, before it."""
+    print(f"trust: run {base.run_id} ({base.mode}), cost model: {cost_model}")
+    held = trust.holdout
+    if held.get("folds"):
+        print(f"  step-time fit on held-out steps ({held['folds']} contiguous blocks): R² {held['r2']:.2f}, "
+              f"median error {held['median_abs_pct_error']:.1f}%, p90 {held['p90_abs_pct_error']:.1f}%")
+    else:
+        print(f"  no held-out fit figures: {held.get('reason', 'none recorded')}")
+    for line in borrowed:
+        print(f"  cost: {line}")
+    for line in trust.warnings:
+        print(f"  warning: {line}")
+    if trust.track_record:
+        print(f"  track record: predicting {len(trust.track_record)} real run(s) of the same requests from this base")
+        print(f"    {'run':>5} {'changes':<34}" + "".join(f"{k:>15}" for k in ("tok/s", "TTFT p50", "E2E p50",
+                                                                             "E2E p99")))
+        keys = ("output_tokens_per_s", "ttft_p50", "e2e_p50", "e2e_p99")
+        for entry in trust.track_record:
+            cells = "".join(f"{_pct(entry.simulated.error_pct.get(k)):>8}/{_pct(entry.null_error_pct.get(k)):>7}"
+                            for k in keys)
+            print(f"    {entry.real_run_id:>5} {describe_changes(entry.changes)[:34]:<34}{cells}")
+        print("    (simulator error / \"nothing changes\" error, each against the real run)")
+    else:
+        print("  track record: no real run of these requests under another configuration yet (--validate adds one)")
+    check = trust.consistency
+    if check is not None:
+        worst = max((abs(v) for v in check.error_pct.values() if v is not None), default=0.0)
+        print(f"  consistency check (in sample, not an accuracy figure): the replay of run {base.run_id} under its "
+              f"own configuration is within {worst:.1f}% of what it recorded")
+    print()
+
+
 def print_report(base: BaseRun, report: dict[str, Any]) -> None:
-    check = report["self_check"]
-    print(f"self-check: the simulator on run {base.run_id}'s own configuration ({base.mode} run, "
-          f"cost model: {report['cost_model']['name']})")
-    print(f"  {'metric':<18}{'recorded':>12}{'simulated':>12}{'error':>9}")
-    for key, label in LABELS.items():
-        print(f"  {label:<18}{_fmt(key, check['recorded'][key]):>12}{_fmt(key, check['predicted'][key]):>12}"
-              f"{_pct(check['error_pct'][key]):>9}")
-    print(f"\nwhat-if: {describe_changes(report['changes'])}")
+    print(f"what-if: {describe_changes(report['changes'])}")
     print(f"  {'metric':<18}{'recorded':>12}{'predicted':>12}{'change':>9}")
     for key, label in LABELS.items():
         print(f"  {label:<18}{_fmt(key, report['recorded'][key]):>12}{_fmt(key, report['predicted'][key]):>12}"

@@ -18,13 +18,14 @@ from sqlalchemy import Engine, update
 from engine.clock import VirtualClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine_loop import Engine as ServingEngine
-from engine.executors.cost_fit import FIT_VERSION, fit_cost_model
+from engine.executors.cost_fit import FIT_VERSION, fit_cost_model, holdout_quality
 from engine.executors.cost_model import FEATURES, CostModel, cost_model_from_dict
 from engine.executors.simulated import SimulatedExecutor
 from engine.metrics import RunSummary
 from engine.workload.spec import RequestSpec, Workload
 from storage.database import StorageError
-from storage.queries import get_run, latency_percentiles, run_requests, step_features
+from storage.queries import exercised, get_run, latency_percentiles, run_requests, step_features
+from storage.run_meta import RunMeta, run_meta
 from storage.schema import Run, table_of
 
 # What a what-if reports, and how it is read from a RunSummary.
@@ -39,8 +40,11 @@ class BaseRun:
     model: str | None
     config: EngineConfig
     workload: Workload
-    cost_model: CostModel
+    cost_model: CostModel  # fitted to its steps (a real run), or the one that produced it (a simulated run)
     recorded: dict[str, float | None]  # COMPARED_METRICS as recorded
+    executor: dict[str, Any]  # what its executor recorded: device, dtype, torch threads, or the cost model
+    meta: RunMeta
+    exercised: dict[str, float]  # what its steps exercised (storage.queries.exercised)
 
 
 def engine_config_from_record(values: dict[str, Any]) -> EngineConfig:
@@ -114,8 +118,10 @@ def fitted_cost_model(writer: Engine, run: dict[str, Any]) -> CostModel:
         return cost_model_from_dict(stored)
     frame = step_features(writer, run["id"])
     features = np.column_stack([np.ones(len(frame))] + [frame[f].to_numpy(float) for f in FEATURES[1:]])
-    model = fit_cost_model(features, frame["duration"].to_numpy(float), name=f"fitted to run {run['id']}",
-                           provenance={"run_id": run["id"], "model": run.get("model")})
+    durations = frame["duration"].to_numpy(float)
+    model = fit_cost_model(features, durations, name=f"fitted to run {run['id']}",
+                           provenance={"run_id": run["id"], "model": run.get("model"),
+                                       "holdout": holdout_quality(features, durations)})
     with writer.begin() as conn:
         conn.execute(update(table_of(Run)).where(table_of(Run).c.id == run["id"]).values(cost_model=model.to_dict()))
     return model
@@ -136,6 +142,9 @@ def load_base_run(writer: Engine, run_id: int) -> BaseRun:
         workload=recorded_workload(requests, run_id),
         cost_model=fitted_cost_model(writer, run),
         recorded=recorded_metrics(writer, run_id),
+        executor=dict(run.get("executor") or {}),
+        meta=run_meta(run),
+        exercised=exercised(writer, run_id),
     )
 
 

@@ -6,11 +6,11 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from engine.cli.base_run import BaseRun, percent_errors, summary_metrics
 from engine.cli.real_session import run_real_session
 from engine.config import EngineConfig
 from storage.database import open_for_write
 from storage.run_meta import Comparison, ValidationNote, write_validation
+from whatif.base_run import BaseRun, percent_errors, summary_metrics
 
 
 def validate_prediction(args: argparse.Namespace, base: BaseRun, config: EngineConfig, prediction_run_id: int | None,
