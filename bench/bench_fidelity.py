@@ -1,23 +1,27 @@
-"""What-if fidelity: real runs on `tiny` at max_num_seqs 8 / 32 x token budgets 256 / 1,024 on the
-same workload; fit the cost model on each, predict every other configuration, compare.
+"""What-if fidelity that measures skill, not sameness.
 
-    python bench/bench_fidelity.py [--requests 200] [--rate 10] [--repeats 2] [--out bench/results_fidelity.md]
+    python bench/bench_fidelity.py [--repeats 2] [--smollm2] [--out bench/results_fidelity.md]
                                    [--keep-db runs.db | --reuse-db runs.db]
 
-Each configuration is recorded --repeats times as a real run (`python -m engine run`, in its own
-process). A prediction is `simulate --from-run A` with B's parameters, which replays A's recorded
-requests with the cost model fitted to A; its error is measured against B's real runs (the median
-of B's repeats). Every recorded run serves as a base A in turn, so no single lucky or unlucky run
-decides the result. The error between two real runs of the same configuration is reported beside
-it: no predictor can beat the run-to-run noise. Other processes' CPU use is measured during each
-real run (machine busy time minus the run's own); runs above --max-other-load cores are redone.
---reuse-db analyses the runs a --keep-db session recorded, without running them again.
+Real runs on `tiny` (and, with --smollm2, a SmolLM2 subset) under named configurations whose
+outcomes differ a lot: max_num_seqs 2 / 8 / 64, token budgets 128 vs 2,048 with chunked prefill,
+a KV pool small enough to preempt (recompute and swap), static vs continuous batching, fcfs vs
+priority vs sjf, at a load past capacity and one under it. Every configuration is recorded
+--repeats times (`python -m engine run`, its own process). A device profile is measured first
+(`python -m engine profile`), as a user would, so a base that never swapped borrows the measured
+block-copy cost.
+
+Every recorded run serves as a base; from it the simulator predicts every other configuration of
+the same workload (in process, as `simulate --from-run` does: the base's fitted cost model plus
+borrowed costs). For each pair and metric: the simulator's error, the "nothing changes" error
+(the base's own figure), and the spread between the target's real runs; skill = 1 - sim / null.
+Pairs count towards the skill target where the real outcome differs from the base by more than
+twice the target's real-run spread. Every pair goes into a JSON results file.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
@@ -25,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -34,27 +39,80 @@ sys.path.insert(0, str(ROOT))
 from bench.cpu_load import CpuLoadMeter, wait_for_quiet, write_report  # noqa: E402
 
 METRICS = ("output_tokens_per_s", "ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99")
-TARGETS = {"output_tokens_per_s": 5.0, "ttft_p50": 10.0, "ttft_p99": 10.0, "e2e_p50": 10.0, "e2e_p99": 10.0}
-CONFIGS = [(seqs, budget) for seqs in (8, 32) for budget in (256, 1024)]
+LABELS = {"output_tokens_per_s": "tok/s", "ttft_p50": "TTFT p50", "ttft_p99": "TTFT p99", "e2e_p50": "E2E p50",
+          "e2e_p99": "E2E p99"}
 
 
-def engine(*args: str, db: str) -> dict:  # type: ignore[type-arg]
-    out = subprocess.run([sys.executable, "-m", "engine", *args, "--db", db, "--json"], cwd=ROOT, check=True,
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    model: str
+    flags: tuple[str, ...]  # workload flags of `python -m engine run`
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    flags: tuple[str, ...]  # engine flags (vLLM's names)
+
+
+BASE = ("--block-size", "16", "--num-gpu-blocks", "512", "--enable-chunked-prefill", "--max-num-batched-tokens",
+        "2048")
+CONFIGS = (
+    Config("seqs 2", (*BASE, "--max-num-seqs", "2")),
+    Config("seqs 8", (*BASE, "--max-num-seqs", "8")),
+    Config("seqs 64", (*BASE, "--max-num-seqs", "64")),
+    Config("seqs 64, budget 128", ("--block-size", "16", "--num-gpu-blocks", "512", "--enable-chunked-prefill",
+                                   "--max-num-batched-tokens", "128", "--max-num-seqs", "64")),
+    Config("pool 48, recompute", ("--block-size", "16", "--num-gpu-blocks", "48", "--enable-chunked-prefill",
+                                  "--max-num-batched-tokens", "2048", "--max-num-seqs", "64")),
+    Config("pool 48, swap", ("--block-size", "16", "--num-gpu-blocks", "48", "--enable-chunked-prefill",
+                             "--max-num-batched-tokens", "2048", "--max-num-seqs", "64", "--preemption-mode", "swap",
+                             "--swap-space", "512")),
+    Config("static 16", ("--block-size", "16", "--num-gpu-blocks", "512", "--no-enable-chunked-prefill",
+                         "--max-num-batched-tokens", "2048", "--max-num-seqs", "16", "--batching", "static")),
+    Config("seqs 8, priority", (*BASE, "--max-num-seqs", "8", "--policy", "priority")),
+    Config("seqs 8, sjf", (*BASE, "--max-num-seqs", "8", "--policy", "sjf")),
+)
+WORKLOADS = (
+    Workload("tiny, past capacity", "tiny", ("--workload", "mixed", "--num-prompts", "150", "--request-rate", "25",
+                                             "--priority-levels", "3", "--seed", "1")),
+    Workload("tiny, under capacity", "tiny", ("--workload", "mixed", "--num-prompts", "80", "--request-rate", "4",
+                                              "--priority-levels", "3", "--seed", "2")),
+)
+UNDER_CAPACITY_CONFIGS = ("seqs 2", "seqs 8", "seqs 64", "pool 48, recompute", "static 16")
+SMOLLM2 = Workload("SmolLM2, past capacity", "smollm2",
+                   ("--workload", "mixed", "--num-prompts", "40", "--request-rate", "4", "--priority-levels", "3",
+                    "--seed", "3"))
+SMOLLM2_CONFIGS = ("seqs 2", "seqs 8", "seqs 64", "static 16")
+
+
+def engine(*args: str) -> dict:  # type: ignore[type-arg]
+    out = subprocess.run([sys.executable, "-m", "engine", *args, "--json"], cwd=ROOT, check=True,
                          capture_output=True, text=True)
-    return json.loads(out.stdout)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def real_run(db: str, seqs: int, budget: int, args: argparse.Namespace) -> tuple[dict, float]:  # type: ignore[type-arg]
-    """One recorded real run; returns its summary and other processes' CPU use during it (cores)."""
-    wait_for_quiet(args.max_other_load, timeout_s=120)
+def run_name(workload: Workload, config: Config) -> str:
+    return f"fidelity {workload.name} | {config.name}"
+
+
+def record_real(db: str, workload: Workload, config: Config, max_load: float) -> tuple[int, float]:
+    wait_for_quiet(max_load, timeout_s=120)
     with CpuLoadMeter() as meter:
-        summary = engine("run", "--model", "tiny", "--workload", "mixed", "--num-prompts", str(args.requests),
-                         "--request-rate", str(args.rate), "--seed", "1", "--max-num-seqs", str(seqs),
-                         "--max-num-batched-tokens", str(budget), "--enable-chunked-prefill",
-                         "--num-gpu-blocks", str(args.blocks), "--name", f"fidelity seqs={seqs} budget={budget}", db=db)
-    others = meter.others_cores
-    return summary, others
+        summary = engine("run", "--model", workload.model, *workload.flags, *config.flags, "--db", db,
+                         "--name", run_name(workload, config))
+    print(f"  {run_name(workload, config)}: run {summary['run_id']}, {summary['output_tokens_per_s']:.0f} tok/s "
+          f"(others {meter.others_cores:.2f} cores)", file=sys.stderr)
+    return int(summary["run_id"]), meter.others_cores
 
+
+def plan(smollm2: bool) -> list[tuple[Workload, list[Config]]]:
+    by_name = {c.name: c for c in CONFIGS}
+    groups = [(WORKLOADS[0], list(CONFIGS)), (WORKLOADS[1], [by_name[n] for n in UNDER_CAPACITY_CONFIGS])]
+    if smollm2:
+        groups.append((SMOLLM2, [by_name[n] for n in SMOLLM2_CONFIGS]))
+    return groups
 
 
 def metrics_of(summary: dict) -> dict[str, float]:  # type: ignore[type-arg]
@@ -63,118 +121,144 @@ def metrics_of(summary: dict) -> dict[str, float]:  # type: ignore[type-arg]
             "e2e_p50": e2e["p50"], "e2e_p99": e2e["p99"]}
 
 
-def recorded_runs(db: str) -> dict[tuple[int, int], list[tuple[int, dict[str, float]]]]:
-    """The real runs a --keep-db session recorded, by configuration (from their names)."""
-    from storage.database import open_for_read
+def rel(a: float, b: float) -> float:
+    """|a - b| / b in percent."""
+    return abs(a - b) / b * 100 if b else float("inf")
+
+
+def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[dict], dict]:  # type: ignore[type-arg]
+    """Every (base run, target configuration) pair of a workload: sim error, null error, spread."""
+    from storage.database import open_for_write
     from storage.queries import get_run, list_runs
+    from whatif.base_run import engine_config_from_record, load_base_run, simulate_quietly, summary_metrics
+    from whatif.predict import base_profile
+    from whatif.pricing import price_for_prediction
 
-    reader = open_for_read(db)
-    runs: dict[tuple[int, int], list[tuple[int, dict[str, float]]]] = {c: [] for c in CONFIGS}
-    for run_id, name, mode in list_runs(reader)[["id", "name", "mode"]].sort_values("id").itertuples(index=False):
-        for seqs, budget in CONFIGS:
-            if mode == "real" and name == f"fidelity seqs={seqs} budget={budget}":
-                run = get_run(reader, int(run_id))
-                assert run is not None and run["summary"], f"run {run_id} has no summary"
-                runs[(seqs, budget)].append((int(run_id), metrics_of(run["summary"])))
-    if not all(runs.values()):
-        raise SystemExit(f"{db} lacks real runs of some configuration; record them with --keep-db first")
-    return runs
+    db_engine = open_for_write(db)
+    listed = list_runs(db_engine)
+    pairs: list[dict] = []  # type: ignore[type-arg]
+    real: dict[str, dict[str, list[tuple[int, dict[str, float]]]]] = {}
+    for workload, configs in groups:
+        real[workload.name] = {}
+        for config in configs:
+            ids = sorted(int(i) for i in listed[listed["name"] == run_name(workload, config)]["id"])
+            real[workload.name][config.name] = [(i, metrics_of(get_run(db_engine, i)["summary"])) for i in ids]  # type: ignore[index]
+        for base_config in configs:
+            for base_id, base_metrics in real[workload.name][base_config.name]:
+                base = load_base_run(db_engine, base_id)
+                priced = price_for_prediction(base.cost_model, base.mode, base.exercised,
+                                              base.executor.get("kv_bytes_per_block"), base_profile(db_engine, base))
+                for target in configs:
+                    if target is base_config:
+                        continue
+                    target_runs = real[workload.name][target.name]
+                    config = engine_config_from_record(get_run(db_engine, target_runs[0][0])["config"])  # type: ignore[index]
+                    predicted = summary_metrics(simulate_quietly(config, priced.model, base.workload))
+                    truth = {m: statistics.median(r[1][m] for r in target_runs) for m in METRICS}
+                    spread = {m: rel(target_runs[0][1][m], target_runs[1][1][m]) if len(target_runs) > 1
+                              else float("nan") for m in METRICS}
+                    pairs.append({
+                        "workload": workload.name, "base": base_config.name, "base_run": base_id,
+                        "target": target.name, "target_runs": [r[0] for r in target_runs],
+                        "predicted": predicted, "truth": truth, "base_recorded": base_metrics,
+                        "sim_error_pct": {m: rel(predicted[m] or 0.0, truth[m]) for m in METRICS},
+                        "null_error_pct": {m: rel(base_metrics[m], truth[m]) for m in METRICS},
+                        "spread_pct": spread,
+                    })
+    return pairs, real
 
 
-def error_pct(predicted: dict[str, float], actual: dict[str, float]) -> dict[str, float]:
-    return {m: abs(predicted[m] - actual[m]) / actual[m] * 100 for m in METRICS}
+def summarise(pairs: list[dict]) -> dict:  # type: ignore[type-arg]
+    out: dict = {}  # type: ignore[type-arg]
+    for m in METRICS:
+        qualifying = [p for p in pairs if p["null_error_pct"][m] > 2 * p["spread_pct"][m]]
+        skill = [1 - p["sim_error_pct"][m] / p["null_error_pct"][m] for p in qualifying if p["null_error_pct"][m] > 0]
+        quiet = [p for p in pairs if p["spread_pct"][m] < 5.0]
+        out[m] = {
+            "pairs": len(pairs), "qualifying": len(qualifying),
+            "median_skill": statistics.median(skill) if skill else float("nan"),
+            "median_sim_error": statistics.median(p["sim_error_pct"][m] for p in pairs),
+            "median_null_error": statistics.median(p["null_error_pct"][m] for p in pairs),
+            "median_spread": statistics.median(p["spread_pct"][m] for p in pairs),
+            "median_sim_error_quiet": (statistics.median(p["sim_error_pct"][m] for p in quiet) if quiet
+                                       else float("nan")),
+            "quiet_pairs": len(quiet),
+        }
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=10.0)
-    parser.add_argument("--blocks", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--max-other-load", type=float, default=0.15)
-    parser.add_argument("--max-redos", type=int, default=6)
+    parser.add_argument("--smollm2", action="store_true", help="also the SmolLM2 subset")
+    parser.add_argument("--max-other-load", type=float, default=0.2)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--pairs-out", default=str(ROOT / "bench" / "results_fidelity_pairs.json"))
     parser.add_argument("--keep-db", default=None, help="record into this SQLite file and keep it")
-    parser.add_argument("--reuse-db", default=None, help="analyse the runs a --keep-db session recorded (no new runs)")
+    parser.add_argument("--reuse-db", default=None, help="analyse the runs a --keep-db session recorded")
     args = parser.parse_args()
-
+    groups = plan(args.smollm2)
+    loads: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         db = args.reuse_db or args.keep_db or str(Path(tmp) / "fidelity.db")
-        loads: list[float] = []
-        redos = 0
-        if args.reuse_db:
-            runs = recorded_runs(db)
-        else:
-            runs = {c: [] for c in CONFIGS}
+        if not args.reuse_db:
+            models = sorted({w.model for w, _ in groups})
+            for model in models:
+                print(f"profiling {model}", file=sys.stderr)
+                subprocess.run([sys.executable, "-m", "engine", "profile", "--model", model, "--db", db,
+                                "--max-num-seqs", "64", "--max-num-batched-tokens", "2048", "--repeats", "3"],
+                               cwd=ROOT, check=True, capture_output=True)
             for _ in range(args.repeats):
-                for seqs, budget in CONFIGS:
-                    while True:
-                        summary, others = real_run(db, seqs, budget, args)
-                        if others <= args.max_other_load or redos >= args.max_redos:
-                            break
-                        redos += 1
-                        print(f"redo seqs={seqs} budget={budget}: others used {others:.2f} cores", file=sys.stderr)
-                    loads.append(others)
-                    runs[(seqs, budget)].append((summary["run_id"], metrics_of(summary)))
-                    print(f"seqs={seqs} budget={budget}: run {summary['run_id']} "
-                          f"{summary['output_tokens_per_s']:.0f} tok/s (others {others:.2f} cores)", file=sys.stderr)
-        repeats = min(len(r) for r in runs.values())
-        truth = {c: {m: statistics.median(r[1][m] for r in runs[c]) for m in METRICS} for c in CONFIGS}
-        rows, errors = [], {m: [] for m in METRICS}
-        for base, target in itertools.product(CONFIGS, CONFIGS):
-            for base_id, _ in runs[base]:
-                report = engine("simulate", "--from-run", str(base_id), "--max-num-seqs", str(target[0]),
-                                "--max-num-batched-tokens", str(target[1]), "--no-record", db=db)
-                err = error_pct(report["predicted"], truth[target])
-                rows.append((base, base_id, target, err))
-                if base != target:
-                    for m in METRICS:
-                        errors[m].append(err[m])
-        noise = {m: statistics.median(error_pct(a[1], b[1])[m] for c in CONFIGS
-                                      for a, b in itertools.combinations(runs[c], 2)) for m in METRICS} \
-            if repeats > 1 else None
+                for workload, configs in groups:
+                    for config in configs:
+                        loads.append(record_real(db, workload, config, args.max_other_load)[1])
+        pairs, real = analyse(db, groups)
+    Path(args.pairs_out).write_text(json.dumps(pairs, indent=1) + "\n")
+    write_report(report(args, groups, pairs, real, loads), args.out)
 
-    def cfg(c: tuple[int, int]) -> str:
-        return f"seqs {c[0]}, budget {c[1]}"
 
+def report(args: argparse.Namespace, groups: list[tuple[Workload, list[Config]]], pairs: list[dict],  # type: ignore[type-arg]
+           real: dict, loads: list[float]) -> str:  # type: ignore[type-arg]
     lines = [
-        f"Command: `python bench/bench_fidelity.py --requests {args.requests} --rate {args.rate:g} "
-        f"--repeats {repeats}`" + (" (predictions re-run with --reuse-db)" if args.reuse_db else "") + "  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {date.today()}" +
-        (f"; other processes' CPU use during the real runs: median {statistics.median(loads):.2f}, "
-         f"max {max(loads):.2f} cores ({redos} redone)  " if loads else "  "),
-        f"Workload: mixed, {args.requests} requests (prompts 16..128, outputs 70% 10..20 / 30% 80..100), Poisson "
-        f"{args.rate:g} req/s, seed 1; `tiny` on the CPU, chunked prefill, {args.blocks} KV blocks. "
-        f"Truth: the median of {repeats} real runs per configuration.",
+        f"Command: `python bench/bench_fidelity.py --repeats {args.repeats}{' --smollm2' if args.smollm2 else ''}`"
+        + (" (re-analysed with --reuse-db)" if args.reuse_db else "") + "  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {date.today()}"
+        + (f"; other processes during the real runs: median {statistics.median(loads):.2f} cores, max "
+           f"{max(loads):.2f}" if loads else ""),
         "",
-        "Real runs (median of repeats):",
+        "Real runs (each run's output tok/s; E2E p50 in ms):",
         "",
-        "| configuration | runs | output tok/s (each run) | TTFT p50 (ms) | TTFT p99 (ms) | E2E p50 (ms) | "
-        "E2E p99 (ms) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| workload | configuration | runs | tok/s | E2E p50 (ms) |",
+        "|---|---|---|---:|---:|",
     ]
-    for c in CONFIGS:
-        t = truth[c]
-        each = ", ".join(f"{r[1]['output_tokens_per_s']:.0f}" for r in runs[c])
-        ids = ", ".join(str(r[0]) for r in runs[c])
-        lines.append(f"| {cfg(c)} | {ids} | {t['output_tokens_per_s']:.0f} ({each}) | "
-                     f"{t['ttft_p50'] * 1e3:.1f} | {t['ttft_p99'] * 1e3:.1f} | {t['e2e_p50'] * 1e3:.0f} | "
-                     f"{t['e2e_p99'] * 1e3:.0f} |")
-    lines += ["", "Every pair (absolute error of the prediction against the real runs, %):", "",
-              "| fitted on (run) | predicts | tok/s | TTFT p50 | TTFT p99 | E2E p50 | E2E p99 |",
-              "|---|---|---:|---:|---:|---:|---:|"]
-    for base, base_id, target, err in rows:
-        mark = " (self-check)" if base == target else ""
-        cells = " | ".join(f"{err[m]:.1f}" for m in METRICS)
-        lines.append(f"| {cfg(base)} ({base_id}) | {cfg(target)}{mark} | {cells} |")
-    medians = " | ".join(f"{statistics.median(errors[m]):.1f}" for m in METRICS)
-    lines += ["", "| | tok/s | TTFT p50 | TTFT p99 | E2E p50 | E2E p99 |", "|---|---:|---:|---:|---:|---:|",
-              f"| median error over the {len(errors['ttft_p50'])} cross pairs (%) | {medians} |",
-              "| target (%) | " + " | ".join(f"{TARGETS[m]:.0f}" for m in METRICS) + " |"]
-    if noise is not None:
-        lines.append("| real run vs real run, same configuration (%) | " + " | ".join(f"{noise[m]:.1f}"
-                                                                                     for m in METRICS) + " |")
-    write_report("\n".join(lines), args.out)
+    for workload, configs in groups:
+        for config in configs:
+            runs = real[workload.name][config.name]
+            ids = ", ".join(str(r[0]) for r in runs)
+            rates = ", ".join(f"{r[1]['output_tokens_per_s']:.0f}" for r in runs)
+            e2e = ", ".join(f"{r[1]['e2e_p50'] * 1e3:.0f}" for r in runs)
+            lines.append(f"| {workload.name} | {config.name} | {ids} | {rates} | {e2e} |")
+    s = summarise(pairs)
+    lines += ["", f"Over all {len(pairs)} pairs (base run -> another configuration of its workload):", "",
+              "| metric | median sim error % | median null error % | median real-run spread % | qualifying pairs "
+              "(outcome moved > 2x spread) | median skill (1 - sim/null) | median sim error % where spread < 5% "
+              "(pairs) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for m in METRICS:
+        r = s[m]
+        lines.append(f"| {LABELS[m]} | {r['median_sim_error']:.1f} | {r['median_null_error']:.1f} | "
+                     f"{r['median_spread']:.1f} | {r['qualifying']} | {r['median_skill']:.2f} | "
+                     f"{r['median_sim_error_quiet']:.1f} ({r['quiet_pairs']}) |")
+    lines += ["", "Per target configuration (median over bases; sim / null error %):", "",
+              "| workload | target | " + " | ".join(LABELS[m] for m in METRICS) + " |",
+              "|---|---|" + "---:|" * len(METRICS)]
+    for workload, configs in groups:
+        for config in configs:
+            mine = [p for p in pairs if p["workload"] == workload.name and p["target"] == config.name]
+            cells = " | ".join(f"{statistics.median(p['sim_error_pct'][m] for p in mine):.1f} / "
+                               f"{statistics.median(p['null_error_pct'][m] for p in mine):.0f}" for m in METRICS)
+            lines.append(f"| {workload.name} | {config.name} | {cells} |")
+    lines += ["", f"Every pair: `{Path(args.pairs_out).relative_to(ROOT)}`."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
