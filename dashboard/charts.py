@@ -192,9 +192,10 @@ def block_color_key(request_id: str) -> int:
     return zlib.crc32(request_id.encode()) % len(BLOCK_PALETTE)
 
 
-def kv_block_grid(blocks: pd.DataFrame, columns: int | None = None, cell_px: int = 14,
+def kv_block_grid(blocks: pd.DataFrame, columns: int | None = None, cell_px: int = 28,
                   max_width_px: int = 540) -> alt.Chart:
-    """The pool as a grid of square cells, block 0 top left; wide pools wrap at 64 columns."""
+    """The pool as a grid of square cells, block 0 top left; wide pools wrap at 64 columns. Cells
+    shrink from cell_px to fit max_width_px and 420 px of height, so a small pool is not a speck."""
     if columns is None:
         columns = int(min(64, max(8, math.ceil(math.sqrt(max(len(blocks), 1)) * 1.5))))
     data = blocks.copy()

@@ -33,6 +33,21 @@ def sweep_points(target: str, sweep_id: str) -> tuple[str, pd.DataFrame]:
     return str(sweep["sweep_param"].iloc[0]), frame.sort_values("order")
 
 
+def counterpart(target: str, runs: pd.DataFrame, static_id: int) -> int | None:
+    """A continuous run of the static run's workload under the same parameters but batching (the
+    fair comparison), newest first; None when none was recorded."""
+    static = data.run(target, static_id)
+    if static is None:
+        return None
+    wanted = {k: v for k, v in static["config"].items() if k != "batching"}
+    candidates = runs[(runs["batching"] == "continuous") & (runs["workload"] == static["workload"])]
+    for rid in candidates["id"]:
+        other = data.run(target, int(rid))
+        if other is not None and {k: v for k, v in other["config"].items() if k != "batching"} == wanted:
+            return int(rid)
+    return None
+
+
 def batching_comparison(target: str, static_id: int, continuous_id: int) -> pd.DataFrame:
     """Throughput, E2E p50/p99 and padding share of a static and a continuous run."""
     runs = data.runs(target).set_index("id")

@@ -20,9 +20,12 @@ COLUMN_CONFIG = {
                                             help="Median gap between a request's consecutive output tokens, "
                                                  "pooled over requests; shown once the run has finished"),
     "e2e_ms": st.column_config.NumberColumn("mean E2E (ms)", format="%.1f"),
-    "num_preemptions": st.column_config.NumberColumn("preemptions", format="%d"),
-    "num_steps": st.column_config.NumberColumn("steps", format="%d"),
-    "based_on": st.column_config.NumberColumn("what-if of", format="%d"),
+    "requests": st.column_config.TextColumn("requests", width="small", help="finished / recorded"),
+    "num_preemptions": st.column_config.NumberColumn("preempted", format="%d", width="small",
+                                                     help="Preemptions over the run"),
+    "num_steps": st.column_config.NumberColumn("steps", format="%d", width="small"),
+    "based_on": st.column_config.NumberColumn("what-if of", format="%d", width="small",
+                                              help="The recorded run this prediction re-ran"),
     "created_at": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm:ss"),
 }
 TABLES = pd.DataFrame({

@@ -84,7 +84,8 @@ def prediction_table(target: str, base_id: int, pred_id: int) -> pd.DataFrame:
           for m in ("ttft", "e2e") for p in ("p50", "p99")),
         {"metric": "preemptions", "recorded": base_row["num_preemptions"], "predicted": pred_row["num_preemptions"]},
     ])
-    table["change %"] = (table["predicted"] - table["recorded"]) / table["recorded"] * 100
+    change = (table["predicted"] - table["recorded"]) / table["recorded"].where(table["recorded"] != 0) * 100
+    table["change %"] = change.where(table["predicted"] != table["recorded"], 0.0)  # 0 -> 0 is no change
     return table
 
 

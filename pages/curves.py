@@ -60,13 +60,15 @@ else:
     same_workload = continuous_runs["workload"] == runs.set_index("id").loc[static_id, "workload"]
     with c2:
         continuous_id = ui.pick_run(continuous_runs, key="continuous_run", label="Continuous run", remember=False,
-                                    allowed=same_workload if same_workload.any() else None)
+                                    allowed=same_workload if same_workload.any() else None,
+                                    preferred=curves.counterpart(target, runs, static_id))
     frame = curves.batching_comparison(target, static_id, continuous_id)
     colors = {"static": charts.PHASE_COLORS["padding"], "continuous": charts.PHASE_COLORS["decode"]}
     for col, metric in zip(st.columns(3), ["output tok/s", "E2E p99 (ms)", "padding share %"], strict=True):
         col.altair_chart(charts.metric_bars(frame, "batching", metric, metric, colors), width="stretch")
     st.caption("Static batching waits for a batch's longest request: finished requests hold their slot as "
-               "padding, so throughput drops and short requests wait behind long ones.")
+               "padding, so throughput drops and short requests wait behind long ones. The continuous run offered "
+               "first is one of the same workload and parameters, batching aside, when one was recorded.")
 
 st.subheader("Short vs long requests")
 run_id = ui.pick_run(runs, key="length_run", label="Run", remember=False)

@@ -74,7 +74,7 @@ def _record_live(db: str, folder: Path) -> int:
     workload = load_jsonl(replace(demo.WORKLOAD, num_bursts=4).write(folder / "demo-workload.jsonl"))
     # 0.7 s into the fourth burst the last 150 steps hold a queue, a full batch and preemptions.
     caught = 3 * demo.WORKLOAD.period_s + 0.7
-    return _record_partial(db, "demo (simulated, still running)", config, workload,
+    return _record_partial(db, "demo (simulated)", config, workload,
                            datetime.now(UTC) + timedelta(days=1), until_s=caught)
 
 

@@ -235,3 +235,10 @@ def test_the_run_form_shows_the_engines_config_error_and_starts_nothing(fixture_
     errors = [e.value for e in at.error]
     assert any("Raise max_num_batched_tokens or lower max_num_seqs" in e for e in errors), errors
     assert no_real_launches == []
+
+
+def test_curves_compares_static_with_the_continuous_run_of_the_same_parameters(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, ids = fixture_db
+    at = _open("pages/curves.py", db, monkeypatch)
+    assert next(s for s in at.selectbox if s.label == "Static run").value == ids["static"]
+    assert next(s for s in at.selectbox if s.label == "Continuous run").value == ids["continuous"]
