@@ -2,13 +2,11 @@
 
 A served run is recorded like any other (storage.Recorder, step by step), marked as served: its
 source, the URL it serves, the pid (so the dashboard can stop it) and, for a rotated recording, the
-run before it. RunInfo is gaining typed fields for these; until every checkout has them, the notes
-go into RunInfo.extra where the typed fields are missing (served_run_info, the one place).
+run before it (RunInfo's typed fields).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -22,15 +20,7 @@ from storage.recorder import Recorder
 
 def served_run_info(description: dict[str, Any], url: str, previous_run_id: int | None = None) -> RunInfo:
     """description: RunInfo's name, mode, batching, config, model, workload."""
-    fields = {f.name for f in dataclasses.fields(RunInfo)}
-    pid = os.getpid()
-    if "served_url" in fields:
-        return RunInfo(**description, source="served", served_url=url, pid=pid, previous_run_id=previous_run_id)
-    notes: dict[str, Any] = {"source": "served", "url": url, "pid": pid}
-    if previous_run_id is not None:
-        notes["previous_run_id"] = previous_run_id
-    older: dict[str, Any] = {"extra": notes}  # the field a checkout without the typed ones has
-    return RunInfo(**description, **older)
+    return RunInfo(**description, source="served", served_url=url, pid=os.getpid(), previous_run_id=previous_run_id)
 
 
 class RecordedRun:

@@ -97,9 +97,8 @@ def recorded_steps(db: Path | str, run_id: int) -> pd.DataFrame:
 
 
 def run_source(run: dict[str, Any]) -> str | None:
-    """A run's source, typed (schema 3) or from the notes older checkouts keep in `extra`."""
-    return run.get("source") or (run.get("extra") or {}).get("source")
+    return run.get("source")
 
 
 def previous_run(run: dict[str, Any]) -> int | None:
-    return run.get("previous_run_id") or (run.get("extra") or {}).get("previous_run_id")
+    return run.get("previous_run_id")
