@@ -150,7 +150,8 @@ class Scheduler:
             self.running.sort(key=self._key)
         if self._static:
             return self._schedule_static(kv_events)
-        if not self.swapped:
+        ticked = not self.swapped
+        if ticked:
             self._tick_delay_clock()  # before the running pass, as V0 ticks it before its prompts
 
         # 1. Running requests: a decode token, or the next prefill chunk.
@@ -199,8 +200,11 @@ class Scheduler:
             budget = self._swap_in(budget, scheduled, kv_events, swapped_in, swap_in_pairs)
             # 3. Waiting requests, in policy order, stopping at the first that does not fit. The
             # delay clock ticks on every schedule call without swapped requests, as in vLLM V0.
-            if not self.swapped and self.waiting:
-                budget = self._admit(budget, scheduled, kv_events)
+            if not self.swapped:
+                if not ticked:  # the swapped requests came back this step: prompts are considered now
+                    self._tick_delay_clock()
+                if self.waiting:
+                    budget = self._admit(budget, scheduled, kv_events)
 
         for s in scheduled[num_from_running:]:  # what swap-in and admission added
             if s.is_prefill:

@@ -245,9 +245,6 @@ def test_delay_clock_ticks_in_a_step_that_preempted() -> None:
                                                          {"A": 1, "P": 3}]
 
 
-@pytest.mark.xfail(strict=True, reason="schedule() ticks the delay clock only when no request is swapped at the "
-                   "step's start; a prompt admitted after that step's swap-ins then has its latency measured "
-                   "from the last tick before the swap (3 s here, for a 1 s step)")
 def test_delay_clock_ticks_in_a_step_that_began_with_swapped_requests() -> None:
     # Swap mode, block size 4, 4 blocks, delay factor 1. A (prompt 4, 3 outputs) and B (prompt 8) run;
     # in step 1 B swaps itself out. W (prompt 2, 1 output) arrives at 1.5. Step 3 (time 3) begins with
