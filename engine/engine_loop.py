@@ -19,7 +19,7 @@ from engine.executors.simulated import SimulatedExecutor
 from engine.fast_forward import FastForward
 from engine.itl import InterTokenLatency
 from engine.metrics import EngineStats, RunSummary, summarize
-from engine.outputs import KVBlockEvent
+from engine.outputs import KVBlockEvent, SchedulerOutput
 from engine.phases import PhaseChange, PhaseTracker
 from engine.request import Request, RequestStatus
 from engine.sampling_params import SamplingParams
@@ -31,6 +31,16 @@ from engine.workload.synthetic import SyntheticPrompt
 
 class EngineStalledError(RuntimeError):
     """The scheduler could not make progress although requests are unfinished (a bug)."""
+
+
+class StepFailedError(RuntimeError):
+    """The executor failed a step; its requests were aborted (recorded so) and the engine goes on."""
+
+    def __init__(self, step: int, request_ids: tuple[str, ...], cause: BaseException) -> None:
+        super().__init__(f"step {step} failed ({type(cause).__name__}: {cause}); aborted its "
+                         f"{len(request_ids)} request(s)")
+        self.step = step
+        self.request_ids = request_ids
 
 
 class Engine:
@@ -54,7 +64,7 @@ class Engine:
         self.itl = InterTokenLatency()
         self.requests: dict[str, Request] = {}  # every request seen, finished ones included
         self._pending: deque[RequestSpec] = deque()  # not arrived yet, by arrival time
-        self._aborts: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._aborts: queue.SimpleQueue[tuple[str, RequestStatus]] = queue.SimpleQueue()
         self._abort_everything = False
         self._arrivals: list[RequestArrival] = []
         self._finishes: list[RequestFinish] = []
@@ -109,7 +119,15 @@ class Engine:
 
     def abort_request(self, request_id: str) -> None:
         """Abort from any thread; takes effect before the next step."""
-        self._aborts.put(request_id)
+        self._end_request(request_id, RequestStatus.FINISHED_ABORTED)
+
+    def stop_request(self, request_id: str) -> None:
+        """Finish a request as stopped from any thread, before the next step: a stop the scheduler
+        cannot see in token ids (a server's stop string, known only once the text is decoded)."""
+        self._end_request(request_id, RequestStatus.FINISHED_STOPPED)
+
+    def _end_request(self, request_id: str, status: RequestStatus) -> None:
+        self._aborts.put((request_id, status))
         wake = getattr(self.clock, "wake", None)
         if wake is not None:
             wake()
@@ -132,10 +150,10 @@ class Engine:
                 self._record_unsent_abort(spec, now)
             self._pending.clear()
             for rid in list(self.scheduler.requests):
-                self._aborts.put(rid)
+                self._aborts.put((rid, RequestStatus.FINISHED_ABORTED))
         while True:
             try:
-                rid = self._aborts.get_nowait()
+                rid, status = self._aborts.get_nowait()
             except queue.Empty:
                 return
             now = self.clock.now()
@@ -143,11 +161,21 @@ class Engine:
             if pending is not None:
                 self._pending.remove(pending)
                 self._record_unsent_abort(pending, now)
-            elif self.scheduler.abort_request(rid):
+            elif self.scheduler.abort_request(rid, status):
                 self._finishes.append(finish_record(self.requests[rid]))
+                self.itl.forget(rid)
                 change = self.phases.left(rid, self._next_step, now)
                 if change is not None:
                     self._changes.append(change)
+
+    def flush_pending(self) -> None:
+        """Hand the recorder what happened since the last step (arrivals, finishes, aborts' frees)
+        without ending the run: a server going idle writes them so the dashboard sees them."""
+        self._apply_aborts()
+        if self.recorder is not None and (self._arrivals or self._finishes or self._changes or self._kv_carry):
+            self.recorder.record_tail(self._next_step, tuple(self._arrivals), tuple(self._finishes),
+                                      tuple(self._changes), tuple(self._kv_carry))
+            self._arrivals, self._finishes, self._changes, self._kv_carry = [], [], [], []
 
     def _record_unsent_abort(self, spec: RequestSpec, now: float) -> None:
         """A request aborted before it arrived: recorded as aborted, never queued."""
@@ -171,7 +199,10 @@ class Engine:
             return None
         changes = self._changes
         changes.extend(self.phases.scheduled(out, start))
-        result = self.executor.execute_model(out)
+        try:
+            result = self.executor.execute_model(out)
+        except Exception as exc:
+            raise self._fail_step(out, exc) from exc
         clock.advance(result.model_time_s)
         update = self.scheduler.update_from_output(out, result)
         end = clock.now()
@@ -242,6 +273,17 @@ class Engine:
         if self.recorder is not None:
             self.recorder.record(snapshot)
         return snapshot
+
+    def _fail_step(self, out: SchedulerOutput, exc: Exception) -> StepFailedError:
+        """Abort the requests of a step the executor failed, keeping the record whole: the step's
+        block allocations and the aborts' frees reach the block events, their finishes the requests."""
+        self._kv_carry.extend(out.kv_events)
+        ids = tuple(s.request_id for s in out.scheduled)
+        for rid in ids:
+            self._aborts.put((rid, RequestStatus.FINISHED_ABORTED))
+        self._next_step = out.step + 1
+        self._apply_aborts()
+        return StepFailedError(out.step, ids, exc)
 
     # -- a whole workload -----------------------------------------------------------------------
     def run(

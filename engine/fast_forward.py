@@ -94,7 +94,7 @@ class FastForward:
         for req in running:
             if req.num_computed_tokens != req.num_tokens - 1 or req.num_computed_tokens < req.prefill_target:
                 return False  # not decoding (a prefill chunk or a recompute is due)
-            if req.stops_on(token):
+            if req.is_stop_token(token):
                 return False
         step = s._step
         if self._sjf or self._sjf_oracle:  # what schedule() does at a step's start
@@ -161,7 +161,7 @@ class FastForward:
             need = bm.blocks_needed(target) - bm.num_gpu_blocks_of(req.request_id)
             if need > free_blocks:
                 break
-            if target > budget or req.stops_on(self._token):
+            if target > budget or req.is_stop_token(self._token):
                 for back in admitted:
                     waiting.add(back)
                 return None

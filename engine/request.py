@@ -133,7 +133,15 @@ class Request:
         return min(self.sampling_params.max_tokens - n_out, self.max_total_tokens - self.num_prompt_tokens - n_out)
 
     def stops_on(self, token: int) -> bool:
-        """Whether sampling `token` ends it: EOS (unless ignored) or one of its stop tokens."""
+        """Whether sampling `token` ends it: EOS (unless ignored) or one of its stop tokens, once it has
+        min_tokens outputs (the sampler masks them before; this guards a sampler that did not)."""
+        min_tokens = self.sampling_params.min_tokens
+        if min_tokens and len(self.output_token_ids) <= min_tokens:
+            return False
+        return self.is_stop_token(token)
+
+    def is_stop_token(self, token: int) -> bool:
+        """EOS (unless ignored) or one of its stop tokens, whatever min_tokens says."""
         params = self.sampling_params
         return (token == self.eos_token_id and not params.ignore_eos) or token in params.stop_token_ids
 

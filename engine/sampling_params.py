@@ -20,6 +20,7 @@ class SamplingParams:
     seed: int | None = None  # per-request seed for reproducible sampling
     ignore_eos: bool = False  # keep going past EOS (benchmarks force exact lengths this way)
     stop_token_ids: tuple[int, ...] = ()  # extra tokens that end the request
+    min_tokens: int = 0  # no EOS or stop token ends the request before this many output tokens
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
@@ -30,6 +31,10 @@ class SamplingParams:
             raise SamplingParamsError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not isinstance(self.top_k, int) or self.top_k < -1:
             raise SamplingParamsError(f"top_k must be -1, 0 (all tokens) or a positive count, got {self.top_k!r}")
+        if not isinstance(self.min_tokens, int) or isinstance(self.min_tokens, bool) or not (
+                0 <= self.min_tokens <= self.max_tokens):
+            raise SamplingParamsError(f"min_tokens must be from 0 to max_tokens ({self.max_tokens}), got "
+                                      f"{self.min_tokens!r}")
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
 
     @property

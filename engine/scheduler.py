@@ -91,8 +91,11 @@ class Scheduler:
         self.requests[req.request_id] = req
         self.waiting.add(req)
 
-    def abort_request(self, request_id: str) -> bool:
-        """Finish a request now wherever it is and free its blocks; False if unknown or done."""
+    def abort_request(self, request_id: str, status: RequestStatus = RequestStatus.FINISHED_ABORTED) -> bool:
+        """Finish a request now wherever it is and free its blocks; False if unknown or done.
+
+        status: FINISHED_STOPPED for a stop the engine cannot see in token ids (a server's stop
+        string, complete only once detokenized)."""
         req = self.requests.pop(request_id, None)
         if req is None:
             return False
@@ -105,7 +108,7 @@ class Scheduler:
             self._add_event(self._pending_kv_events, request_id, "free", "cpu", bm.free_cpu(request_id))
         else:
             self.waiting.remove(req)
-        req.status = RequestStatus.FINISHED_ABORTED
+        req.status = status
         req.finish_time = self._clock()
         self._pending_finished.append(request_id)
         return True

@@ -89,3 +89,36 @@ def test_generation_stops_at_max_model_len() -> None:
     sched.add_request(req)
     run_to_completion(sched)
     assert req.status == RequestStatus.FINISHED_LENGTH and req.num_tokens == 20
+
+
+def test_a_failed_step_aborts_its_requests_and_the_engine_goes_on() -> None:
+    """An executor that raises on one step: that step's requests end aborted (with their blocks
+    freed and recorded), the others are served, and the pool is whole at the end."""
+    from engine.clock import VirtualClock
+    from engine.config import CacheConfig, EngineConfig, SchedulerConfig
+    from engine.engine_loop import Engine, StepFailedError
+    from engine.executors.cost_model import UnitCostModel
+    from engine.executors.simulated import SimulatedExecutor
+    from engine.outputs import ModelRunnerOutput, SchedulerOutput
+
+    class FailsOnce(SimulatedExecutor):
+        def execute_model(self, out: SchedulerOutput) -> ModelRunnerOutput:
+            if out.step == 2:
+                raise RuntimeError("device lost")
+            return super().execute_model(out)
+
+    config = EngineConfig(SchedulerConfig(max_num_seqs=2, max_num_batched_tokens=64, max_model_len=64),
+                          CacheConfig(block_size=4, num_gpu_blocks=40))
+    engine = Engine(config, FailsOnce(UnitCostModel()), VirtualClock(), fast_forward=False)
+    for rid in ("a", "b", "c"):
+        engine.add_request(make_request(rid, 8, max_tokens=4))
+    failed = None
+    while engine.scheduler.has_unfinished_requests():
+        try:
+            engine.step()
+        except StepFailedError as exc:
+            failed = exc
+    assert failed is not None and failed.step == 2 and failed.request_ids == ("a", "b")
+    assert [engine.requests[r].status for r in "abc"] == [RequestStatus.FINISHED_ABORTED] * 2 + [
+        RequestStatus.FINISHED_LENGTH]
+    assert engine.scheduler.block_manager.num_free_gpu_blocks == 40
