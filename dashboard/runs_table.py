@@ -14,19 +14,19 @@ COLUMN_CONFIG = {
     "id": st.column_config.NumberColumn("run", format="%d", width="small", pinned=True),
     "name": st.column_config.TextColumn("name", width="medium", pinned=True),
     "engine": st.column_config.TextColumn("engine", help="real: a model on this machine; simulated: the cost model"),
-    "output_tokens_per_s": st.column_config.NumberColumn("output tok/s", format="%.1f"),
-    "ttft_ms": st.column_config.NumberColumn("mean TTFT (ms)", format="%.1f"),
-    "itl_ms": st.column_config.NumberColumn("ITL p50 (ms)", format="%.1f",
-                                            help="Median gap between a request's consecutive output tokens, "
+    "output_tokens_per_s": st.column_config.NumberColumn("tok/s", format="%.1f", help="Output tokens per second"),
+    "ttft_ms": st.column_config.NumberColumn("TTFT ms", format="%.1f", help="Mean time to first token"),
+    "itl_ms": st.column_config.NumberColumn("ITL ms", format="%.1f",
+                                            help="Median (p50) gap between a request's consecutive output tokens, "
                                                  "pooled over requests; shown once the run has finished"),
-    "e2e_ms": st.column_config.NumberColumn("mean E2E (ms)", format="%.1f"),
+    "e2e_ms": st.column_config.NumberColumn("E2E ms", format="%.1f", help="Mean end-to-end latency"),
     "requests": st.column_config.TextColumn("requests", width="small", help="finished / recorded"),
     "num_preemptions": st.column_config.NumberColumn("preempted", format="%d", width="small",
                                                      help="Preemptions over the run"),
     "num_steps": st.column_config.NumberColumn("steps", format="%d", width="small"),
     "based_on": st.column_config.NumberColumn("what-if of", format="%d", width="small",
                                               help="The recorded run this prediction re-ran"),
-    "created_at": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    "created_at": st.column_config.DatetimeColumn("started (UTC)", format="MM-DD HH:mm:ss"),
 }
 TABLES = pd.DataFrame({
     "table": ["runs", "requests", "steps", "request_phases", "kv_block_events"],
