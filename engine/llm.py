@@ -10,25 +10,29 @@ clock until every prompt has finished. Nothing is recorded unless record=True.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from engine.clock import WallClock
-from engine.config import EngineConfig
+from engine.config import ConfigError
+from engine.engine_args import DEFAULT_CPU_MEMORY_GIB, EngineArgs, build_real_engine
 from engine.engine_loop import Engine, EngineStalledError
-from engine.executors.kv_pool_sizing import DEFAULT_CPU_MEMORY_GIB, KVPoolChoice, choose_kv_pool
-from engine.executors.model_loading import LoadedModel, load_model
-from engine.executors.torch_executor import TorchExecutor
+from engine.executors.kv_pool_sizing import KVPoolChoice
+from engine.executors.model_loading import LoadedModel
 from engine.metrics import RunSummary
 from engine.request import Request
 from engine.sampling_params import SamplingParams
-from engine.snapshot import RunInfo
+from engine.snapshot import RunInfo, RunRecorder
 
-DEFAULT_MAX_MODEL_LEN = 2048
 _log = logging.getLogger(__name__)
 
-Prompts = str | Sequence[str] | Sequence[Sequence[int]]
+# vLLM's prompt forms: text, {"prompt": text}, {"prompt_token_ids": ids}, or a list of them (a bare
+# list of token-id lists is accepted too).
+PromptInput = str | Mapping[str, Any] | Sequence[int]
+Prompts = PromptInput | Sequence[PromptInput]
+VLLM_FINISH_REASONS = {"stopped": "stop", "length": "length", "aborted": "abort", "rejected": "abort"}
 
 
 @dataclass(frozen=True)
@@ -51,21 +55,55 @@ class RequestMetrics:
         """End-to-end latency."""
         return None if self.finish_time is None else self.finish_time - self.arrival_time
 
+    @property
+    def finished_time(self) -> float | None:
+        """vLLM's name for finish_time."""
+        return self.finish_time
+
+    @property
+    def time_in_queue(self) -> float | None:
+        """vLLM's name: arrival to first scheduled."""
+        return None if self.first_scheduled_time is None else self.first_scheduled_time - self.arrival_time
+
+
+@dataclass(frozen=True)
+class CompletionOutput:
+    """One completion of a request, in vLLM's shape (n = 1: one per request)."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None  # vLLM's words: stop | length | abort
+    cumulative_logprob: float | None = None  # not computed
+    logprobs: None = None
+    stop_reason: int | str | None = None  # the stop token, when one ended it
+
 
 @dataclass(frozen=True)
 class RequestOutput:
+    """vLLM's RequestOutput (request_id, prompt, prompt_token_ids, outputs, finished, metrics), with
+    the first completion's fields also at the top level as before (text, token_ids, finish_reason)."""
+
     request_id: str
     prompt: str | None  # None when the prompt was given as token ids
     prompt_token_ids: list[int]
-    text: str  # the generated text (special tokens skipped); empty without a tokenizer
-    token_ids: list[int]  # the generated token ids
-    finish_reason: str | None  # stopped | length | aborted | rejected
+    outputs: list[CompletionOutput]
+    finish_reason: str | None  # Batchscope's words, as recorded: stopped | length | aborted | rejected
     reject_reason: str | None  # why a rejected prompt was refused
     metrics: RequestMetrics
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+    @property
+    def text(self) -> str:
+        """The generated text (special tokens skipped); empty without a tokenizer."""
+        return self.outputs[0].text
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.outputs[0].token_ids
 
 
 class LLM:
@@ -82,19 +120,21 @@ class LLM:
         **engine_args: Any,
     ) -> None:
         """engine_args: EngineConfig fields by vLLM name (max_num_seqs, block_size, num_gpu_blocks, ...)."""
+        unknown = sorted(set(engine_args) - set(EngineArgs.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown parameter(s): {', '.join(unknown)}")
         self.model_name = model
-        self.loaded: LoadedModel = load_model(model, device, dtype)
-        if "max_model_len" not in engine_args:
-            caps = (self.loaded.max_position_embeddings, self.loaded.sliding_window)
-            engine_args["max_model_len"] = min([DEFAULT_MAX_MODEL_LEN, *(c for c in caps if c)])
-        config = EngineConfig.from_dict(engine_args)
-        # Before the executor exists: on CUDA the sizing profiles a forward without any KV cache.
-        self.kv_pool: KVPoolChoice = choose_kv_pool(self.loaded, config.scheduler, config.cache, cpu_memory_gib)
+        self.engine_args = EngineArgs(model=model, device=device, dtype=dtype, seed=seed,
+                                      cpu_memory_gib=cpu_memory_gib, **engine_args)
+        real = build_real_engine(self.engine_args)
+        self.loaded: LoadedModel = real.loaded
+        self.kv_pool: KVPoolChoice = real.kv_pool
         _log.info(self.kv_pool.describe())  # the line `run` prints
         if self.kv_pool.warning():
             _log.warning(self.kv_pool.warning())
-        self.config = config.replace(num_gpu_blocks=self.kv_pool.num_gpu_blocks)
-        self.executor = TorchExecutor(self.loaded, self.config, seed=seed)
+        self.config = real.config
+        self.executor = real.executor
+        self._real = real
         self.record = record
         self.db = db
         self.last_summary: RunSummary | None = None
@@ -147,17 +187,29 @@ class LLM:
 
     # -- helpers --------------------------------------------------------------------------------
     def _normalize(self, prompts: Prompts) -> tuple[list[str | None], list[list[int]]]:
-        if isinstance(prompts, str):
-            prompts = [prompts]
+        """(text or None, token ids) per prompt, from any of vLLM's prompt forms."""
+        single = isinstance(prompts, (str, Mapping)) or (
+            isinstance(prompts, Sequence) and len(prompts) > 0 and isinstance(prompts[0], int))
+        items: list[Any] = [prompts] if single else list(prompts)  # type: ignore[arg-type]
         texts: list[str | None] = []
         tokens: list[list[int]] = []
-        for p in prompts:
-            if isinstance(p, str):
+        for p in items:
+            if isinstance(p, Mapping):
+                if "prompt_token_ids" in p:
+                    texts.append(p.get("prompt"))
+                    tokens.append(_token_ids(p["prompt_token_ids"]))
+                elif isinstance(p.get("prompt"), str):
+                    texts.append(p["prompt"])
+                    tokens.append(list(self.executor.encode(p["prompt"])))
+                else:
+                    raise ValueError(f"a prompt dict needs 'prompt' (text) or 'prompt_token_ids', got keys "
+                                     f"{sorted(p)}")
+            elif isinstance(p, str):
                 texts.append(p)
                 tokens.append(list(self.executor.encode(p)))
             else:
                 texts.append(None)
-                tokens.append([int(t) for t in p])
+                tokens.append(_token_ids(p))
         return texts, tokens
 
     @staticmethod
@@ -171,34 +223,48 @@ class LLM:
             raise ValueError(f"got {len(params)} SamplingParams for {n} prompts; give one, or one per prompt")
         return params
 
-    def _recorder(self, num_prompts: int) -> Any:
-        from storage.database import open_for_write
-        from storage.recorder import Recorder
-
+    def _recorder(self, num_prompts: int) -> RunRecorder:
         sched = self.config.scheduler
-        facts = self.executor.describe()
         info = RunInfo(
             name=f"LLM.generate {self.model_name} ({num_prompts} prompts, {sched.max_num_seqs} seqs)",
-            mode="real",
-            batching=sched.batching,
-            config=self.config.to_dict() | {"model": self.model_name, "device": facts["device"],
-                                            "dtype": facts["dtype"]},
-            model=self.model_name,
-            workload=f"LLM.generate: {num_prompts} prompts",
+            mode="real", batching=sched.batching, config=self._real.record_config(), model=self.model_name,
+            workload=f"LLM.generate: {num_prompts} prompts", pid=os.getpid(),
         )
-        return Recorder(open_for_write(self.db), info, executor_facts=facts)
+        return sqlalchemy_recorder(self.db, info, self.executor.describe())
 
     def _output(self, req: Request, prompt: str | None, prompt_ids: list[int]) -> RequestOutput:
         tokens = list(req.output_token_ids)
         text = self.executor.decode(tokens) if self.loaded.tokenizer is not None and tokens else ""
+        reason = req.status.finish_reason
+        stop = tokens[-1] if reason == "stopped" and tokens and tokens[-1] in req.sampling_params.stop_token_ids \
+            else None
+        completion = CompletionOutput(0, text, tokens, VLLM_FINISH_REASONS.get(reason or ""), stop_reason=stop)
         return RequestOutput(
             request_id=req.request_id,
             prompt=prompt,
             prompt_token_ids=prompt_ids,
-            text=text,
-            token_ids=tokens,
-            finish_reason=req.status.finish_reason,
+            outputs=[completion],
+            finish_reason=reason,
             reject_reason=req.reject_reason,
             metrics=RequestMetrics(req.arrival_time, req.first_scheduled_time, req.first_token_time,
                                    req.finish_time, req.num_preemptions),
         )
+
+
+def _token_ids(values: Any) -> list[int]:
+    try:
+        ids = [int(t) for t in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"prompt_token_ids must be a list of whole numbers, got {values!r:.60}") from None
+    if not ids:
+        raise ValueError("a prompt needs at least one token id")
+    return ids
+
+
+def sqlalchemy_recorder(db: str | None, info: RunInfo, executor_facts: dict[str, Any]) -> RunRecorder:
+    """The one place engine/ reaches for storage: LLM(record=True) records through storage's
+    SQLAlchemy recorder, imported only then (the library never imports storage otherwise)."""
+    from storage.database import open_for_write
+    from storage.recorder import Recorder
+
+    return Recorder(open_for_write(db), info, executor_facts=executor_facts)

@@ -124,6 +124,16 @@ class StepRecorder(Protocol):
         """What happened after the last step (aborts, run end): no step row of its own."""
 
 
+class RunRecorder(StepRecorder, Protocol):
+    """A recorder that owns a whole run: it has an id, and the run ends through it."""
+
+    run_id: int
+
+    def finish(self, status: str = "finished", summary: dict[str, Any] | None = None,
+               error: str | None = None) -> None:
+        """Write what is left and mark the run finished | aborted | failed."""
+
+
 def finish_record(req: Request) -> RequestFinish:
     """The record of a request that has finished (or was refused)."""
     reason = req.status.finish_reason

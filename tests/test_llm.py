@@ -93,3 +93,21 @@ def test_generate_can_record_a_run(tmp_path: Path) -> None:
     run = get_run(reader, rec.last_run_id)
     assert run is not None and run["mode"] == "real" and run["status"] == "finished" and run["model"] == "tiny"
     assert sorted(run_requests(reader, rec.last_run_id)["output_len"]) == [4, 4]
+
+
+def test_vllm_prompt_forms_and_request_output_shape(llm: object) -> None:
+    """A script written for vLLM's LLM: string, {"prompt": ...} and {"prompt_token_ids": [...]}
+    prompts, and RequestOutput.outputs[0].text / .token_ids / .finish_reason."""
+    params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    outs = llm.generate(["Hello", {"prompt": "Hello"}, {"prompt_token_ids": [5, 6, 7]}], params)  # type: ignore[attr-defined]
+    assert [o.prompt for o in outs] == ["Hello", "Hello", None]
+    assert outs[2].prompt_token_ids == [5, 6, 7]
+    for o in outs:
+        completion = o.outputs[0]
+        assert o.finished and completion.index == 0 and completion.finish_reason == "length"
+        assert completion.token_ids == o.token_ids and completion.text == o.text and len(completion.token_ids) == 4
+    assert outs[0].outputs[0].token_ids == outs[1].outputs[0].token_ids  # the same prompt either way
+    single = llm.generate({"prompt_token_ids": [5, 6, 7]}, params)  # type: ignore[attr-defined]
+    assert single[0].token_ids == outs[2].token_ids
+    with pytest.raises(ValueError, match="prompt_token_ids must be a list of whole numbers"):
+        llm.generate({"prompt_token_ids": ["x"]}, params)  # type: ignore[attr-defined]
