@@ -24,11 +24,11 @@ from engine.workload.generators import synthetic_workload
 class BurstyWorkload:
     """Bursts of arrivals every period_s over a Poisson trickle; lengths from the `mixed` workload."""
 
-    num_bursts: int = 40
-    period_s: float = 6.0
+    num_bursts: int = 30
+    period_s: float = 8.0
     burst_size: int = 48  # three batches' worth: a queue forms however fast the machine is
     burst_spread_s: float = 0.25  # a burst's arrivals fall within this long
-    trickle_rate: float = 4.0  # requests/s, all along
+    trickle_rate: float = 2.0  # requests/s, all along
     seed: int = 0
 
     def arrival_times(self) -> list[float]:
