@@ -68,12 +68,12 @@ def _record_interrupted(db: str) -> int:
 
 
 def _record_live(db: str, folder: Path) -> int:
-    """The first-launch demo's configuration and bursty workload, caught in its third burst as a
+    """The first-launch demo's configuration and bursty workload, caught in its fourth burst as a
     live run (its heartbeat is kept fresh for a day), for the Live page's screenshot."""
     config = demo.FORM.engine_args().create_engine_config()
     workload = load_jsonl(replace(demo.WORKLOAD, num_bursts=4).write(folder / "demo-workload.jsonl"))
-    # 0.6 s into the third burst the last 150 steps hold a queue, a full batch and a preemption.
-    caught = 2 * demo.WORKLOAD.period_s + 0.6
+    # 0.7 s into the fourth burst the last 150 steps hold a queue, a full batch and preemptions.
+    caught = 3 * demo.WORKLOAD.period_s + 0.7
     return _record_partial(db, "demo (simulated)", config, workload,
                            datetime.now(UTC) + timedelta(days=1), until_s=caught)
 
