@@ -132,11 +132,11 @@ def kv_usage(steps: pd.DataFrame, x: str = "step", current: float | None = None)
 def token_mix(steps: pd.DataFrame, budget: int | None, x: str = "step",
               current: float | None = None) -> alt.LayerChart:
     """Prefill, decode and (static batching) padding tokens per step, stacked, against the token budget."""
-    kinds = ["num_prefill_tokens", "num_decode_tokens"]
+    columns = {"num_prefill_tokens": "prefill", "num_decode_seqs": "decode"}  # a decode is one token
     if "num_padding_tokens" in steps and steps["num_padding_tokens"].fillna(0).any():
-        kinds.append("num_padding_tokens")
-    data = steps.melt(id_vars=[x], value_vars=kinds, var_name="kind", value_name="tokens")
-    data["kind"] = data["kind"].str.removeprefix("num_").str.removesuffix("_tokens")
+        columns["num_padding_tokens"] = "padding"
+    data = steps.melt(id_vars=[x], value_vars=list(columns), var_name="kind", value_name="tokens")
+    data["kind"] = data["kind"].map(columns)
     mark = alt.Chart(data).mark_bar() if len(steps) <= 240 else alt.Chart(data).mark_area(interpolate="step-after")
     stack = mark.encode(
         x=alt.X(f"{x}:Q", title=_axis_title(x), scale=alt.Scale(zero=False, nice=False)),

@@ -27,6 +27,8 @@ class Clock(Protocol):
 class VirtualClock:
     """Time moves only when the engine says so: by each step's predicted cost, or to the next arrival."""
 
+    virtual = True  # the engine may take several steps at once (decode bursts)
+
     def __init__(self) -> None:
         self._now = 0.0
 
@@ -45,6 +47,8 @@ class VirtualClock:
 
 class WallClock:
     """Real time since construction; waits can be cut short by wake() (abort, shutdown)."""
+
+    virtual = False
 
     def __init__(self) -> None:
         self._start = time.perf_counter()

@@ -12,19 +12,19 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
-from engine.clock import Clock, VirtualClock
+from engine.burst_steps import BurstRunner
+from engine.clock import Clock
 from engine.config import ConfigError, EngineConfig
 from engine.executors.base import Executor
-from engine.executors.simulated import SimulatedExecutor
-from engine.fast_forward import FastForward
 from engine.itl import InterTokenLatency
 from engine.metrics import EngineStats, RunSummary, summarize
-from engine.outputs import KVBlockEvent, SchedulerOutput
+from engine.outputs import KVBlockEvent, ModelRunnerOutput, SchedulerOutput
 from engine.phases import PhaseChange, PhaseTracker
 from engine.request import Request, RequestStatus
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler
 from engine.snapshot import FirstToken, RequestArrival, RequestFinish, StepRecorder, StepSnapshot, finish_record
+from engine.step_counts import StepCounts
 from engine.workload.spec import RequestSpec
 from engine.workload.synthetic import SyntheticPrompt
 
@@ -71,9 +71,11 @@ class Engine:
         self._changes: list[PhaseChange] = []
         self._kv_carry: list[KVBlockEvent] = []  # block events for the next recorded step
         self._next_step = 0
-        # The fast path needs a virtual clock and an executor that knows its steps' cost in advance.
-        self._fast_forward = (FastForward(self) if fast_forward and isinstance(clock, VirtualClock)
-                              and isinstance(executor, SimulatedExecutor) else None)
+        # Decode bursts (the simulator's fast path) need a virtual clock and an executor that knows a
+        # step's time from its counts alone.
+        predicts = callable(getattr(executor, "predict_step_time", None))
+        self._bursts = (BurstRunner(self, executor) if fast_forward and getattr(clock, "virtual", False)  # type: ignore[arg-type]
+                        and predicts else None)
 
     # -- requests -----------------------------------------------------------------------------
     def make_request(self, spec: RequestSpec) -> Request:
@@ -104,6 +106,15 @@ class Engine:
             self._finishes.append(finish_record(req))
         else:
             self._changes.append(self.phases.arrived(req.request_id, self._next_step, req.arrival_time))
+
+    def add_arrivals(self, pending: deque[RequestSpec], now: float) -> None:
+        """Hand over every pending request (in arrival order) that has arrived by `now`."""
+        while pending and pending[0].arrival_time <= now:
+            self.add_request(self.make_request(pending.popleft()))
+
+    def note_phase_changes(self, changes: Iterable[PhaseChange | None]) -> None:
+        """Phase changes for the next recorded step (None: the request was already in that phase)."""
+        self._changes.extend(c for c in changes if c is not None)
 
     def _token_id_problem(self, req: Request) -> str | None:
         """Why the model cannot read this prompt's token ids, if it cannot (ids given by the user)."""
@@ -207,71 +218,56 @@ class Engine:
         update = self.scheduler.update_from_output(out, result)
         end = clock.now()
         changes.extend(self.phases.updated(out.step, update, end))
-
-        requests = self.requests
-        first_tokens = [FirstToken(rid, requests[rid].first_scheduled_time, end) for rid in update.first_token_req_ids]
         itl = self.itl
         consecutive = 0
         for s in out.scheduled:
             if s.do_sample and itl.sampled(s.request_id, out.step, end):
                 consecutive += 1
         itl.step_done(out.step, end, consecutive)
-        finishes = self._finishes
-        for f in update.finished:
-            finishes.append(finish_record(requests[f.request_id]))
-            itl.forget(f.request_id)
-        num_preempted = len(out.preempted_req_ids) + len(out.swapped_out_req_ids)
+        finished = [self.requests[f.request_id] for f in update.finished]
+        snapshot = self.record_step(out.step, start, end, out.counts, update.num_sampled_tokens, result,
+                                     update.first_token_req_ids, finished, out.kv_events, list(update.kv_events),
+                                     build=True)
+        assert snapshot is not None
+        return snapshot
+
+    def record_step(self, step: int, start: float, end: float, counts: StepCounts, num_output_tokens: int,
+                     result: ModelRunnerOutput, first_token_ids: Sequence[str], finished: Sequence[Request],
+                     kv_events: Sequence[KVBlockEvent], freed: list[KVBlockEvent],
+                     build: bool) -> StepSnapshot | None:
+        """What every step totals and records, taken the ordinary way or in a decode burst: the
+        stats, the finishes, the block events (a step's frees are in effect from the next step on),
+        and its StepSnapshot to the recorder. build=False: nobody will read the snapshot."""
         stats = self.stats
         stats.num_steps += 1
-        stats.sum_batch_size += len(out.scheduled)
-        stats.sum_batched_tokens += out.total_num_scheduled_tokens
-        stats.sum_prefill_tokens += out.num_prefill_tokens
-        stats.sum_padding_tokens += out.num_padding_tokens
-        stats.num_preemptions += num_preempted
+        stats.sum_batch_size += counts.num_prefill_seqs + counts.num_decode_seqs
+        stats.sum_batched_tokens += counts.num_batched_tokens
+        stats.sum_prefill_tokens += counts.num_prefill_tokens
+        stats.sum_padding_tokens += counts.num_padding_tokens
+        stats.num_preemptions += counts.num_preemptions
         stats.model_time_s += result.model_time_s
         stats.model_flops += result.num_flops
         stats.padding_flops += result.num_padding_flops
-
-        # Blocks freed by finishes at the end of this step are free from the next step on.
-        kv_events = out.kv_events
-        if self._kv_carry:
-            kv_events = tuple(self._kv_carry) + kv_events
-        self._kv_carry = list(update.kv_events)
-        snapshot = StepSnapshot(
-            step=out.step,
-            start_time=start,
-            end_time=end,
-            num_waiting=out.num_waiting,
-            num_running=out.num_running,
-            num_swapped=out.num_swapped,
-            num_prefill_seqs=out.num_prefill_seqs,
-            num_prefill_tokens=out.num_prefill_tokens,
-            num_decode_seqs=out.num_decode_seqs,
-            num_decode_tokens=out.num_decode_seqs,
-            num_batched_tokens=out.total_num_scheduled_tokens,
-            num_padding_seqs=len(out.padding_req_ids),
-            num_padding_tokens=out.num_padding_tokens,
-            num_used_gpu_blocks=out.num_used_gpu_blocks,
-            num_gpu_blocks=out.num_gpu_blocks,
-            num_used_cpu_blocks=out.num_used_cpu_blocks,
-            num_preemptions=num_preempted,
-            num_output_tokens=update.num_sampled_tokens,
-            num_context_tokens=out.num_context_tokens,
-            num_prefill_pairs=out.num_prefill_pairs,
-            num_swap_blocks=len(out.blocks_to_swap_in) + len(out.blocks_to_swap_out),
-            model_time=result.model_time_s,
-            model_flops=result.num_flops or None,
-            compute_utilization=result.compute_utilization,
-            arrivals=tuple(self._arrivals),
-            first_tokens=tuple(first_tokens),
-            finishes=tuple(finishes),
-            phase_changes=tuple(changes),
-            kv_events=kv_events,
-        )
+        finishes = self._finishes
+        for req in finished:
+            finishes.append(finish_record(req))
+            self.itl.forget(req.request_id)
+        carry, self._kv_carry = self._kv_carry, freed
+        snapshot = None
+        if build or self.recorder is not None:
+            requests = self.requests
+            events = tuple(carry) + tuple(kv_events) if carry else tuple(kv_events)
+            snapshot = StepSnapshot(
+                step=step, start_time=start, end_time=end, counts=counts, num_output_tokens=num_output_tokens,
+                model_time=result.model_time_s, model_flops=result.num_flops or None,
+                compute_utilization=result.compute_utilization, arrivals=tuple(self._arrivals),
+                first_tokens=tuple(FirstToken(rid, requests[rid].first_scheduled_time, end) for rid in first_token_ids),
+                finishes=tuple(finishes), phase_changes=tuple(self._changes), kv_events=events,
+            )
+            if self.recorder is not None:
+                self.recorder.record(snapshot)
         self._arrivals, self._finishes, self._changes = [], [], []
-        self._next_step = out.step + 1
-        if self.recorder is not None:
-            self.recorder.record(snapshot)
+        self._next_step = step + 1
         return snapshot
 
     def _fail_step(self, out: SchedulerOutput, exc: Exception) -> StepFailedError:
@@ -307,14 +303,13 @@ class Engine:
             self._apply_aborts()
             now = clock.now()
             pending = self._pending
-            while pending and pending[0].arrival_time <= now:
-                self.add_request(self.make_request(pending.popleft()))
+            self.add_arrivals(pending, now)
             if not scheduler.has_unfinished_requests():
                 if not pending:
                     break
                 clock.wait_until(pending[0].arrival_time)
                 continue
-            if self._fast_forward is not None and self._fast_forward.run(pending, on_step, stop):
+            if self._bursts is not None and self._bursts.run(pending, on_step, stop):
                 continue
             snapshot = self.step()
             if snapshot is None:

@@ -613,8 +613,8 @@ class OnlineEngine:
             num_running=len(sched.running), num_waiting=self.num_waiting, num_swapped=len(sched.swapped),
             gpu_cache_usage=bm.gpu_usage,
             cpu_cache_usage=bm.num_used_cpu_blocks / bm.num_cpu_blocks if bm.num_cpu_blocks else 0.0,
-            num_batched_tokens=snapshot.num_batched_tokens if snapshot is not None else 0,
-            num_preemptions=snapshot.num_preemptions if snapshot is not None else 0,
+            num_batched_tokens=snapshot.counts.num_batched_tokens if snapshot is not None else 0,
+            num_preemptions=snapshot.counts.num_preemptions if snapshot is not None else 0,
             prompt_tokens=prompt_tokens, generation_tokens=generation_tokens,
             time_to_first_tokens=tuple(ttfts), inter_token_latencies=tuple(itls), finished=finished,
         )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from engine.sampling_params import SamplingParams
+from engine.step_counts import StepCounts
 
 KVEventKind = Literal["allocate", "free", "swap_out", "swap_in"]
 Device = Literal["gpu", "cpu"]
@@ -44,7 +45,11 @@ class SchedulerOutput:
 
     step: int  # 0-based index of this engine step
     scheduled: tuple[ScheduledRequest, ...]  # running requests first, then newly admitted ones
-    total_num_scheduled_tokens: int  # sum of num_tokens; never above max_num_batched_tokens
+    # The step's counters, summed while scheduling. counts.num_padding_tokens is also an order to the
+    # executor: static batching's pad rows to compute (left-padding to the batch's longest prompt, one
+    # row per finished member still holding a slot), counted against max_num_batched_tokens; they
+    # belong to no request, and the real executor writes their K/V into a scratch block.
+    counts: StepCounts = field(default_factory=StepCounts)
     preempted_req_ids: tuple[str, ...] = ()  # preempted by recompute this step (KV freed)
     swapped_out_req_ids: tuple[str, ...] = ()  # preempted by swap this step (KV to CPU)
     swapped_in_req_ids: tuple[str, ...] = ()  # back from the CPU pool this step
@@ -54,23 +59,11 @@ class SchedulerOutput:
     blocks_to_swap_in: tuple[tuple[int, int], ...] = ()  # (cpu block, gpu block) copies before the pass
     kv_events: tuple[KVBlockEvent, ...] = ()  # block ownership changes made by this schedule() call
     padding_req_ids: tuple[str, ...] = ()  # static batching: finished members still holding a slot
-    # Static batching: pad rows the executor computes this step and the cost model charges (prompt
-    # left-padding to the batch's longest prompt, plus one row per finished member still holding a
-    # slot). They count against max_num_batched_tokens with total_num_scheduled_tokens but belong to
-    # no request: the real executor writes their K/V into a scratch block no request owns.
-    num_padding_tokens: int = 0
-    num_waiting: int = 0  # queue lengths after this step was scheduled
-    num_running: int = 0
-    num_swapped: int = 0
-    num_used_gpu_blocks: int = 0  # KV pool use after this step's allocations
-    num_gpu_blocks: int = 0
-    num_used_cpu_blocks: int = 0
-    # The step's shape, summed while scheduling so no consumer loops over `scheduled` again.
-    num_prefill_seqs: int = 0
-    num_prefill_tokens: int = 0
-    num_decode_seqs: int = 0
-    num_context_tokens: int = 0  # tokens attended by the decodes: sum of their positions + 1
-    num_prefill_pairs: int = 0  # query-key pairs attended by the prefill chunks
+
+    @property
+    def total_num_scheduled_tokens(self) -> int:
+        """vLLM's name: tokens of the scheduled requests (pad rows not included)."""
+        return self.counts.num_batched_tokens
 
     @property
     def num_scheduled_tokens(self) -> dict[str, int]:
@@ -80,7 +73,7 @@ class SchedulerOutput:
     @property
     def is_empty(self) -> bool:
         """Nothing to compute: no request's tokens and no pad rows (an empty schedule is not a step)."""
-        return not self.scheduled and not self.num_padding_tokens
+        return not self.scheduled and not self.counts.num_padding_tokens
 
 
 @dataclass(slots=True)

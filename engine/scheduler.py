@@ -4,7 +4,9 @@ Each step: running requests first (a decode token, or the next prefill chunk), t
 requests, then waiting ones, while sequences <= max_num_seqs and tokens <=
 max_num_batched_tokens. Every request's computed tokens catch up to its total tokens under one
 token budget, so chunked prefill, decodes and recompute share one code path. Static batching is
-a mode of the same loop: admission opens only when the previous batch has fully finished.
+a mode of the same scheduler (engine/static_batching.py), the delay factor is V0's clock
+(engine/delay_clock.py), and the simulator's fast path is the Scheduler's own decode burst
+(engine/decode_burst.py): each a helper the Scheduler owns, working through its public members.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Callable
 
 from engine.block_manager import BlockManager
 from engine.config import CacheConfig, SchedulerConfig
+from engine.decode_burst import BurstStep, BurstUpdate, DecodeBurst
+from engine.delay_clock import DelayClock
 from engine.outputs import (
     FinishedRequest,
     KVBlockEvent,
@@ -26,6 +30,8 @@ from engine.outputs import (
 )
 from engine.policy import RequestQueue, policy_key
 from engine.request import Request, RequestStatus
+from engine.static_batching import StaticBatcher
+from engine.step_counts import StepCounts
 
 
 class Scheduler:
@@ -43,26 +49,99 @@ class Scheduler:
         self.cache_config = cache_config
         self.block_manager = BlockManager(cache_config.pool_blocks, cache_config.swap_space, cache_config.block_size)
         self._clock = clock
-        self._key = policy_key(scheduler_config.policy)
+        self.policy_key = policy_key(scheduler_config.policy)  # running order; victims come from the end
         self._resort_running = scheduler_config.policy in ("sjf", "sjf-oracle")  # keys change as tokens come
         self._static = scheduler_config.batching == "static"
         self._swap = scheduler_config.preemption_mode == "swap"
         self._chunked = scheduler_config.enable_chunked_prefill
         self._pool_tokens = cache_config.pool_blocks * cache_config.block_size
-        self.waiting = RequestQueue(self._key)  # new and recompute-preempted requests
-        self.swapped = RequestQueue(self._key)  # KV in the CPU pool
+        self.waiting = RequestQueue(self.policy_key)  # new and recompute-preempted requests
+        self.swapped = RequestQueue(self.policy_key)  # KV in the CPU pool
         self.running: list[Request] = []  # sorted by policy key; victims come from the end
         self.requests: dict[str, Request] = {}  # every unfinished request by id
-        self._padding: list[str] = []  # static batching: finished members of the current batch
+        self.padding: list[str] = []  # static batching: finished members of the current batch
         self._step = 0
         self._next_seq_no = 0
         self._pending_rejected: list[RejectedRequest] = []
         self._pending_finished: list[str] = []
         self._pending_kv_events: list[KVBlockEvent] = []
-        # scheduler_delay_factor state (vLLM V0's _passed_delay)
-        self._prev_time = 0.0
-        self._prev_prompt = False
-        self._last_prompt_latency = 0.0
+        self._delay = DelayClock(scheduler_config.scheduler_delay_factor, clock)
+        self._static_batcher = StaticBatcher(self) if self._static else None
+        self._burst: DecodeBurst | None = None
+        self._burst_token = 0
+
+    # -- what the Scheduler's helpers (static batching, the decode burst) work through ------------
+    @property
+    def step_index(self) -> int:
+        """The index the next step will have."""
+        return self._step
+
+    def now(self) -> float:
+        return self._clock()
+
+    @property
+    def is_static(self) -> bool:
+        return self._static
+
+    @property
+    def delay_enabled(self) -> bool:
+        return self._delay.enabled
+
+    def take_pending(self) -> tuple[list[KVBlockEvent], tuple[str, ...], tuple[RejectedRequest, ...]]:
+        """Block events, finished and rejected ids since the last step (the next output reports them)."""
+        kv, self._pending_kv_events = self._pending_kv_events, []
+        finished, self._pending_finished = tuple(self._pending_finished), []
+        rejected, self._pending_rejected = tuple(self._pending_rejected), []
+        return kv, finished, rejected
+
+    def output(self, scheduled: list[ScheduledRequest], counts: StepCounts, kv_events: list[KVBlockEvent], *,
+               preempted: tuple[str, ...] = (), swapped_out: tuple[str, ...] = (), swapped_in: tuple[str, ...] = (),
+               swap_out_pairs: tuple[tuple[int, int], ...] = (), swap_in_pairs: tuple[tuple[int, int], ...] = (),
+               padding_req_ids: tuple[str, ...] = ()) -> SchedulerOutput:
+        """This step's SchedulerOutput: the queue and pool counters filled in, the pending finished
+        and rejected ids reported; the step counts as one when it computes anything."""
+        bm = self.block_manager
+        counts.num_waiting, counts.num_running = len(self.waiting), len(self.running)
+        counts.num_swapped = len(self.swapped)
+        counts.num_used_gpu_blocks, counts.num_gpu_blocks = bm.num_used_gpu_blocks, bm.num_gpu_blocks
+        counts.num_used_cpu_blocks = bm.num_used_cpu_blocks
+        rejected, self._pending_rejected = tuple(self._pending_rejected), []
+        finished, self._pending_finished = tuple(self._pending_finished), []
+        out = SchedulerOutput(step=self._step, scheduled=tuple(scheduled), counts=counts,
+                              preempted_req_ids=preempted, swapped_out_req_ids=swapped_out,
+                              swapped_in_req_ids=swapped_in, rejected=rejected, finished_req_ids=finished,
+                              blocks_to_swap_out=swap_out_pairs, blocks_to_swap_in=swap_in_pairs,
+                              kv_events=tuple(kv_events), padding_req_ids=padding_req_ids)
+        if scheduled or counts.num_padding_tokens:
+            self._step += 1  # an empty schedule is not a step
+        return out
+
+    def advance_step(self) -> None:
+        """A step taken by the decode burst."""
+        self._step += 1
+
+    # -- the simulator's fast path (engine/decode_burst.py) --------------------------------------
+    def begin_burst(self, token: int) -> bool:
+        """Enter a decode burst where every request samples `token`; False if the next step is not
+        simple (then nothing changed)."""
+        if self._burst is None or self._burst_token != token:
+            self._burst, self._burst_token = DecodeBurst(self, token), token
+        return self._burst.enter()
+
+    def burst_schedule(self, now: float, with_block_events: bool = True) -> BurstStep | None:
+        """The next burst step's schedule; None when it needs the ordinary schedule()."""
+        assert self._burst is not None, "begin_burst() first"
+        return self._burst.schedule(now, with_block_events)
+
+    def burst_update(self, step: BurstStep, end: float) -> BurstUpdate:
+        """The burst step after it ran: every request got its token at `end`."""
+        assert self._burst is not None, "begin_burst() first"
+        return self._burst.update(step.step, step.counts.num_decode_seqs, end)
+
+    def end_burst(self) -> None:
+        """Leave the burst: every request's counts are explicit again."""
+        if self._burst is not None:
+            self._burst.leave()
 
     # -- requests in and out ------------------------------------------------------------------
     def add_request(self, req: Request, reject_reason: str | None = None) -> None:
@@ -150,12 +229,12 @@ class Scheduler:
         swap_in_pairs: list[tuple[int, int]] = []
 
         if self._resort_running:
-            self.running.sort(key=self._key)
-        if self._static:
-            return self._schedule_static(kv_events)
+            self.running.sort(key=self.policy_key)
+        if self._static_batcher is not None:
+            return self._static_batcher.schedule(kv_events)
         ticked = not self.swapped
         if ticked:
-            self._tick_delay_clock()  # before the running pass, as V0 ticks it before its prompts
+            self._delay.tick()  # before the running pass, as V0 ticks it before its prompts
 
         # 1. Running requests: a decode token, or the next prefill chunk.
         running = self.running
@@ -186,14 +265,14 @@ class Scheduler:
                 decode_seqs += 1
                 context_tokens += computed + 1
                 if include_ids:
-                    scheduled.append(self._scheduled(req, 1))
+                    scheduled.append(self.make_scheduled(req, 1))
                 else:  # the simulator's hot path: a decode always samples
                     scheduled.append(ScheduledRequest(req.request_id, 1, computed, False, True, req.sampling_params))
             else:
                 prefill_seqs += 1
                 prefill_tokens += num_new
                 prefill_pairs += num_new * computed + num_new * (num_new + 1) // 2
-                scheduled.append(self._scheduled(req, num_new))
+                scheduled.append(self.make_scheduled(req, num_new))
             budget -= num_new
             i += 1
         num_from_running = len(scheduled)
@@ -205,7 +284,7 @@ class Scheduler:
             # delay clock ticks on every schedule call without swapped requests, as in vLLM V0.
             if not self.swapped:
                 if not ticked:  # the swapped requests came back this step: prompts are considered now
-                    self._tick_delay_clock()
+                    self._delay.tick()
                 if self.waiting:
                     budget = self._admit(budget, scheduled, kv_events)
 
@@ -218,127 +297,15 @@ class Scheduler:
             else:
                 decode_seqs += 1
                 context_tokens += s.start_pos + 1
-        rejected, self._pending_rejected = tuple(self._pending_rejected), []
-        finished, self._pending_finished = tuple(self._pending_finished), []
-        out = SchedulerOutput(
-            step=self._step,
-            scheduled=tuple(scheduled),
-            total_num_scheduled_tokens=cfg.token_budget - budget,
-            preempted_req_ids=tuple(preempted),
-            swapped_out_req_ids=tuple(swapped_out),
-            swapped_in_req_ids=tuple(swapped_in),
-            rejected=rejected,
-            finished_req_ids=finished,
-            blocks_to_swap_out=tuple(swap_out_pairs),
-            blocks_to_swap_in=tuple(swap_in_pairs),
-            kv_events=tuple(kv_events),
-            num_waiting=len(self.waiting),
-            num_running=len(self.running),
-            num_swapped=len(self.swapped),
-            num_used_gpu_blocks=bm.num_used_gpu_blocks,
-            num_gpu_blocks=bm.num_gpu_blocks,
-            num_used_cpu_blocks=bm.num_used_cpu_blocks,
-            num_prefill_seqs=prefill_seqs,
-            num_prefill_tokens=prefill_tokens,
-            num_decode_seqs=decode_seqs,
-            num_context_tokens=context_tokens,
-            num_prefill_pairs=prefill_pairs,
+        counts = StepCounts(
+            num_prefill_seqs=prefill_seqs, num_prefill_tokens=prefill_tokens, num_decode_seqs=decode_seqs,
+            num_batched_tokens=cfg.token_budget - budget, num_context_tokens=context_tokens,
+            num_prefill_pairs=prefill_pairs, num_swap_blocks=len(swap_in_pairs) + len(swap_out_pairs),
+            num_preemptions=len(preempted) + len(swapped_out),
         )
-        if scheduled:
-            self._step += 1  # an empty schedule is not a step
-        return out
-
-    # -- static batching ----------------------------------------------------------------------
-    def _schedule_static(self, kv_events: list[KVBlockEvent]) -> SchedulerOutput:
-        """Static batching, as HF generate does it: a batch forms only when the previous one has
-        fully finished; it prefills (prompts left-padded to its longest, under the token budget,
-        over as many steps as that takes), then decodes in lockstep, each finished member computing
-        a pad row until the last member finishes. Every member's full length is reserved at
-        formation, so nothing is ever preempted."""
-        if not self.running:
-            self._padding.clear()  # the previous batch is done: its slots are free again
-            self._form_static_batch(kv_events)
-        budget = self.scheduler_config.token_budget
-        scheduled: list[ScheduledRequest] = []
-        num_padding = 0
-        prefilling = [r for r in self.running if r.num_computed_tokens < r.prefill_target]
-        if prefilling:
-            chunked = self._chunked
-            now = self._clock()
-            for req in prefilling:
-                if budget <= 0:
-                    break
-                pad = req.pad_tokens_left
-                remaining = req.prefill_target - req.num_computed_tokens
-                if not chunked and pad + remaining > budget:
-                    continue  # the whole padded prompt goes in one step; another member may fit
-                take_pad = min(pad, budget)
-                num_new = min(remaining, budget - take_pad)
-                req.pad_tokens_left -= take_pad
-                num_padding += take_pad
-                budget -= take_pad + num_new
-                if req.first_scheduled_time is None:
-                    req.first_scheduled_time = now
-                if num_new:
-                    scheduled.append(self._scheduled(req, num_new))
-        else:  # lockstep decode: every live member one token, every finished one a pad row
-            num_padding = len(self._padding)
-            budget -= num_padding + len(self.running)
-            scheduled = [self._scheduled(req, 1) for req in self.running]
-        out = self._output(scheduled, kv_events, self.scheduler_config.token_budget - budget - num_padding)
-        out.padding_req_ids = tuple(self._padding)
-        out.num_padding_tokens = num_padding
-        if scheduled or num_padding:
-            self._step += 1
-        return out
-
-    def _form_static_batch(self, kv_events: list[KVBlockEvent]) -> None:
-        """Up to max_num_seqs waiting requests in policy order, as many as the pool can reserve
-        every member's full length for (prompt + max_tokens, capped by max_model_len)."""
-        bm = self.block_manager
-        members: list[Request] = []
-        while self.waiting and len(members) < self.scheduler_config.max_num_seqs:
-            req = self.waiting.peek()
-            new_blocks = bm.grow(req.request_id, req.max_total_tokens - 1)  # the last token needs no slot
-            if new_blocks is None:
-                break
-            self.waiting.pop()
-            if new_blocks:
-                kv_events.append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
-            req.kv_capacity = bm.num_gpu_blocks_of(req.request_id) * bm.block_size
-            req.status = RequestStatus.RUNNING
-            req.prefill_target = req.num_tokens
-            bisect.insort(self.running, req, key=self._key)
-            members.append(req)
-        longest = max((r.prefill_target for r in members), default=0)
-        for req in members:
-            req.pad_tokens_left = longest - req.prefill_target
-
-    def _output(self, scheduled: list[ScheduledRequest], kv_events: list[KVBlockEvent],
-                num_tokens: int) -> SchedulerOutput:
-        """A SchedulerOutput for the static path, its step shape summed from `scheduled`."""
-        prefill_seqs = prefill_tokens = prefill_pairs = decode_seqs = context_tokens = 0
-        for s in scheduled:
-            if s.is_prefill:
-                n = s.num_tokens
-                prefill_seqs += 1
-                prefill_tokens += n
-                prefill_pairs += n * s.start_pos + n * (n + 1) // 2
-            else:
-                decode_seqs += 1
-                context_tokens += s.start_pos + 1
-        bm = self.block_manager
-        rejected, self._pending_rejected = tuple(self._pending_rejected), []
-        finished, self._pending_finished = tuple(self._pending_finished), []
-        return SchedulerOutput(
-            step=self._step, scheduled=tuple(scheduled), total_num_scheduled_tokens=num_tokens,
-            rejected=rejected, finished_req_ids=finished, kv_events=tuple(kv_events),
-            num_waiting=len(self.waiting), num_running=len(self.running), num_swapped=len(self.swapped),
-            num_used_gpu_blocks=bm.num_used_gpu_blocks, num_gpu_blocks=bm.num_gpu_blocks,
-            num_used_cpu_blocks=bm.num_used_cpu_blocks, num_prefill_seqs=prefill_seqs,
-            num_prefill_tokens=prefill_tokens, num_decode_seqs=decode_seqs, num_context_tokens=context_tokens,
-            num_prefill_pairs=prefill_pairs,
-        )
+        return self.output(scheduled, counts, kv_events, preempted=tuple(preempted), swapped_out=tuple(swapped_out),
+                           swapped_in=tuple(swapped_in), swap_out_pairs=tuple(swap_out_pairs),
+                           swap_in_pairs=tuple(swap_in_pairs))
 
     def _swap_in(
         self,
@@ -366,9 +333,9 @@ class Scheduler:
                 kv_events.append(KVBlockEvent(req.request_id, "allocate", "gpu", new_blocks))
             req.kv_capacity = bm.num_gpu_blocks_of(req.request_id) * bm.block_size
             req.status = RequestStatus.RUNNING
-            bisect.insort(self.running, req, key=self._key)
+            bisect.insort(self.running, req, key=self.policy_key)
             swapped_in.append(req.request_id)
-            scheduled.append(self._scheduled(req, num_new))
+            scheduled.append(self.make_scheduled(req, num_new))
             budget -= num_new
         return budget
 
@@ -376,10 +343,10 @@ class Scheduler:
         bm = self.block_manager
         max_num_seqs = self.scheduler_config.max_num_seqs
         any_prefill = False
-        delayed = self.scheduler_config.scheduler_delay_factor > 0
+        delayed = self._delay.enabled
         had_running = bool(self.running)  # V0 compares with the queue as it was before this step
         while self.waiting and len(self.running) < max_num_seqs and budget > 0:
-            if delayed and not self._delay_passed(had_running):
+            if delayed and not self._delay.passed(self.waiting.earliest_arrival(), had_running):
                 break
             req = self.waiting.peek()
             target = req.num_tokens  # the prompt, or prompt + output when recomputing
@@ -397,11 +364,11 @@ class Scheduler:
             req.prefill_target = target
             if req.first_scheduled_time is None:
                 req.first_scheduled_time = self._clock()
-            bisect.insort(self.running, req, key=self._key)
-            scheduled.append(self._scheduled(req, num_new))
+            bisect.insort(self.running, req, key=self.policy_key)
+            scheduled.append(self.make_scheduled(req, num_new))
             budget -= num_new
             any_prefill = True
-        self._prev_prompt = any_prefill
+        self._delay.admitted(any_prefill)
         return budget
 
     def _preempt(
@@ -432,30 +399,14 @@ class Scheduler:
         self.waiting.add(req)
         preempted.append(rid)
 
-    def _scheduled(self, req: Request, num_new: int) -> ScheduledRequest:
+    def make_scheduled(self, req: Request, num_new: int) -> ScheduledRequest:
+        """req's share of this step: num_new tokens from its computed ones on."""
         start = req.num_computed_tokens
         end = start + num_new
         ids = (req.token_ids(start, end), tuple(self.block_manager.block_table(req.request_id))) \
             if self._include_ids else ((), ())
         return ScheduledRequest(req.request_id, num_new, start, start < req.prefill_target,
                                 end == req.num_prompt_tokens + len(req.output_token_ids), req.sampling_params, *ids)
-
-    def _tick_delay_clock(self) -> None:
-        """vLLM V0's scheduler_delay_factor clock, ticked on every schedule() without swapped
-        requests (waiting ones or not), as V0's _passed_delay is: so the previous-prompt latency is
-        the time from the step that admitted a prompt to the next schedule call, never idle time."""
-        if self.scheduler_config.scheduler_delay_factor <= 0:
-            return
-        now = self._clock()
-        if self._prev_prompt:
-            self._last_prompt_latency = now - self._prev_time
-        self._prev_time, self._prev_prompt = now, False
-
-    def _delay_passed(self, had_running: bool) -> bool:
-        """Whether the oldest waiting prompt has waited factor x the last prompt latency (or nothing
-        was running), checked before each admission as V0 does."""
-        waited = self._clock() - self.waiting.earliest_arrival()
-        return waited > self.scheduler_config.scheduler_delay_factor * self._last_prompt_latency or not had_running
 
     # -- after the executor ran ---------------------------------------------------------------
     def update_from_output(self, out: SchedulerOutput, result: ModelRunnerOutput) -> SchedulerUpdate:
@@ -488,14 +439,17 @@ class Scheduler:
             status = req.finish_status(token)
             if status is None:
                 continue
-            self._finish(req, status, now, kv_events)
+            self.finish_request(req, status, now, kv_events)
             finished.append(FinishedRequest(s.request_id, status.finish_reason))  # type: ignore[arg-type]
         if finished:
             self.running = [r for r in self.running if r.status == running_status]
         return SchedulerUpdate(num_sampled_tokens=num_sampled, first_token_req_ids=tuple(first_tokens),
                                finished=tuple(finished), kv_events=tuple(kv_events))
 
-    def _finish(self, req: Request, status: RequestStatus, now: float, kv_events: list[KVBlockEvent]) -> None:
+    def finish_request(self, req: Request, status: RequestStatus, now: float, kv_events: list[KVBlockEvent]) -> None:
+        """req stopped (by length, EOS, a stop token): free its blocks (events into kv_events), report it
+        in the next output; under static batching it holds its slot as padding until the batch ends.
+        The caller takes it out of `running`."""
         req.status = status
         req.finish_time = now
         rid = req.request_id
@@ -503,7 +457,7 @@ class Scheduler:
         del self.requests[rid]
         self._pending_finished.append(rid)
         if self._static:
-            self._padding.append(rid)
+            self.padding.append(rid)
 
     @staticmethod
     def _add_event(

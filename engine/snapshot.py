@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Protocol
 from engine.outputs import KVBlockEvent
 from engine.phases import PhaseChange
 from engine.request import Request
+from engine.step_counts import StepCounts
 
 
 class RequestArrival(NamedTuple):
@@ -44,27 +45,11 @@ class StepSnapshot:
     step: int  # 0-based engine step
     start_time: float
     end_time: float
-    num_waiting: int  # queue lengths once the step was scheduled
-    num_running: int
-    num_swapped: int
-    num_prefill_seqs: int
-    num_prefill_tokens: int
-    num_decode_seqs: int
-    num_decode_tokens: int
-    num_batched_tokens: int  # prefill + decode tokens of this step's forward pass
-    num_padding_seqs: int  # static batching: finished members still holding a slot
-    num_padding_tokens: int  # static batching: pad rows computed (prompt left-padding, finished members' slots)
-    num_used_gpu_blocks: int
-    num_gpu_blocks: int
-    num_used_cpu_blocks: int
-    num_preemptions: int  # recompute + swap preemptions made by this step's schedule
+    counts: StepCounts  # queues, batch shape, padding, pool: what the scheduler summed for this step
     num_output_tokens: int  # tokens sampled this step (decodes + prefills that completed)
-    num_context_tokens: int  # tokens attended by this step's decodes (sum of their context lengths)
-    num_prefill_pairs: int  # query-key pairs attended by this step's prefill chunks
-    num_swap_blocks: int  # KV blocks copied between the GPU and CPU pools before the pass
     model_time: float  # seconds the executor took (measured, or predicted by a cost model)
-    model_flops: float | None = None  # real runs: FLOPs of the forward pass
-    compute_utilization: float | None = None  # real runs: achieved FLOP/s over the device's peak
+    model_flops: float | None = None  # real runs: useful FLOPs of the forward pass
+    compute_utilization: float | None = None  # real runs: useful FLOP/s over the device's measured peak
     arrivals: tuple[RequestArrival, ...] = ()  # requests that arrived since the last step
     first_tokens: tuple[FirstToken, ...] = ()  # requests whose first token came this step
     finishes: tuple[RequestFinish, ...] = ()  # requests that finished (or were refused) by this step

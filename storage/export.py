@@ -49,7 +49,7 @@ def chrome_trace(engine: Engine, run_id: int) -> dict[str, Any]:
     """, run=run_id)
     steps = _frame(engine, """
         SELECT step, start_time, num_waiting, num_running, num_swapped, num_used_gpu_blocks, num_gpu_blocks,
-               num_prefill_tokens, num_decode_tokens
+               num_prefill_tokens, num_decode_seqs
         FROM steps WHERE run_id = :run ORDER BY step
     """, run=run_id)
     events: list[dict[str, Any]] = [
@@ -80,7 +80,7 @@ def chrome_trace(engine: Engine, run_id: int) -> dict[str, Any]:
         events.append({"ph": "C", "pid": _PID_ENGINE, "name": "KV blocks used", "ts": ts,
                        "args": {"used": used, "free": int(s.num_gpu_blocks) - used}})
         events.append({"ph": "C", "pid": _PID_ENGINE, "name": "tokens per step", "ts": ts,
-                       "args": {"prefill": int(s.num_prefill_tokens), "decode": int(s.num_decode_tokens)}})
+                       "args": {"prefill": int(s.num_prefill_tokens), "decode": int(s.num_decode_seqs)}})
     return {"traceEvents": events, "displayTimeUnit": "ms",
             "otherData": {"run_id": run_id, "name": run["name"], "mode": run["mode"], "config": run["config"]}}
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 
-from storage.schema import SCHEMA_VERSION, Base, Meta, Run, table_of
+from engine.step_counts import ROLLUP_SUM_FIELDS
+from storage.schema import ROLLUP_COLUMNS, ROLLUP_STEPS, SCHEMA_VERSION, Base, Meta, Run, table_of
 from storage.workload_key import workload_key_of
 
 FIRST_MIGRATABLE = 1
@@ -101,10 +102,11 @@ def _to_2(conn: Connection) -> None:
 
 
 def _to_3(conn: Connection) -> None:
-    """3: typed run metadata from the free-form `extra` JSON; every existing run is marked as
-    recorded under the schema the file had."""
+    """3: typed run metadata from the free-form `extra` JSON, every existing run marked as recorded
+    under the schema the file had; steps and rollups follow StepCounts."""
     recorded = conn.execute(text("SELECT value FROM batchscope_meta WHERE key = 'schema_version'")).scalar_one()
     _add_missing_columns(conn, "runs", {"source": "'workload'", "recorded_schema": str(int(recorded))})
+    _steps_follow_step_counts(conn)
     if "extra" not in {c["name"] for c in inspect(conn).get_columns("runs")}:
         return
     rows = conn.execute(text("SELECT id, extra, base_run_id, mode FROM runs")).all()
@@ -114,6 +116,23 @@ def _to_3(conn: Connection) -> None:
         conn.execute(runs.update().where(runs.c.id == run_id).values(**_typed_from_extra(extra, base_run_id, mode),
                                                                     workload_key=workload_key_of(conn, run_id)))
     conn.execute(text("ALTER TABLE runs DROP COLUMN extra"))
+
+
+def _steps_follow_step_counts(conn: Connection) -> None:
+    """steps.num_decode_tokens (always num_decode_seqs) goes; the rollups (derived data) are rebuilt
+    from the steps with StepCounts' field names."""
+    if "num_decode_tokens" in {c["name"] for c in inspect(conn).get_columns("steps")}:
+        conn.execute(text("ALTER TABLE steps DROP COLUMN num_decode_tokens"))
+    rollups = Base.metadata.tables["step_rollups"]
+    if inspect(conn).has_table("step_rollups"):
+        conn.execute(text("DROP TABLE step_rollups"))
+    rollups.create(conn)
+    sums = ", ".join(f"SUM({f})" for f in ROLLUP_SUM_FIELDS)
+    conn.execute(text(f"""
+        INSERT INTO step_rollups ({", ".join(ROLLUP_COLUMNS)})
+        SELECT run_id, step / {ROLLUP_STEPS}, COUNT(*), MIN(start_time), {sums}, MAX(num_gpu_blocks)
+        FROM steps GROUP BY run_id, step / {ROLLUP_STEPS}
+    """))
 
 
 def _typed_from_extra(extra: dict[str, Any], base_run_id: int | None, mode: str) -> dict[str, Any]:

@@ -161,9 +161,9 @@ def steps_binned(engine: Engine, run_id: int, max_points: int = 600) -> pd.DataF
         FROM steps WHERE run_id = :run AND step >= {rolled}"""]
     if rolled:
         parts.append(f"""
-        SELECT chunk * {ROLLUP_STEPS} / :w, start_time, num_steps, sum_waiting, sum_running, sum_swapped,
-               sum_batch_size, sum_padding_seqs, sum_used_gpu_blocks, max_gpu_blocks, sum_used_cpu_blocks,
-               sum_preemptions
+        SELECT chunk * {ROLLUP_STEPS} / :w, start_time, num_steps, sum_num_waiting, sum_num_running,
+               sum_num_swapped, sum_num_prefill_seqs + sum_num_decode_seqs, sum_num_padding_seqs,
+               sum_num_used_gpu_blocks, max_num_gpu_blocks, sum_num_used_cpu_blocks, sum_num_preemptions
         FROM step_rollups WHERE run_id = :run AND chunk < {rolled // ROLLUP_STEPS}""")
     return _frame(engine, f"""
         SELECT bin * :w AS step, MIN(start_time) AS start_time,
@@ -224,13 +224,13 @@ def throughput_over_time(engine: Engine, run_id: int, bucket_s: float) -> pd.Dat
 
 
 def step_features(engine: Engine, run_id: int) -> pd.DataFrame:
-    """What a cost model is fitted on: each step's shape and its measured duration."""
-    return _frame(engine, """
-        SELECT step, end_time - start_time AS duration, model_time,
-               num_prefill_seqs + num_decode_seqs AS num_seqs, num_prefill_tokens AS prefill_tokens,
-               num_decode_seqs AS decode_seqs, num_context_tokens AS decode_context,
-               num_prefill_pairs AS prefill_pairs, num_swap_blocks AS swap_blocks,
-               num_padding_tokens AS padding_tokens
+    """What a cost model is fitted on: each step's measured duration and its cost features, each the
+    sum of the step columns engine/executors/cost_model.py's FEATURE_SOURCES names."""
+    from engine.executors.cost_model import FEATURE_SOURCES
+
+    features = ", ".join(f"{' + '.join(cols)} AS {name}" for name, cols in FEATURE_SOURCES.items() if cols)
+    return _frame(engine, f"""
+        SELECT step, end_time - start_time AS duration, model_time, {features}
         FROM steps WHERE run_id = :run ORDER BY step
     """, run=run_id)
 

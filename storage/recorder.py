@@ -10,6 +10,7 @@ A heartbeat thread refreshes the run's heartbeat so readers can tell a live run 
 from __future__ import annotations
 
 import json
+import operator
 import threading
 import time
 from collections.abc import Iterator
@@ -24,12 +25,15 @@ from sqlalchemy.exc import OperationalError
 from engine.outputs import KVBlockEvent
 from engine.phases import PhaseChange
 from engine.snapshot import FirstToken, RequestArrival, RequestFinish, RunInfo, StepSnapshot
+from engine.step_counts import ROLLUP_SUM_FIELDS, STEP_COUNT_FIELDS
 from storage.database import StorageError
 from storage.schema import (
     KEYFRAME_INTERVAL,
     OWNING_EVENTS,
+    ROLLUP_COLUMNS,
     ROLLUP_STEPS,
     SCHEMA_VERSION,
+    STEP_COLUMNS,
     KVBlockEventRow,
     KVKeyframeRow,
     PhaseRow,
@@ -42,6 +46,8 @@ from storage.schema import (
 from storage.workload_key import WorkloadKey
 
 HEARTBEAT_INTERVAL_S = 2.0
+_counts_of = operator.attrgetter(*STEP_COUNT_FIELDS)  # a StepCounts as a tuple, in STEP_COLUMNS order
+_rollup_values_of = operator.attrgetter(*ROLLUP_SUM_FIELDS)
 
 _runs = table_of(Run)
 _requests = table_of(RequestRow)
@@ -57,19 +63,8 @@ _FINISH_FIELDS = ("first_scheduled_time", "first_token_time", "finish_time", "fi
 _CLOSE_FIELDS = ("end_step", "end_time")
 
 
-STEP_COLUMNS = (
-    "run_id", "step", "start_time", "end_time", "num_waiting", "num_running", "num_swapped", "num_prefill_seqs",
-    "num_prefill_tokens", "num_decode_seqs", "num_decode_tokens", "num_batched_tokens", "num_padding_seqs",
-    "num_padding_tokens", "num_output_tokens", "num_context_tokens", "num_prefill_pairs", "num_swap_blocks",
-    "model_time",
-    "num_used_gpu_blocks", "num_gpu_blocks", "num_used_cpu_blocks", "num_preemptions", "model_flops",
-    "compute_utilization",
-)
 KV_COLUMNS = ("run_id", "event_id", "step", "request_id", "kind", "device", "num_blocks", "block_ids")
 KEYFRAME_COLUMNS = ("run_id", "device", "step", "owners")
-ROLLUP_COLUMNS = ("run_id", "chunk", "num_steps", "start_time", "sum_waiting", "sum_running", "sum_swapped",
-                  "sum_batch_size", "sum_padding_seqs", "sum_used_gpu_blocks", "max_gpu_blocks",
-                  "sum_used_cpu_blocks", "sum_preemptions")
 REQUEST_COLUMNS = ("run_id", "request_id", "row_no", "arrival_time", "prompt_len", "max_tokens", "priority",
                    "output_len", "first_scheduled_time", "first_token_time", "finish_time", "finish_reason",
                    "num_preemptions", "reject_reason")
@@ -163,7 +158,7 @@ class Recorder:
     # -- the engine's side ----------------------------------------------------------------------
     def record(self, snapshot: StepSnapshot) -> None:
         if "gpu" not in self._owners:
-            self._owners["gpu"] = [None] * snapshot.num_gpu_blocks
+            self._owners["gpu"] = [None] * snapshot.counts.num_gpu_blocks
         if snapshot.step % KEYFRAME_INTERVAL == 0 and snapshot.step > 0:
             for device, owners in self._owners.items():
                 if owners:
@@ -172,14 +167,8 @@ class Recorder:
         self._add_phase_changes(snapshot.phase_changes)
         self._add_kv_events(snapshot.step, snapshot.kv_events)
         s = snapshot
-        self._new_steps.append((
-            self.run_id, s.step, s.start_time, s.end_time, s.num_waiting, s.num_running, s.num_swapped,
-            s.num_prefill_seqs, s.num_prefill_tokens, s.num_decode_seqs, s.num_decode_tokens, s.num_batched_tokens,
-            s.num_padding_seqs, s.num_padding_tokens, s.num_output_tokens, s.num_context_tokens, s.num_prefill_pairs,
-            s.num_swap_blocks,
-            s.model_time, s.num_used_gpu_blocks, s.num_gpu_blocks, s.num_used_cpu_blocks, s.num_preemptions,
-            s.model_flops, s.compute_utilization,
-        ))
+        self._new_steps.append((self.run_id, s.step, s.start_time, s.end_time, *_counts_of(s.counts),
+                                s.num_output_tokens, s.model_time, s.model_flops, s.compute_utilization))
         self._add_to_rollup(s)
         self._num_steps = snapshot.step + 1
         self._last_time = snapshot.end_time
@@ -208,17 +197,11 @@ class Recorder:
             self._close_rollup()
             acc = None
         if acc is None:
-            acc = self._rollup = [self.run_id, chunk, 0, s.start_time, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            acc = self._rollup = [self.run_id, chunk, 0, s.start_time, *([0] * len(ROLLUP_SUM_FIELDS)), 0]
         acc[2] += 1
-        acc[4] += s.num_waiting
-        acc[5] += s.num_running
-        acc[6] += s.num_swapped
-        acc[7] += s.num_prefill_seqs + s.num_decode_seqs
-        acc[8] += s.num_padding_seqs
-        acc[9] += s.num_used_gpu_blocks
-        acc[10] = max(acc[10], s.num_gpu_blocks)
-        acc[11] += s.num_used_cpu_blocks
-        acc[12] += s.num_preemptions
+        for i, value in enumerate(_rollup_values_of(s.counts), 4):
+            acc[i] += value
+        acc[-1] = max(acc[-1], s.counts.num_gpu_blocks)
         if s.step % ROLLUP_STEPS == ROLLUP_STEPS - 1:
             self._close_rollup()
 

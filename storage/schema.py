@@ -12,9 +12,12 @@ from typing import Any, cast
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from engine.step_counts import ROLLUP_SUM_FIELDS, STEP_COUNT_FIELDS
+
 # 1: the first release. 2: steps.num_padding_tokens (static batching's pad rows). 3: typed run metadata
 # (source, pid, served URL, rotation, declared lengths, workload key, what-if and validation notes) in
-# place of the free-form `extra` JSON, and the schema each run was recorded under. Older files are
+# place of the free-form `extra` JSON, and the schema each run was recorded under; steps and rollups
+# follow StepCounts (steps.num_decode_tokens, always num_decode_seqs, dropped; rollups rebuilt). Older files are
 # upgraded in place by the next writer, a copy kept beside them (storage/migration.py).
 SCHEMA_VERSION = 3
 APP_ID = "batchscope"
@@ -95,6 +98,9 @@ class RequestRow(Base):
 
 
 class StepRow(Base):
+    """One row per engine step: its times, its StepCounts (engine/step_counts.py; a test pins these
+    columns to STEP_COUNT_FIELDS), and what the executor measured."""
+
     __tablename__ = "steps"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -105,24 +111,28 @@ class StepRow(Base):
     num_swapped: Mapped[int] = mapped_column(Integer)
     num_prefill_seqs: Mapped[int] = mapped_column(Integer)
     num_prefill_tokens: Mapped[int] = mapped_column(Integer)
-    num_decode_seqs: Mapped[int] = mapped_column(Integer)
-    num_decode_tokens: Mapped[int] = mapped_column(Integer)
-    num_batched_tokens: Mapped[int] = mapped_column(Integer)
+    num_decode_seqs: Mapped[int] = mapped_column(Integer)  # one token each
+    num_batched_tokens: Mapped[int] = mapped_column(Integer)  # prefill + decode tokens
     num_padding_seqs: Mapped[int] = mapped_column(Integer)  # static batching: finished members holding a slot
     num_padding_tokens: Mapped[int] = mapped_column(Integer, default=0)  # static batching: pad rows computed
-    num_output_tokens: Mapped[int] = mapped_column(Integer)  # tokens sampled this step
     num_context_tokens: Mapped[int] = mapped_column(Integer)  # tokens attended by decodes
     num_prefill_pairs: Mapped[int] = mapped_column(Integer)  # query-key pairs attended by prefill chunks
     num_swap_blocks: Mapped[int] = mapped_column(Integer)  # blocks copied GPU <-> CPU
-    model_time: Mapped[float] = mapped_column(Float)  # executor seconds (measured or predicted)
+    num_preemptions: Mapped[int] = mapped_column(Integer)
     num_used_gpu_blocks: Mapped[int] = mapped_column(Integer)
     num_gpu_blocks: Mapped[int] = mapped_column(Integer)
     num_used_cpu_blocks: Mapped[int] = mapped_column(Integer)
-    num_preemptions: Mapped[int] = mapped_column(Integer)
-    model_flops: Mapped[float | None] = mapped_column(Float)
-    compute_utilization: Mapped[float | None] = mapped_column(Float)  # 0..1 of the device's measured peak
+    num_output_tokens: Mapped[int] = mapped_column(Integer)  # tokens sampled this step
+    model_time: Mapped[float] = mapped_column(Float)  # executor seconds (measured or predicted)
+    model_flops: Mapped[float | None] = mapped_column(Float)  # useful FLOPs (real runs)
+    compute_utilization: Mapped[float | None] = mapped_column(Float)  # useful FLOP/s over the measured peak
 
     __table_args__ = (Index("ix_steps_run_end", "run_id", "end_time"),)
+
+
+STEP_TIME_COLUMNS = ("run_id", "step", "start_time", "end_time")
+STEP_RESULT_COLUMNS = ("num_output_tokens", "model_time", "model_flops", "compute_utilization")
+STEP_COLUMNS = (*STEP_TIME_COLUMNS, *STEP_COUNT_FIELDS, *STEP_RESULT_COLUMNS)  # the recorder's insert order
 
 
 class PhaseRow(Base):
@@ -182,24 +192,29 @@ KEYFRAME_INTERVAL = 256
 class StepRollupRow(Base):
     """Sums over ROLLUP_STEPS consecutive steps (chunk k holds steps k*ROLLUP_STEPS ..), written
     with the steps, so the whole-run view of a 100,000-step run folds ~1,600 rows instead of 100,000
-    (derived data; a run recorded without them is read from its steps)."""
+    (derived data: sum_<field> for every field of ROLLUP_SUM_FIELDS, a test pins them; a run
+    recorded without them is read from its steps)."""
 
     __tablename__ = "step_rollups"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     chunk: Mapped[int] = mapped_column(Integer, primary_key=True)
     num_steps: Mapped[int] = mapped_column(Integer)
     start_time: Mapped[float] = mapped_column(Float)  # of its first step
-    sum_waiting: Mapped[int] = mapped_column(Integer)
-    sum_running: Mapped[int] = mapped_column(Integer)
-    sum_swapped: Mapped[int] = mapped_column(Integer)
-    sum_batch_size: Mapped[int] = mapped_column(Integer)
-    sum_padding_seqs: Mapped[int] = mapped_column(Integer)
-    sum_used_gpu_blocks: Mapped[int] = mapped_column(Integer)
-    max_gpu_blocks: Mapped[int] = mapped_column(Integer)
-    sum_used_cpu_blocks: Mapped[int] = mapped_column(Integer)
-    sum_preemptions: Mapped[int] = mapped_column(Integer)
+    sum_num_waiting: Mapped[int] = mapped_column(Integer)
+    sum_num_running: Mapped[int] = mapped_column(Integer)
+    sum_num_swapped: Mapped[int] = mapped_column(Integer)
+    sum_num_prefill_seqs: Mapped[int] = mapped_column(Integer)
+    sum_num_decode_seqs: Mapped[int] = mapped_column(Integer)
+    sum_num_padding_seqs: Mapped[int] = mapped_column(Integer)
+    sum_num_padding_tokens: Mapped[int] = mapped_column(Integer)
+    sum_num_used_gpu_blocks: Mapped[int] = mapped_column(Integer)
+    sum_num_used_cpu_blocks: Mapped[int] = mapped_column(Integer)
+    sum_num_preemptions: Mapped[int] = mapped_column(Integer)
+    max_num_gpu_blocks: Mapped[int] = mapped_column(Integer)
 
 
+ROLLUP_COLUMNS = ("run_id", "chunk", "num_steps", "start_time", *(f"sum_{f}" for f in ROLLUP_SUM_FIELDS),
+                  "max_num_gpu_blocks")
 ROLLUP_STEPS = 64
 
 

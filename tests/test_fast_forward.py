@@ -1,4 +1,5 @@
-"""The simulator's fast path (engine/fast_forward.py) records exactly what step-by-step execution records."""
+"""The simulator's fast path (decode bursts: engine/decode_burst.py, engine/burst_steps.py) records exactly
+what step-by-step execution records."""
 
 from __future__ import annotations
 
@@ -87,29 +88,29 @@ def _assert_same(cfg: dict, seed: int, rate: float, abort_at: int | None = None,
 
 
 def test_fast_path_takes_most_steps_including_admissions_and_finishes() -> None:
-    from engine.fast_forward import FastForward
+    from engine.decode_burst import DecodeBurst
 
     fast_steps: set[int] = set()
-    original = FastForward._step
+    original = DecodeBurst.schedule
 
-    def spy(self, pending, on_step, stop):  # type: ignore[no-untyped-def]
-        step = self._scheduler._step
-        taken = original(self, pending, on_step, stop)
-        if taken:
-            fast_steps.add(step)
-        return taken
+    def spy(self, now, with_block_events):  # type: ignore[no-untyped-def]
+        planned = original(self, now, with_block_events)
+        if planned is not None:
+            fast_steps.add(planned.step)
+        return planned
 
-    FastForward._step = spy  # type: ignore[method-assign]
+    DecodeBurst.schedule = spy  # type: ignore[method-assign]
     try:
         cfg = {"max_num_seqs": 8, "block_size": 16, "num_gpu_blocks": 200, "enable_chunked_prefill": False,
                "policy": "fcfs", "preemption_mode": "recompute", "batching": "continuous", "unit_cost": False}
         snapshots, _ = _run(cfg, seed=1, rate=1e9, fast=True)
     finally:
-        FastForward._step = original  # type: ignore[method-assign]
+        DecodeBurst.schedule = original  # type: ignore[method-assign]
     fast = [s for s in snapshots if s.step in fast_steps]
     assert len(fast) > len(snapshots) * 0.8  # nearly every step of a decode-heavy run
     assert any(s.finishes for s in fast)  # steps that finish requests,
-    assert any(s.num_prefill_seqs and s.num_decode_seqs for s in fast)  # and steps that admit while others decode
+    # and steps that admit while others decode
+    assert any(s.counts.num_prefill_seqs and s.counts.num_decode_seqs for s in fast)
     assert any(s.first_tokens for s in fast)
 
 

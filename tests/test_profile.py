@@ -41,7 +41,7 @@ def test_the_grid_times_what_runs_may_never_exercise() -> None:
     copied = [g for g, _ in out.blocks_to_swap_out] + [g for _, g in out.blocks_to_swap_in]
     assert len(copied) == 32 and not used & set(copied) and len(set(copied)) == 32
     padded = build_output(next(s for s in grid if s.padding == 128), 0, 16, 256, 32_000, np.random.default_rng(0))
-    assert padded.num_padding_tokens == 128
+    assert padded.counts.num_padding_tokens == 128
 
 
 @pytest.mark.slow

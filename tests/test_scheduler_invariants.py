@@ -55,14 +55,14 @@ def test_every_step_keeps_caps_and_block_invariants(cfg: dict, reqs: list, abort
             break
         out = sched.schedule()
         if cfg["batching"] == "continuous":
-            assert out.num_padding_tokens == 0 and out.padding_req_ids == ()
+            assert out.counts.num_padding_tokens == 0 and out.padding_req_ids == ()
         else:
             # A static batch (live members + finished ones still holding a slot) fits max_num_seqs.
             assert len(sched.running) + len(out.padding_req_ids) <= cfg["max_num_seqs"]
             if out.scheduled and not any(s.is_prefill for s in out.scheduled):
                 # Lockstep decode: every live member one token, every finished member one pad row.
                 assert len(out.scheduled) == len(sched.running)
-                assert out.num_padding_tokens == len(out.padding_req_ids)
+                assert out.counts.num_padding_tokens == len(out.padding_req_ids)
         # Every scheduled request owns the blocks for what it computes this step.
         for s in out.scheduled:
             assert len(s.block_ids) >= bm.blocks_needed(s.start_pos + s.num_tokens)
@@ -71,10 +71,10 @@ def test_every_step_keeps_caps_and_block_invariants(cfg: dict, reqs: list, abort
         sched.update_from_output(out, fake_result(out))
         assert len(out.scheduled) <= cfg["max_num_seqs"]
         # Static pad rows are computed too: they count against the budget with the requests' tokens.
-        assert out.total_num_scheduled_tokens + out.num_padding_tokens <= budget
+        assert out.total_num_scheduled_tokens + out.counts.num_padding_tokens <= budget
         assert out.total_num_scheduled_tokens == sum(s.num_tokens for s in out.scheduled)
         assert len({s.request_id for s in out.scheduled}) == len(out.scheduled)
-        assert out.num_used_gpu_blocks <= out.num_gpu_blocks
+        assert out.counts.num_used_gpu_blocks <= out.counts.num_gpu_blocks
         bm.check_invariants()
     else:
         raise AssertionError("did not finish in 2,000 steps")

@@ -51,7 +51,7 @@ def test_max_num_seqs_caps_the_running_set() -> None:
         sched.add_request(make_request(f"r{i}", 8, max_tokens=4))
     out, _ = run_step(sched)
     assert [s.request_id for s in out.scheduled] == ["r0", "r1", "r2"]
-    assert out.num_waiting == 2 and out.num_running == 3
+    assert out.counts.num_waiting == 2 and out.counts.num_running == 3
 
 
 def test_scheduler_delay_factor_holds_new_prompts_while_others_run() -> None:

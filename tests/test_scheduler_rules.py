@@ -116,7 +116,7 @@ def test_swapped_requests_come_back_before_a_waiting_request_that_would_fit() ->
     assert sched.block_manager.num_free_gpu_blocks == 1
     out2, _ = run_step(sched)
     assert out2.num_scheduled_tokens == {"A": 1}
-    assert (out2.swapped_in_req_ids, out2.num_waiting, out2.num_swapped) == ((), 1, 1)
+    assert (out2.swapped_in_req_ids, out2.counts.num_waiting, out2.counts.num_swapped) == ((), 1, 1)
     assert a.status == RequestStatus.FINISHED_LENGTH
     out3, _ = run_step(sched)
     assert out3.swapped_in_req_ids == ("B",)

@@ -33,14 +33,15 @@ def test_a_batch_takes_max_num_seqs_members_whatever_the_chunked_budget() -> Non
     longest = max(prompts[:64])
     assert longest == 80
     outs = [run_step(sched)[0] for _ in range(22)]
-    assert (outs[0].num_running, outs[0].num_waiting) == (64, 36)
+    assert (outs[0].counts.num_running, outs[0].counts.num_waiting) == (64, 36)
     for out in outs[:20]:
-        assert out.num_decode_seqs == 0
-        assert out.total_num_scheduled_tokens + out.num_padding_tokens == 256
-    assert sum(o.num_prefill_tokens for o in outs[:20]) == sum(prompts[:64])
-    assert sum(o.num_padding_tokens for o in outs[:20]) == sum(longest - n for n in prompts[:64])
+        assert out.counts.num_decode_seqs == 0
+        assert out.total_num_scheduled_tokens + out.counts.num_padding_tokens == 256
+    assert sum(o.counts.num_prefill_tokens for o in outs[:20]) == sum(prompts[:64])
+    assert sum(o.counts.num_padding_tokens for o in outs[:20]) == sum(longest - n for n in prompts[:64])
     assert {s.request_id for o in outs[:20] for s in o.scheduled if s.do_sample} == {f"r{i:03d}" for i in range(64)}
-    assert [(o.num_decode_seqs, o.num_prefill_seqs, o.num_padding_tokens) for o in outs[20:]] == [(64, 0, 0)] * 2
+    assert [(o.counts.num_decode_seqs, o.counts.num_prefill_seqs, o.counts.num_padding_tokens)
+            for o in outs[20:]] == [(64, 0, 0)] * 2
 
 
 def test_without_chunking_the_whole_batch_forms_and_prefills_over_several_steps() -> None:
@@ -51,8 +52,8 @@ def test_without_chunking_the_whole_batch_forms_and_prefills_over_several_steps(
     for i, n in enumerate(prompts):
         sched.add_request(make_request(f"r{i}", n, max_tokens=3))
     outs = _run(sched)
-    shape = [(o.num_prefill_seqs, o.total_num_scheduled_tokens, o.num_padding_tokens, o.num_decode_seqs)
-             for o in outs]
+    shape = [(o.counts.num_prefill_seqs, o.total_num_scheduled_tokens, o.counts.num_padding_tokens,
+              o.counts.num_decode_seqs) for o in outs]
     assert shape == [(4, 1650, 350, 0), (4, 1530, 470, 0), (0, 8, 0, 8), (0, 8, 0, 8)]
     assert [s.request_id for s in outs[0].scheduled] == ["r0", "r1", "r2", "r3"]
     assert [s.request_id for s in outs[1].scheduled] == ["r4", "r5", "r6", "r7"]
@@ -69,8 +70,8 @@ def test_membership_is_fixed_until_the_batch_has_finished() -> None:
     outs += _run(sched)
     assert [sorted(o.num_scheduled_tokens) for o in outs] == [["A", "B"], ["A", "B"], ["A", "B"], ["B"], ["B"],
                                                              ["C"], ["C"]]
-    assert [o.num_padding_tokens for o in outs] == [0, 0, 0, 1, 1, 0, 0]
-    assert [o.num_waiting for o in outs[:5]] == [0, 0, 1, 1, 1]
+    assert [o.counts.num_padding_tokens for o in outs] == [0, 0, 0, 1, 1, 0, 0]
+    assert [o.counts.num_waiting for o in outs[:5]] == [0, 0, 1, 1, 1]
 
 
 def test_prompts_are_left_padded_to_the_longest_and_pads_count_against_the_budget() -> None:
@@ -81,10 +82,10 @@ def test_prompts_are_left_padded_to_the_longest_and_pads_count_against_the_budge
     for rid, n in [("A", 10), ("B", 4), ("C", 7)]:
         sched.add_request(make_request(rid, n, max_tokens=2))
     outs = _run(sched)
-    assert [(o.num_scheduled_tokens, o.num_padding_tokens) for o in outs] == [
+    assert [(o.num_scheduled_tokens, o.counts.num_padding_tokens) for o in outs] == [
         ({"A": 10}, 6), ({"B": 4, "C": 7}, 3), ({"A": 1, "B": 1, "C": 1}, 0)]
     assert [(s.start_pos, s.do_sample) for s in outs[1].scheduled] == [(0, True), (0, True)]
-    assert sum(o.num_padding_tokens for o in outs) == (10 - 10) + (10 - 4) + (10 - 7)
+    assert sum(o.counts.num_padding_tokens for o in outs) == (10 - 10) + (10 - 4) + (10 - 7)
 
 
 def test_finished_members_compute_one_pad_row_each_until_the_batch_ends() -> None:
@@ -95,7 +96,7 @@ def test_finished_members_compute_one_pad_row_each_until_the_batch_ends() -> Non
         sched.add_request(make_request(rid, n, max_tokens=out))
     outs = _run(sched)
     assert [o.total_num_scheduled_tokens for o in outs] == [20, 3, 2, 1, 1]
-    assert [o.num_padding_tokens for o in outs] == [12, 1, 2, 3, 3]
+    assert [o.counts.num_padding_tokens for o in outs] == [12, 1, 2, 3, 3]
     assert [o.padding_req_ids for o in outs[1:]] == [("r1",), ("r1", "r2"), ("r1", "r2", "r0"),
                                                      ("r1", "r2", "r0")]
 
@@ -108,8 +109,8 @@ def test_run_summary_padding_equals_a_hand_count(fast_forward: bool) -> None:
     specs = [RequestSpec(rid, 0.0, max_tokens=out, prompt_len=n)
              for rid, n, out in [("r0", 8, 3), ("r1", 4, 1), ("r2", 6, 2), ("r3", 2, 5)]]
     summary = engine.run(specs, on_step=snapshots.append)
-    assert [s.num_padding_tokens for s in snapshots] == [12, 1, 2, 3, 3]
-    assert [s.num_padding_seqs for s in snapshots[1:]] == [1, 2, 3, 3]
+    assert [s.counts.num_padding_tokens for s in snapshots] == [12, 1, 2, 3, 3]
+    assert [s.counts.num_padding_seqs for s in snapshots[1:]] == [1, 2, 3, 3]
     assert summary.num_padding_tokens == 21
     assert summary.padding_share == 21 / (27 + 21)
     assert summary.num_steps == 5
@@ -122,9 +123,9 @@ def test_a_batch_is_as_large_as_the_pool_can_reserve() -> None:
     for i in range(4):
         sched.add_request(make_request(f"r{i}", 8, max_tokens=25))
     outs = _run(sched)
-    assert (outs[0].num_running, outs[0].num_waiting, outs[0].num_used_gpu_blocks) == (3, 1, 6)
+    assert (outs[0].counts.num_running, outs[0].counts.num_waiting, outs[0].counts.num_used_gpu_blocks) == (3, 1, 6)
     assert all(not o.preempted_req_ids for o in outs)
-    assert [o.num_running for o in outs] == [3] * 25 + [1] * 25
+    assert [o.counts.num_running for o in outs] == [3] * 25 + [1] * 25
     assert all(len(sched.block_manager.block_table(f"r{i}")) == 0 for i in range(4))
 
 

@@ -50,7 +50,7 @@ def test_static_padding_slots_are_counted() -> None:
     engine.run([RequestSpec(f"r{i}", 0.0, max_tokens=n, prompt_len=8) for i, n in enumerate(OUTPUTS[:4])],
                on_step=snapshots.append)
     # Outputs 10, 20, 15, 100: padding slots are 0 for 10 steps, then 1, 2 (step 15 on), 3 (step 20 on).
-    padding = [s.num_padding_seqs for s in snapshots]
+    padding = [s.counts.num_padding_seqs for s in snapshots]
     assert padding[:10] == [0] * 10
     assert padding[10:15] == [1] * 5
     assert padding[15:20] == [2] * 5

@@ -19,6 +19,7 @@ from engine.executors.model_loading import LoadedModel
 from engine.outputs import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
 from engine.sampling_params import SamplingParams
 from engine.snapshot import StepSnapshot
+from engine.step_counts import StepCounts
 from engine.workload.spec import RequestSpec
 from tests.torch_models import engine_config, load, make_executor, run_specs, save_llama
 
@@ -93,8 +94,9 @@ def test_timed_parts_fit_inside_a_wall_clock_taken_outside_the_step(llama: Loade
     params = SamplingParams(max_tokens=4, temperature=0)
     prefill = ScheduledRequest("a", 12, 0, True, True, params, tuple(range(11, 23)), (3, 4))
     decode = ScheduledRequest("a", 1, 12, False, True, params, (40,), (3, 4))
-    for out, reads_context in ((SchedulerOutput(step=0, scheduled=(prefill,), total_num_scheduled_tokens=12), False),
-                               (SchedulerOutput(step=1, scheduled=(decode,), total_num_scheduled_tokens=1), True)):
+    first = SchedulerOutput(step=0, scheduled=(prefill,), counts=StepCounts(num_batched_tokens=12))
+    second = SchedulerOutput(step=1, scheduled=(decode,), counts=StepCounts(num_batched_tokens=1))
+    for out, reads_context in ((first, False), (second, True)):
         result, wall = _timed_step(executor, out)
         measured = {k: v for k, v in result.timings.items() if k != "other"}  # "other" is the remainder
         assert set(measured) == {"swap", "prepare", "model", "kv_write", "kv_gather", "attention", "sampling"}
@@ -111,7 +113,8 @@ def test_utilization_is_reported_unclamped_against_the_given_peak(llama: LoadedM
     executor = TorchExecutor(llama, engine_config(), peak_flops=1e3)  # far below any real device
     params = SamplingParams(max_tokens=4, temperature=0)
     prefill = ScheduledRequest("a", 5, 0, True, True, params, (11, 12, 13, 14, 15), (3,))
-    result, _ = _timed_step(executor, SchedulerOutput(step=0, scheduled=(prefill,), total_num_scheduled_tokens=5))
+    out = SchedulerOutput(step=0, scheduled=(prefill,), counts=StepCounts(num_batched_tokens=5))
+    result, _ = _timed_step(executor, out)
     assert result.compute_utilization is not None
     assert result.compute_utilization == pytest.approx(result.num_flops / result.model_time_s / 1e3)
     assert result.compute_utilization > 1

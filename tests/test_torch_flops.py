@@ -21,6 +21,7 @@ from engine.executors.flops import FlopModel, measure_peak_flops, peak_from_timi
 from engine.executors.model_loading import LoadedModel
 from engine.outputs import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
 from engine.sampling_params import SamplingParams
+from engine.step_counts import StepCounts
 from tests.torch_models import VOCAB, engine_config, load, make_executor, save_gpt2, save_llama
 
 GREEDY = SamplingParams(temperature=0)
@@ -94,7 +95,8 @@ def test_useful_and_padding_flops_of_a_bucketed_step_match_what_runs(model: Load
     contexts = [3, 20, 130, 300]
     executor = make_executor(model, engine_config())
     scheduled = _decodes(contexts, 8, random.Random(0))
-    result, ran = _counted(executor, SchedulerOutput(step=0, scheduled=scheduled, total_num_scheduled_tokens=4))
+    out = SchedulerOutput(step=0, scheduled=scheduled, counts=StepCounts(num_batched_tokens=4))
+    result, ran = _counted(executor, out)
     assert len(executor.attention.plan(_layout_of(executor, scheduled)).decodes) >= 3
     assert result.num_flops == sum(hf_decode_flops(model, c) for c in contexts)
     assert result.num_padding_flops > 0
@@ -104,9 +106,10 @@ def test_useful_and_padding_flops_of_a_bucketed_step_match_what_runs(model: Load
 def test_pad_rows_flops_are_padding_only(model: LoadedModel) -> None:
     executor = make_executor(model, engine_config())
     scheduled = _decodes([5, 40], 8, random.Random(1))
-    plain, ran_plain = _counted(executor, SchedulerOutput(step=0, scheduled=scheduled, total_num_scheduled_tokens=2))
-    padded, ran_padded = _counted(executor, SchedulerOutput(step=1, scheduled=scheduled, total_num_scheduled_tokens=2,
-                                                            num_padding_tokens=5))
+    plain, ran_plain = _counted(executor, SchedulerOutput(step=0, scheduled=scheduled,
+                                                          counts=StepCounts(num_batched_tokens=2)))
+    padded, ran_padded = _counted(executor, SchedulerOutput(step=1, scheduled=scheduled, counts=StepCounts(
+                                                            num_batched_tokens=2, num_padding_tokens=5)))
     assert padded.num_flops == plain.num_flops
     assert padded.num_padding_flops - plain.num_padding_flops == ran_padded - ran_plain > 0
     assert padded.num_flops + padded.num_padding_flops == ran_padded
@@ -115,7 +118,7 @@ def test_pad_rows_flops_are_padding_only(model: LoadedModel) -> None:
 def _layout_of(executor: Any, scheduled: tuple[ScheduledRequest, ...]) -> Any:
     from engine.executors.step_batch import build_step_batch
 
-    out = SchedulerOutput(step=0, scheduled=scheduled, total_num_scheduled_tokens=len(scheduled))
+    out = SchedulerOutput(step=0, scheduled=scheduled, counts=StepCounts(num_batched_tokens=len(scheduled)))
     return build_step_batch(out, executor.kv_cache, executor.attention, False).layout
 
 

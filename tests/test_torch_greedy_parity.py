@@ -65,7 +65,7 @@ def _outputs(engine: object) -> dict[str, list[int]]:
 
 
 def _mixed_steps(snapshots: list[StepSnapshot]) -> int:
-    return sum(1 for s in snapshots if s.num_prefill_seqs and s.num_decode_seqs)
+    return sum(1 for s in snapshots if s.counts.num_prefill_seqs and s.counts.num_decode_seqs)
 
 
 def test_whole_prompts_match_generate(model_case: tuple) -> None:
@@ -80,8 +80,8 @@ def test_chunked_prefill_matches_generate(model_case: tuple) -> None:
     config = engine_config(max_num_seqs=6, max_num_batched_tokens=24, enable_chunked_prefill=True)
     engine, snapshots = run_specs(loaded, config, specs)
     assert _outputs(engine) == expected
-    chunk_sizes = [s.num_prefill_tokens for s in snapshots if s.num_prefill_seqs]
-    assert max(chunk_sizes) <= 24 and any(s.num_prefill_tokens < s.num_batched_tokens for s in snapshots)
+    chunk_sizes = [s.counts.num_prefill_tokens for s in snapshots if s.counts.num_prefill_seqs]
+    assert max(chunk_sizes) <= 24 and any(s.counts.num_prefill_tokens < s.counts.num_batched_tokens for s in snapshots)
 
 
 def test_recompute_preemption_matches_generate(model_case: tuple) -> None:

@@ -73,8 +73,7 @@ def test_finished_requests_drop_their_generators(llama: LoadedModel) -> None:
     logits = torch.zeros(2, VOCAB)
     executor.sampler.sample(logits, ["a", "b"], [SamplingParams(seed=1), SamplingParams(seed=2)])
     assert executor.sampler.num_generators == 2
-    executor.execute_model(SchedulerOutput(step=0, scheduled=(), total_num_scheduled_tokens=0,
-                                           finished_req_ids=("a",)))
+    executor.execute_model(SchedulerOutput(step=0, scheduled=(), finished_req_ids=("a",)))
     assert executor.sampler.num_generators == 1
 
 

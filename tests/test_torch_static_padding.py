@@ -17,6 +17,7 @@ import torch
 from engine.executors.model_loading import LoadedModel
 from engine.outputs import ScheduledRequest, SchedulerOutput
 from engine.sampling_params import SamplingParams
+from engine.step_counts import StepCounts
 from tests.torch_models import VOCAB, engine_config, load, make_executor, save_llama
 
 GREEDY = SamplingParams(temperature=0)
@@ -37,8 +38,8 @@ def _run(executor: Any, num_pad: int, steps: int = 5) -> list[dict[str, int]]:
                       for r, p in prompts.items())
     sampled = []
     for step in range(steps):
-        out = SchedulerOutput(step=step, scheduled=scheduled, total_num_scheduled_tokens=sum(
-            s.num_tokens for s in scheduled), num_padding_tokens=num_pad)
+        out = SchedulerOutput(step=step, scheduled=scheduled, counts=StepCounts(
+            num_batched_tokens=sum(s.num_tokens for s in scheduled), num_padding_tokens=num_pad))
         result = executor.execute_model(out)
         sampled.append(result.sampled_token_ids)
         scheduled = tuple(ScheduledRequest(s.request_id, 1, s.start_pos + s.num_tokens, False, True, GREEDY,
@@ -82,8 +83,7 @@ def test_pad_rows_run_through_the_model_and_sample_nothing(llama: LoadedModel) -
 def test_a_step_of_pad_rows_only_runs_them(llama: LoadedModel) -> None:
     """Static chunked prefill can spend a whole step's budget on a member's left-padding."""
     executor = make_executor(llama, engine_config(block_size=BLOCK, num_gpu_blocks=16))
-    result = executor.execute_model(SchedulerOutput(step=0, scheduled=(), total_num_scheduled_tokens=0,
-                                                    num_padding_tokens=4))
+    result = executor.execute_model(SchedulerOutput(step=0, scheduled=(), counts=StepCounts(num_padding_tokens=4)))
     assert result.sampled_token_ids == {} and result.num_flops == 0
     assert result.num_padding_flops == executor.flop_model.padding_flops(4, 0) > 0
     assert executor.kv_cache.device_blocks[:, :, executor.kv_cache.scratch_block].abs().sum() > 0

@@ -22,9 +22,10 @@ from engine.block_manager import BlockManager
 from engine.cli.args import add_db_arg, positive_float, positive_int
 from engine.config import CacheConfig, ConfigError, EngineConfig, SchedulerConfig
 from engine.executors.cost_fit import fit_cost_model
-from engine.executors.cost_model import FEATURES, LinearCostModel, step_features
+from engine.executors.cost_model import FEATURES, LinearCostModel, cost_features
 from engine.outputs import ScheduledRequest, SchedulerOutput
 from engine.sampling_params import SamplingParams
+from engine.step_counts import StepCounts
 
 GREEDY = SamplingParams(max_tokens=1, temperature=0.0)
 
@@ -100,10 +101,15 @@ def build_output(shape: Shape, step: int, block_size: int, num_blocks: int, voca
     half = shape.swap_blocks // 2
     swap_out = tuple((spare[i], i) for i in range(half))
     swap_in = tuple((half + i, spare[half + i]) for i in range(shape.swap_blocks - half))
-    return SchedulerOutput(step=step, scheduled=tuple(scheduled),
-                           total_num_scheduled_tokens=sum(s.num_tokens for s in scheduled),
+    counts = StepCounts(
+        num_prefill_seqs=shape.prefills, num_prefill_tokens=shape.prefills * shape.chunk, num_decode_seqs=shape.decodes,
+        num_batched_tokens=sum(s.num_tokens for s in scheduled), num_padding_tokens=shape.padding,
+        num_context_tokens=shape.decodes * (shape.decode_context + 1),
+        num_prefill_pairs=shape.prefills * (shape.chunk * shape.prefill_context + shape.chunk * (shape.chunk + 1) // 2),
+        num_swap_blocks=shape.swap_blocks)
+    return SchedulerOutput(step=step, scheduled=tuple(scheduled), counts=counts,
                            finished_req_ids=tuple(f"p{i}" for i in range(len(scheduled))),
-                           blocks_to_swap_out=swap_out, blocks_to_swap_in=swap_in, num_padding_tokens=shape.padding)
+                           blocks_to_swap_out=swap_out, blocks_to_swap_in=swap_in)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -193,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
                 start = time.perf_counter()
                 executor.execute_model(out)
                 times.append(time.perf_counter() - start)
-            rows.append(step_features(out))
+            rows.append(cost_features(out.counts))
             durations.append(statistics.median(times))
             labels.append(shape.label())
             if not args.json:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from engine.outputs import ModelRunnerOutput, SchedulerOutput
+from engine.step_counts import StepCounts
 
 
 class Executor(Protocol):
@@ -27,3 +28,13 @@ class Executor(Protocol):
         ...
 
     def shutdown(self) -> None: ...
+
+
+class StepTimePredictor(Protocol):
+    """What an executor may offer on top: a step's time from its counts alone (the simulator's cost
+    model). With a virtual clock the engine then takes decode bursts, steps whose requests it does
+    not visit one by one, every request sampling burst_token."""
+
+    burst_token: int
+
+    def predict_step_time(self, counts: StepCounts) -> float: ...

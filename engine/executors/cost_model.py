@@ -11,25 +11,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine.outputs import SchedulerOutput
+from engine.step_counts import StepCounts
 
-FEATURES: tuple[str, ...] = (
-    "intercept",  # 1 per step
-    "num_seqs",  # sequences in the step
-    "prefill_tokens",  # prompt (or recompute) tokens computed
-    "decode_seqs",  # sequences decoding one token
-    "decode_context",  # tokens attended by decodes: sum of their context lengths
-    "prefill_pairs",  # query-key pairs attended by prefill chunks
-    "swap_blocks",  # KV blocks copied between GPU and CPU pools
-    "padding_tokens",  # static batching's pad rows: computed through every layer, then thrown away
-)
+# Each feature is a sum of StepCounts fields (the intercept is 1 per step), so the simulator, the
+# fast path, a fit to recorded steps and a vLLM log all price steps from the same definition.
+FEATURE_SOURCES: dict[str, tuple[str, ...]] = {
+    "intercept": (),  # 1 per step
+    "num_seqs": ("num_prefill_seqs", "num_decode_seqs"),  # sequences in the step
+    "prefill_tokens": ("num_prefill_tokens",),  # prompt (or recompute) tokens computed
+    "decode_seqs": ("num_decode_seqs",),  # sequences decoding one token
+    "decode_context": ("num_context_tokens",),  # tokens attended by decodes: sum of their context lengths
+    "prefill_pairs": ("num_prefill_pairs",),  # query-key pairs attended by prefill chunks
+    "swap_blocks": ("num_swap_blocks",),  # KV blocks copied between GPU and CPU pools
+    "padding_tokens": ("num_padding_tokens",),  # static batching's pad rows: computed, then thrown away
+}
+FEATURES: tuple[str, ...] = tuple(FEATURE_SOURCES)
+ROW_FEATURES = ("prefill_tokens", "decode_seqs", "padding_tokens")  # token rows: the matmuls' M dimension
 
 
-def step_features(out: SchedulerOutput) -> tuple[float, ...]:
-    """The FEATURES of one scheduled step, in order (the scheduler summed them already)."""
-    return (1.0, float(len(out.scheduled)), float(out.num_prefill_tokens), float(out.num_decode_seqs),
-            float(out.num_context_tokens), float(out.num_prefill_pairs),
-            float(len(out.blocks_to_swap_in) + len(out.blocks_to_swap_out)), float(out.num_padding_tokens))
+def cost_features(counts: StepCounts) -> tuple[float, ...]:
+    """The FEATURES of one step, in order."""
+    return (1.0, float(counts.num_prefill_seqs + counts.num_decode_seqs), float(counts.num_prefill_tokens),
+            float(counts.num_decode_seqs), float(counts.num_context_tokens), float(counts.num_prefill_pairs),
+            float(counts.num_swap_blocks), float(counts.num_padding_tokens))
 
 
 class CostModel(Protocol):

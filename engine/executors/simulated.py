@@ -6,8 +6,9 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from engine.executors.cost_model import CostModel, step_features
+from engine.executors.cost_model import CostModel, cost_features
 from engine.outputs import ModelRunnerOutput, SchedulerOutput
+from engine.step_counts import StepCounts
 from engine.workload.synthetic import SyntheticPrompt
 
 SIMULATED_TOKEN_ID = 0  # every sampled token; simulated requests stop by length, never by EOS
@@ -18,7 +19,7 @@ class SimulatedExecutor:
     include_token_ids = False
     eos_token_id: int | None = None
     vocab_size = 32_000
-    burst_token = SIMULATED_TOKEN_ID  # what the fast path samples for every request (engine/fast_forward.py)
+    burst_token = SIMULATED_TOKEN_ID  # what every request samples in a decode burst (engine/decode_burst.py)
 
     def __init__(self, cost_model: CostModel) -> None:
         self.cost_model = cost_model
@@ -27,7 +28,10 @@ class SimulatedExecutor:
         if not out.scheduled:
             return ModelRunnerOutput(sampled_token_ids={})
         sampled = {s.request_id: SIMULATED_TOKEN_ID for s in out.scheduled if s.do_sample}
-        return ModelRunnerOutput(sampled_token_ids=sampled, model_time_s=self.cost_model.predict(step_features(out)))
+        return ModelRunnerOutput(sampled_token_ids=sampled, model_time_s=self.predict_step_time(out.counts))
+
+    def predict_step_time(self, counts: StepCounts) -> float:
+        return self.cost_model.predict(cost_features(counts))
 
     def encode(self, text: str) -> Sequence[int]:
         """No tokenizer here: about four characters per token, the usual rule of thumb."""

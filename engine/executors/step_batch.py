@@ -74,7 +74,7 @@ def build_step_batch(out: SchedulerOutput, kv_cache: PagedKVCache, backend: obje
             sample_ids.append(s.request_id)
             sample_params.append(s.sampling_params)
 
-    num_pad = out.num_padding_tokens
+    num_pad = out.counts.num_padding_tokens
     layout = StepLayout(
         block_size=bs, scratch_block=kv_cache.scratch_block, q_starts=q_starts,
         q_lens=[s.num_tokens for s in ordered], start_pos=[s.start_pos for s in ordered],

@@ -77,7 +77,7 @@ class TorchExecutor:
         t_start = time.perf_counter()
         if out.finished_req_ids:
             self.sampler.drop(out.finished_req_ids)
-        if not out.scheduled and not out.num_padding_tokens:  # a static prefill step may be pad rows only
+        if not out.scheduled and not out.counts.num_padding_tokens:  # a static prefill step may be pad rows only
             return ModelRunnerOutput(sampled_token_ids={})
 
         self.kv_cache.swap_out(out.blocks_to_swap_out)  # before swap-in: a freed block may be reused
@@ -102,7 +102,7 @@ class TorchExecutor:
         t_sample = time.perf_counter()
 
         num_flops = self.flop_model.step_flops(out.scheduled, len(batch.sample_req_ids))
-        padding_flops = self.flop_model.padding_flops(out.num_padding_tokens, batch.padded_pairs)
+        padding_flops = self.flop_model.padding_flops(out.counts.num_padding_tokens, batch.padded_pairs)
         elapsed = time.perf_counter() - t_start
         attn = batch.meta.timings
         attention_s = sum(attn.values())
