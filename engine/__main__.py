@@ -1,5 +1,8 @@
+"""`python -m engine ...`: the command line lives above the library (cli/); this shim is the one place
+engine/ reaches it, so the command users know keeps working."""
+
 import sys
 
-from engine.cli.main import main
+from cli.main import main
 
 sys.exit(main())

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from engine.cli.args import (
+from cli.args import (
     DEFAULT_SIM_GPU_BLOCKS,
     OneLineParser,
     add_db_arg,
@@ -134,7 +134,7 @@ def _real_backend(args: argparse.Namespace) -> Any:
 
 
 def _simulated_backend(args: argparse.Namespace) -> Any:
-    from engine.cli.simulate import chosen_cost_model
+    from cli.simulate import chosen_cost_model
     from engine.executors.cost_model import named_cost_model
     from serving.backend import simulated_backend
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from cli.main import main as cli
 from dashboard import demo_workload as demo
-from engine.cli.main import main as cli
 from engine.clock import VirtualClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine_loop import Engine

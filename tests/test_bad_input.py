@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine.cli.main import main
+from cli.main import main
 from storage.database import open_for_read
 from storage.queries import list_runs
 from tests.recording import record_simulation

@@ -117,7 +117,7 @@ def test_two_engines_write_different_runs_into_one_file_at_once(tmp_path: Path) 
 _SIGNALLING_ENGINE = """
 import os, signal, sys
 import storage.recorder as rec
-from engine.cli.main import main
+from cli.main import main
 
 where, sig = sys.argv[1], getattr(signal, sys.argv[2])
 calls = {"writes": 0, "finishing": False}

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from cli.main import main as cli
 from dashboard import run_meta
-from engine.cli.main import main as cli
 from storage.database import open_for_read
 from storage.queries import get_run
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import build_parser
 from dashboard import demo_workload as demo
 from dashboard import launcher
-from engine.cli.main import build_parser
 from engine.workload.files import load_jsonl
 
 DB = "/tmp/batchscope-test.db"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli.main import main
+from cli.main import main
 from storage import queries
 from storage.database import OlderSchemaError, open_for_read, open_for_write
 from storage.run_meta import run_meta

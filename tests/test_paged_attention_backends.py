@@ -79,6 +79,13 @@ def test_padded_pairs_of_a_hand_counted_step() -> None:
     assert plan.padded_pairs == (12 - 7) + (56 - 43) + (28 - 22)
 
 
+def test_long_fresh_chunks_run_alone_and_short_ones_together() -> None:
+    out, expected, plan = run_backend(BucketBackend(CPU, max_grouped_len=64), [(100, 0), (120, 0), (9, 0), (12, 0)])
+    assert [(g.num, g.max_len) for g in plan.groups] == [(2, 12), (1, 100), (1, 120)]
+    assert plan.padded_pairs == 2 * 12 * 13 // 2 - (9 * 10 // 2 + 12 * 13 // 2)
+    assert torch.allclose(out.double(), expected, atol=1e-5)
+
+
 def test_varlen_paged_and_packed_give_the_exact_answer() -> None:
     for fake in (fake_varlen, fake_varlen_packed_only, fake_varlen_oldest):
         backend, why = choose_attention_backend(CPU, torch.float32, HEADS, KV_HEADS, DIM, BS, varlen_fn=fake)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli.main import main
-from engine.cli.profile import Shape, build_output, default_grid
+from cli.main import main
+from cli.profile import Shape, build_output, default_grid
 from engine.executors.cost_model import FEATURES
 
 

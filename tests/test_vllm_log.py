@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.cli.main import main
+from cli.main import main
 from engine.executors.cost_model import LinearCostModel
 from engine.executors.vllm_log import VllmLogError, fit_from_vllm_log, parse_vllm_log
 

@@ -105,7 +105,7 @@ def test_resolve_names_and_paths(tmp_path: Path) -> None:
 
 
 def test_simulate_says_why_requests_were_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from engine.cli.main import main
+    from cli.main import main
 
     trace = tmp_path / "long.jsonl"
     trace.write_text('{"arrival_time": 0, "prompt_len": 40, "max_tokens": 4}\n'

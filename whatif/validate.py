@@ -6,8 +6,8 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from engine.cli.real_session import run_real_session
 from engine.config import EngineConfig
+from sessions.real import run_real_session
 from storage.database import open_for_write
 from storage.run_meta import Comparison, ValidationNote, write_validation
 from whatif.base_run import BaseRun, percent_errors, summary_metrics

@@ -14,13 +14,13 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from engine.cli.args import engine_config_from_args, given_engine_flags
-from engine.cli.session import RecordTarget, run_session
-from engine.cli.simulate import chosen_cost_model
+from cli.args import engine_config_from_args, given_engine_flags
+from cli.simulate import chosen_cost_model
 from engine.clock import VirtualClock
 from engine.config import ConfigError
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
+from sessions.recorded import RecordTarget, run_session
 from storage.database import open_for_write
 from storage.run_meta import Trust, WhatIfNote, write_what_if
 from whatif.base_run import BaseRun, load_base_run, percent_errors, summary_metrics

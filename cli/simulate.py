@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.args import (
+from cli.args import (
     DEFAULT_SIM_GPU_BLOCKS,
     add_engine_args,
     add_output_args,
@@ -16,13 +16,13 @@ from engine.cli.args import (
     positive_int,
     workload_options_from_args,
 )
-from engine.cli.session import RecordTarget, run_session
 from engine.clock import VirtualClock
 from engine.config import ConfigError, EngineConfig
 from engine.executors.cost_model import CostModel, cost_model_from_dict, named_cost_model
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
 from engine.workload import resolve_workload
+from sessions.recorded import RecordTarget, run_session
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -49,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def run(args: argparse.Namespace) -> int:
     if args.from_run is not None:
-        from engine.cli.what_if import run_what_if
+        from cli.what_if import run_what_if
 
         return run_what_if(args)
     if args.validate:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli.session import RecordTarget, SessionResult, run_session
 from engine.clock import WallClock
 from engine.config import EngineConfig
 from engine.engine_args import EngineArgs, build_real_engine
 from engine.snapshot import RunInfo, SweepTag
 from engine.workload import Workload
+from sessions.recorded import RecordTarget, SessionResult, run_session
 
 
 def run_real_session(args: argparse.Namespace, config: EngineConfig | None, workload: Workload, name: str,

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from engine.cli.args import (
+from cli.args import (
     DEFAULT_SIM_GPU_BLOCKS,
     add_engine_args,
     add_output_args,
@@ -24,8 +24,7 @@ from engine.cli.args import (
     positive_int,
     workload_options_from_args,
 )
-from engine.cli.session import RecordTarget, run_session
-from engine.cli.simulate import chosen_cost_model
+from cli.simulate import chosen_cost_model
 from engine.clock import VirtualClock
 from engine.config import BATCHING_MODES, POLICIES, PREEMPTION_MODES, ConfigError, EngineConfig
 from engine.executors.cost_model import CostModel, named_cost_model
@@ -33,6 +32,7 @@ from engine.executors.simulated import SimulatedExecutor
 from engine.metrics import RunSummary
 from engine.snapshot import RunInfo, SweepTag
 from engine.workload import Workload, resolve_workload
+from sessions.recorded import RecordTarget, run_session
 
 INT_PARAMS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "block_size", "num_gpu_blocks",
               "swap_space")
@@ -169,7 +169,7 @@ def _one_run(args: argparse.Namespace, config: EngineConfig, workload: Workload,
         result = run_session(config, SimulatedExecutor(cost_model), VirtualClock(), workload.requests, info,
                              RecordTarget(args.db, enabled=not args.no_record))
         return result.summary, result.run_id, result.status
-    from engine.cli.real_session import run_real_session
+    from sessions.real import run_real_session
 
     result = run_real_session(args, config, workload, name=f"{name} {args.param}={value}", model=model,
                               sweep=sweep, progress=False)

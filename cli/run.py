@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli.args import (
+from cli.args import (
     add_engine_args,
     add_output_args,
     add_workload_args,
@@ -16,10 +16,10 @@ from engine.cli.args import (
     positive_float,
     workload_options_from_args,
 )
-from engine.cli.real_session import run_real_session
-from engine.cli.simulate import print_rejections, print_summary
+from cli.simulate import print_rejections, print_summary
 from engine.engine_args import DEFAULT_CPU_MEMORY_GIB
 from engine.workload import resolve_workload
+from sessions.real import run_real_session
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

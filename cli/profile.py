@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cli.args import add_db_arg, positive_float, positive_int
 from engine.block_manager import BlockManager
-from engine.cli.args import add_db_arg, positive_float, positive_int
 from engine.config import CacheConfig, ConfigError, EngineConfig, SchedulerConfig
 from engine.executors.cost_fit import fit_cost_model
 from engine.executors.cost_model import FEATURES, LinearCostModel, cost_features

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from engine.cli.args import add_db_arg
+from cli.args import add_db_arg
 
 COLUMNS = ("id", "status", "mode", "batching", "name", "num_requests", "num_finished", "output_tokens_per_s",
            "mean_ttft", "mean_e2e", "num_steps")

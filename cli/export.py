@@ -11,7 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from engine.cli.args import add_db_arg, positive_int
+from cli.args import add_db_arg, positive_int
 from engine.errors import UserError
 
 

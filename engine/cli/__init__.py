@@ -1,1 +1,0 @@
-"""The command line, on top of everything else."""
