@@ -14,20 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from storage.database import StorageError
-from storage.queries import get_run
+from storage.queries import get_run, read_frame
 
 _PID_REQUESTS = 1
 _PID_ENGINE = 2
 TABLES = ("requests", "steps", "request_phases", "kv_block_events", "kv_block_keyframes")
 CSV_FILES = ("run.csv", *(f"{table}.csv" for table in TABLES))
-
-
-def _frame(engine: Engine, sql: str, **params: Any) -> pd.DataFrame:
-    with engine.connect() as conn:
-        return pd.read_sql(text(sql), conn, params=params)
 
 
 def _require_run(engine: Engine, run_id: int) -> dict[str, Any]:
@@ -41,13 +36,13 @@ def chrome_trace(engine: Engine, run_id: int) -> dict[str, Any]:
     """The run as Trace Event Format: a track per request with its phases as slices, and counter
     tracks for queue lengths and KV usage. Perfetto and chrome://tracing open it."""
     run = _require_run(engine, run_id)
-    phases = _frame(engine, """
+    phases = read_frame(engine, """
         SELECT p.request_id, p.row_no, p.phase, p.start_step, p.end_step, p.start_time,
                COALESCE(p.end_time, r.last_time) AS end_time
         FROM request_phases p JOIN runs r ON r.id = p.run_id
         WHERE p.run_id = :run ORDER BY p.row_no, p.interval_id
     """, run=run_id)
-    steps = _frame(engine, """
+    steps = read_frame(engine, """
         SELECT step, start_time, num_waiting, num_running, num_swapped, num_used_gpu_blocks, num_gpu_blocks,
                num_prefill_tokens, num_decode_seqs
         FROM steps WHERE run_id = :run ORDER BY step
@@ -98,7 +93,7 @@ def write_csv(engine: Engine, run_id: int, folder: Path) -> list[Path]:
     in folder, which is created if missing (its parent must exist)."""
     run = _require_run(engine, run_id)
     frames = [pd.DataFrame([{k: json.dumps(v) if isinstance(v, dict) else v for k, v in run.items()}])]
-    frames += [_frame(engine, f"SELECT * FROM {table} WHERE run_id = :run", run=run_id) for table in TABLES]
+    frames += [read_frame(engine, f"SELECT * FROM {table} WHERE run_id = :run", run=run_id) for table in TABLES]
     created = not folder.exists()
     folder.mkdir(exist_ok=True)
     paths = [folder / name for name in CSV_FILES]

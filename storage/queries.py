@@ -19,9 +19,11 @@ STALE_AFTER_S = 15.0  # a running run without a heartbeat for this long is shown
 PHASE_ORDER = ("queued", "prefill", "decode", "preempted", "swapped", "padding")
 
 
-def _frame(engine: Engine, sql: str, **params: Any) -> pd.DataFrame:
+def read_frame(engine: Engine, sql: str, **params: Any) -> pd.DataFrame:
+    """A query's rows as a DataFrame, with bound parameters."""
     with engine.connect() as conn:
         return pd.read_sql(text(sql), conn, params=params)
+
 
 
 def _utc(value: Any) -> datetime | None:
@@ -76,9 +78,9 @@ ORDER BY r.id DESC
 def list_runs(engine: Engine, sweep_id: str | None = None) -> pd.DataFrame:
     """One row per run with live summary metrics; status 'interrupted' when its heartbeat is stale."""
     if sweep_id is None:
-        frame = _frame(engine, _RUNS_SQL.format(where=""))
+        frame = read_frame(engine, _RUNS_SQL.format(where=""))
     else:
-        frame = _frame(engine, _RUNS_SQL.format(where="WHERE r.sweep_id = :sweep"), sweep=sweep_id)
+        frame = read_frame(engine, _RUNS_SQL.format(where="WHERE r.sweep_id = :sweep"), sweep=sweep_id)
     if frame.empty:
         return frame
     for column in ("created_at", "heartbeat_at", "finished_at"):
@@ -117,7 +119,7 @@ def get_run(engine: Engine, run_id: int) -> dict[str, Any] | None:
 
 def sweep_groups(engine: Engine) -> pd.DataFrame:
     """Sweeps recorded in this database: id, parameter, number of runs."""
-    frame = _frame(engine, """
+    frame = read_frame(engine, """
         SELECT sweep_id, MIN(sweep_param) AS sweep_param, COUNT(*) AS num_runs, MIN(created_at) AS created_at
         FROM runs WHERE sweep_id IS NOT NULL GROUP BY sweep_id ORDER BY MIN(id) DESC
     """)
@@ -128,14 +130,14 @@ def sweep_groups(engine: Engine) -> pd.DataFrame:
 # -- steps -----------------------------------------------------------------------------------------
 def last_step(engine: Engine, run_id: int) -> int:
     """Index of the last recorded step, -1 if none yet."""
-    frame = _frame(engine, "SELECT MAX(step) AS s FROM steps WHERE run_id = :run", run=run_id)
+    frame = read_frame(engine, "SELECT MAX(step) AS s FROM steps WHERE run_id = :run", run=run_id)
     value = frame["s"].iloc[0]
     return -1 if value is None or pd.isna(value) else int(value)
 
 
 def steps_window(engine: Engine, run_id: int, first_step: int, last_step_incl: int) -> pd.DataFrame:
     """Every column of steps first_step..last_step_incl."""
-    return _frame(engine, """
+    return read_frame(engine, """
         SELECT * FROM steps WHERE run_id = :run AND step BETWEEN :a AND :b ORDER BY step
     """, run=run_id, a=first_step, b=last_step_incl)
 
@@ -150,7 +152,7 @@ def steps_binned(engine: Engine, run_id: int, max_points: int = 600) -> pd.DataF
     rolled = 0  # steps covered by rollups: chunks 0..rolled/ROLLUP_STEPS-1
     if width >= ROLLUP_STEPS and _has_table(engine, "step_rollups"):
         width = -(-width // ROLLUP_STEPS) * ROLLUP_STEPS  # bins made of whole chunks
-        count, top = _frame(engine, "SELECT COUNT(*) AS c, MAX(chunk) AS m FROM step_rollups WHERE run_id = :run",
+        count, top = read_frame(engine, "SELECT COUNT(*) AS c, MAX(chunk) AS m FROM step_rollups WHERE run_id = :run",
                             run=run_id).iloc[0]
         if count and int(count) == int(top) + 1:  # contiguous from chunk 0
             rolled = int(count) * ROLLUP_STEPS
@@ -165,7 +167,7 @@ def steps_binned(engine: Engine, run_id: int, max_points: int = 600) -> pd.DataF
                sum_num_swapped, sum_num_prefill_seqs + sum_num_decode_seqs, sum_num_padding_seqs,
                sum_num_used_gpu_blocks, max_num_gpu_blocks, sum_num_used_cpu_blocks, sum_num_preemptions
         FROM step_rollups WHERE run_id = :run AND chunk < {rolled // ROLLUP_STEPS}""")
-    return _frame(engine, f"""
+    return read_frame(engine, f"""
         SELECT bin * :w AS step, MIN(start_time) AS start_time,
                SUM(w) * 1.0 / SUM(n) AS num_waiting, SUM(r) * 1.0 / SUM(n) AS num_running,
                SUM(s) * 1.0 / SUM(n) AS num_swapped, SUM(b) * 1.0 / SUM(n) AS batch_size,
@@ -182,13 +184,13 @@ def _has_table(engine: Engine, name: str) -> bool:
 
 
 def step_at(engine: Engine, run_id: int, step: int) -> dict[str, Any] | None:
-    frame = _frame(engine, "SELECT * FROM steps WHERE run_id = :run AND step = :s", run=run_id, s=step)
+    frame = read_frame(engine, "SELECT * FROM steps WHERE run_id = :run AND step = :s", run=run_id, s=step)
     return None if frame.empty else frame.iloc[0].to_dict()
 
 
 def step_of_time(engine: Engine, run_id: int, t: float) -> int:
     """The step running at (or last before) run time t."""
-    frame = _frame(engine, "SELECT MAX(step) AS s FROM steps WHERE run_id = :run AND start_time <= :t",
+    frame = read_frame(engine, "SELECT MAX(step) AS s FROM steps WHERE run_id = :run AND start_time <= :t",
                    run=run_id, t=t)
     value = frame["s"].iloc[0]
     return 0 if value is None or pd.isna(value) else int(value)
@@ -199,7 +201,7 @@ def step_gap_itl_p50(engine: Engine, run_id: int, first_step: int, last_step_inc
     in step k sampled in step k-1 too (in steady decoding), so each decode contributes the gap
     between the two steps' ends. Gaps that span a preemption are not in it (the finished run's
     summary has the exact pooled ITL)."""
-    frame = _frame(engine, """
+    frame = read_frame(engine, """
         SELECT end_time - LAG(end_time) OVER (ORDER BY step) AS gap, num_decode_seqs AS n
         FROM steps WHERE run_id = :run AND step BETWEEN :a AND :b ORDER BY step
     """, run=run_id, a=first_step, b=last_step_incl).dropna()
@@ -213,7 +215,7 @@ def step_gap_itl_p50(engine: Engine, run_id: int, first_step: int, last_step_inc
 
 def throughput_over_time(engine: Engine, run_id: int, bucket_s: float) -> pd.DataFrame:
     """Output tokens per second in buckets of run time."""
-    frame = _frame(engine, """
+    frame = read_frame(engine, """
         SELECT CAST(end_time / :b AS INTEGER) AS bucket, SUM(num_output_tokens) AS tokens,
                SUM(num_prefill_tokens) AS prefill_tokens
         FROM steps WHERE run_id = :run GROUP BY CAST(end_time / :b AS INTEGER) ORDER BY 1
@@ -223,47 +225,10 @@ def throughput_over_time(engine: Engine, run_id: int, bucket_s: float) -> pd.Dat
     return frame
 
 
-def step_features(engine: Engine, run_id: int) -> pd.DataFrame:
-    """What a cost model is fitted on: each step's measured duration and its cost features, each the
-    sum of the step columns engine/executors/cost_model.py's FEATURE_SOURCES names."""
-    from engine.executors.cost_model import FEATURE_SOURCES
-
-    features = ", ".join(f"{' + '.join(cols)} AS {name}" for name, cols in FEATURE_SOURCES.items() if cols)
-    return _frame(engine, f"""
-        SELECT step, end_time - start_time AS duration, model_time, {features}
-        FROM steps WHERE run_id = :run ORDER BY step
-    """, run=run_id)
-
-
-def exercised(engine: Engine, run_id: int) -> dict[str, float]:
-    """What a run's steps exercised, for a what-if's extrapolation warnings: the largest batch and
-    step, the steps at the token budget, swaps, preemptions, pad rows, peak KV use."""
-    frame = _frame(engine, """
-        SELECT COUNT(*) AS num_steps,
-               MAX(num_prefill_seqs + num_decode_seqs) AS max_seqs,
-               MAX(num_batched_tokens + num_padding_tokens) AS max_tokens,
-               SUM(num_swap_blocks) AS swap_blocks, SUM(num_preemptions) AS preemptions,
-               SUM(num_padding_tokens) AS padding_tokens, MAX(num_used_gpu_blocks) AS max_used_blocks,
-               MAX(num_gpu_blocks) AS num_gpu_blocks, MAX(num_context_tokens) AS max_decode_context,
-               SUM(num_prefill_tokens) AS prefill_tokens
-        FROM steps WHERE run_id = :run
-    """, run=run_id)
-    return {k: float(v) if v is not None and not pd.isna(v) else 0.0 for k, v in frame.iloc[0].items()}
-
-
-def runs_of_workload(engine: Engine, workload_key: str, exclude_run_id: int) -> pd.DataFrame:
-    """Finished real runs that served exactly the same requests (same workload key), newest first."""
-    return _frame(engine, """
-        SELECT id, name, config, model, executor FROM runs
-        WHERE workload_key = :key AND id != :run AND mode = 'real' AND status = 'finished'
-        ORDER BY id DESC
-    """, key=workload_key, run=exclude_run_id)
-
-
 # -- requests ----------------------------------------------------------------------------------------
 def run_requests(engine: Engine, run_id: int) -> pd.DataFrame:
     """Every request of a run in arrival order, with its latencies."""
-    return _frame(engine, """
+    return read_frame(engine, """
         SELECT request_id, row_no, arrival_time, prompt_len, max_tokens, priority, output_len,
                first_scheduled_time, first_token_time, finish_time, finish_reason, num_preemptions, reject_reason,
                first_token_time - arrival_time AS ttft,
@@ -277,7 +242,7 @@ def run_requests(engine: Engine, run_id: int) -> pd.DataFrame:
 def latency_percentiles(engine: Engine, run_id: int, since_time: float | None = None) -> pd.DataFrame:
     """TTFT, TPOT, E2E and queue time (seconds): mean, p50, p90, p99 over finished requests
     (those finished after since_time, when given)."""
-    frame = _frame(engine, """
+    frame = read_frame(engine, """
         SELECT first_token_time - arrival_time AS ttft,
                CASE WHEN output_len > 1 THEN (finish_time - first_token_time) / (output_len - 1) END AS tpot,
                finish_time - arrival_time AS e2e,
@@ -316,11 +281,11 @@ def latency_by_length(engine: Engine, run_id: int, split_tokens: int | None = No
 
 def request_detail(engine: Engine, run_id: int, request_id: str) -> tuple[dict[str, Any] | None, pd.DataFrame]:
     """One request's row and its phase timeline."""
-    req = _frame(engine, """
+    req = read_frame(engine, """
         SELECT *, first_token_time - arrival_time AS ttft, finish_time - arrival_time AS e2e
         FROM requests WHERE run_id = :run AND request_id = :rid
     """, run=run_id, rid=request_id)
-    phases = _frame(engine, """
+    phases = read_frame(engine, """
         SELECT phase, start_step, end_step, start_time, end_time FROM request_phases
         WHERE run_id = :run AND request_id = :rid ORDER BY interval_id
     """, run=run_id, rid=request_id)
@@ -332,7 +297,7 @@ def phases_window(engine: Engine, run_id: int, first_step: int, last_step_incl: 
                   max_rows: int = 5_000) -> pd.DataFrame:
     """Phase intervals overlapping steps first..last, clipped to the window; open phases end at
     the window's edge. At most max_rows intervals (the most recent requests first)."""
-    frame = _frame(engine, """
+    frame = read_frame(engine, """
         SELECT p.request_id, p.row_no, p.phase, p.start_step, p.end_step, p.start_time, p.end_time,
                q.prompt_len, q.max_tokens, q.output_len, q.priority, q.arrival_time, q.finish_reason
         FROM request_phases p
@@ -351,7 +316,7 @@ def phases_window(engine: Engine, run_id: int, first_step: int, last_step_incl: 
 def queue_contents(engine: Engine, run_id: int, step: int) -> pd.DataFrame:
     """Where every live request was during a step: its phase (queued/preempted = waiting,
     prefill/decode = running, swapped, padding)."""
-    return _frame(engine, """
+    return read_frame(engine, """
         SELECT p.request_id, p.row_no, p.phase, p.start_step, q.prompt_len, q.max_tokens, q.priority, q.arrival_time
         FROM request_phases p
         JOIN requests q ON q.run_id = p.run_id AND q.request_id = p.request_id
@@ -381,7 +346,7 @@ def gantt_overview(engine: Engine, run_id: int, step_bins: int = 240, row_bins: 
     row_h = max(1, -(-n_rows // row_bins))
     n_sb, n_rb = -(-n_steps // step_w), -(-n_rows // row_h)
     # Phases shorter than a step (a request admitted in the step it arrived) cover no step cell.
-    groups = _frame(engine, """
+    groups = read_frame(engine, """
         SELECT row_no / :h AS rb, phase, start_step / :w AS b0, (e - 1) / :w AS b1,
                COUNT(*) AS cnt, SUM(start_step) AS sum_s, SUM(e) AS sum_e
         FROM (SELECT row_no, phase, start_step,

@@ -17,7 +17,7 @@ from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo, StepSnapshot
 from engine.step_counts import ROLLUP_SUM_FIELDS, STEP_COUNT_FIELDS, StepCounts
 from engine.workload.generators import synthetic_workload
-from storage import queries
+from storage import queries, run_facts
 from storage.database import open_for_read, open_for_write
 from storage.recorder import Recorder
 from storage.schema import ROLLUP_COLUMNS, STEP_COLUMNS, StepRollupRow, StepRow, table_of
@@ -67,6 +67,6 @@ def test_recorded_steps_and_their_features_read_back_as_the_engine_counted_them(
     assert len(steps) == len(snapshots) > 20
     for name in STEP_COUNT_FIELDS:
         assert list(steps[name]) == [getattr(s.counts, name) for s in snapshots], name
-    frame = queries.step_features(reader, recorder.run_id)
+    frame = run_facts.step_features(reader, recorder.run_id)
     from_db = np.column_stack([np.ones(len(frame))] + [frame[f].to_numpy(float) for f in FEATURES[1:]])
     assert (from_db == np.array([cost_features(s.counts) for s in snapshots])).all()

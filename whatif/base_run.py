@@ -24,7 +24,8 @@ from engine.executors.simulated import SimulatedExecutor
 from engine.metrics import RunSummary
 from engine.workload.spec import RequestSpec, Workload
 from storage.database import StorageError
-from storage.queries import exercised, get_run, latency_percentiles, run_requests, step_features
+from storage.queries import get_run, latency_percentiles, run_requests
+from storage.run_facts import exercised, step_features
 from storage.run_meta import RunMeta, run_meta
 from storage.schema import Run, table_of
 
@@ -44,7 +45,7 @@ class BaseRun:
     recorded: dict[str, float | None]  # COMPARED_METRICS as recorded
     executor: dict[str, Any]  # what its executor recorded: device, dtype, torch threads, or the cost model
     meta: RunMeta
-    exercised: dict[str, float]  # what its steps exercised (storage.queries.exercised)
+    exercised: dict[str, float]  # what its steps exercised (storage.run_facts.exercised)
 
 
 def engine_config_from_record(values: dict[str, Any]) -> EngineConfig:

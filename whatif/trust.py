@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from engine.config import EngineConfig
 from engine.executors.cost_model import CostModel
-from storage.queries import runs_of_workload
+from storage.run_facts import runs_of_workload
 from storage.run_meta import Comparison, TrackRecordEntry, Trust
 from whatif.base_run import (
     BaseRun,
