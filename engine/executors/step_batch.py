@@ -2,7 +2,7 @@
 
 One pass over the requests orders them (see step_layout) and flattens their token ids and block
 tables; positions and the slot mapping then come from tensor ops, not a loop over tokens.
-Static-batching pad rows (SchedulerOutput.num_padding_tokens) go last: the pad token at position
+Static-batching pad rows (SchedulerOutput.counts.num_padding_tokens) go last: the pad token at position
 0, K/V into the scratch block, and no logits.
 """
 

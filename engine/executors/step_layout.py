@@ -61,10 +61,15 @@ class StepLayout:
         if not self.q_lens:
             empty = torch.zeros(0, dtype=torch.long)
             return empty, empty
-        lens = torch.tensor(self.q_lens, dtype=torch.long)
-        seq = torch.repeat_interleave(torch.arange(len(self.q_lens)), lens)
-        first_row = torch.tensor(self.q_starts, dtype=torch.long)
-        pos = torch.tensor(self.start_pos, dtype=torch.long)[seq] + (torch.arange(seq.numel()) - first_row[seq])
+        starts = torch.tensor(self.start_pos, dtype=torch.long)
+        if self.num_decodes == self.num_seqs:  # decodes only: one row per request
+            seq = torch.arange(self.num_seqs)
+            pos = starts
+        else:
+            lens = torch.tensor(self.q_lens, dtype=torch.long)
+            seq = torch.repeat_interleave(torch.arange(self.num_seqs), lens)
+            first_row = torch.tensor(self.q_starts, dtype=torch.long)
+            pos = starts[seq] + (torch.arange(seq.numel()) - first_row[seq])
         blocks = self.flat_blocks[torch.tensor(self.block_starts, dtype=torch.long)[seq] + pos // self.block_size]
         return pos, blocks * self.block_size + pos % self.block_size
 
