@@ -49,7 +49,7 @@ def simulate(workload, config: EngineConfig, db: str | None) -> tuple[float, int
     summary = engine.run(workload.requests)
     if recorder is not None:
         recorder.finish("finished", summary=summary.to_dict())
-        recorder.engine.dispose()
+        recorder.db.dispose()
     return time.perf_counter() - start, summary.num_steps
 
 

@@ -71,13 +71,13 @@ class ClientRequest:
     itls: Sequence[float]
 
 
-def save_benchmark(engine: SqlEngine, base_url: str, model: str | None, workload: str, settings: dict[str, Any],
+def save_benchmark(db: SqlEngine, base_url: str, model: str | None, workload: str, settings: dict[str, Any],
                    result: dict[str, Any], requests: Sequence[ClientRequest]) -> tuple[int, list[int]]:
     """Store one benchmark; returns its id and the run ids the header named that this database lacks
     (their requests are stored with no run)."""
     named = sorted({r.run_id for r in requests if r.run_id is not None})
     runs = table_of(Run)
-    with engine.begin() as conn:
+    with db.begin() as conn:
         present = set(conn.execute(select(runs.c.id).where(runs.c.id.in_(named))).scalars()) if named else set()
         missing = [rid for rid in named if rid not in present]
         bench_id = conn.execute(insert(table_of(ClientBenchmark)).returning(table_of(ClientBenchmark).c.id), {

@@ -128,13 +128,13 @@ def open_for_write(target: str | None = None, create: bool = True) -> Engine:
     target = target or default_target()
     path = sqlite_path(target)
     if path is None:
-        engine = _create_engine(target, pool_pre_ping=True)
+        db = _create_engine(target, pool_pre_ping=True)
         try:
-            _ensure_schema(engine, target, create)
+            _ensure_schema(db, target, create)
         except BaseException:
-            engine.dispose()
+            db.dispose()
             raise
-        return engine
+        return db
     if not create:
         require_database(target)
     if not path.parent.is_dir():
@@ -149,9 +149,9 @@ def open_for_write(target: str | None = None, create: bool = True) -> Engine:
         _ensure_schema(checker, target, create)
     finally:
         checker.dispose()
-    engine = create_engine(url, connect_args=connect_args)
-    event.listen(engine, "connect", _writer_pragmas)
-    return engine
+    db = create_engine(url, connect_args=connect_args)
+    event.listen(db, "connect", _writer_pragmas)
+    return db
 
 
 def _check_writable(path: Path) -> None:
@@ -181,17 +181,17 @@ def open_for_read(target: str | None = None) -> Engine:
             # A WAL file is read through its -shm index, which a read-only folder cannot hold; no
             # writer can be at work there either (it would need that index), so read it as immutable.
             uri += "&immutable=1"
-        engine = create_engine(f"sqlite:///{uri}", connect_args={"timeout": BUSY_TIMEOUT_S,
+        db = create_engine(f"sqlite:///{uri}", connect_args={"timeout": BUSY_TIMEOUT_S,
                                                                   "check_same_thread": False})
     else:
         connect_args = {"options": "-c default_transaction_read_only=on"} if target.startswith("postgresql") else {}
-        engine = _create_engine(target, pool_pre_ping=True, connect_args=connect_args)
+        db = _create_engine(target, pool_pre_ping=True, connect_args=connect_args)
     try:
-        check_schema(engine, target)
+        check_schema(db, target)
     except BaseException:
-        engine.dispose()
+        db.dispose()
         raise
-    return engine
+    return db
 
 
 def _writer_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
@@ -217,11 +217,11 @@ def _check_sqlite_header(path: Path) -> None:
         )
 
 
-def check_schema(engine: Engine, target: str) -> None:
+def check_schema(db: Engine, target: str) -> None:
     """Raise unless the database holds a Batchscope schema this version can read."""
     where = describe_target(target)
     try:
-        tables = set(inspect(engine).get_table_names())
+        tables = set(inspect(db).get_table_names())
     except OperationalError as exc:
         raise _explain(exc, where) from None
     except SADatabaseError as exc:
@@ -235,7 +235,7 @@ def check_schema(engine: Engine, target: str) -> None:
             "point --db at another file"
         )
     try:
-        with engine.connect() as conn:
+        with db.connect() as conn:
             meta = dict(conn.execute(select(Meta.key, Meta.value)).all())  # type: ignore[arg-type]
     except SADatabaseError as exc:
         raise CorruptDatabaseError(f"{where} is damaged ({_first_line(exc)})") from None
@@ -258,21 +258,21 @@ def check_schema(engine: Engine, target: str) -> None:
         )
 
 
-def _ensure_schema(engine: Engine, target: str, create: bool = True) -> None:
+def _ensure_schema(db: Engine, target: str, create: bool = True) -> None:
     for attempt in range(3):
         try:
-            check_schema(engine, target)
-            _add_derived_tables(engine)
+            check_schema(db, target)
+            _add_derived_tables(db)
             return
         except OlderSchemaError as older:
-            _upgrade(engine, target, older.version)
+            _upgrade(db, target, older.version)
             continue
         except EmptyDatabaseError:
             if not create:
                 raise
         try:
-            Base.metadata.create_all(engine)
-            with engine.begin() as conn:
+            Base.metadata.create_all(db)
+            with db.begin() as conn:
                 conn.execute(table_of(Meta).insert(), [
                     {"key": "app", "value": APP_ID},
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
@@ -281,17 +281,17 @@ def _ensure_schema(engine: Engine, target: str, create: bool = True) -> None:
         except (IntegrityError, OperationalError):
             if attempt == 2:
                 raise  # another writer raced us twice; give up loudly
-    check_schema(engine, target)
+    check_schema(db, target)
 
 
-def _upgrade(engine: Engine, target: str, version: int) -> None:
+def _upgrade(db: Engine, target: str, version: int) -> None:
     """Keep a copy of an older file, then upgrade it in place (one transaction: all or nothing)."""
     from storage.migration import copy_aside, upgrade
 
     path = sqlite_path(target)
     copy = copy_aside(path) if path is not None else None
     try:
-        upgrade(engine, version)
+        upgrade(db, version)
     except Exception as exc:
         kept = f"; it is unchanged, and a copy is at {copy}" if copy else "; it is unchanged"
         raise StorageError(f"could not upgrade {describe_target(target)} from schema {version} ({_first_line(exc)})"
@@ -318,13 +318,13 @@ def upgrade_in_place(target: str | None = None) -> int | None:
     return version
 
 
-def _add_derived_tables(engine: Engine) -> None:
+def _add_derived_tables(db: Engine) -> None:
     """Create tables of derived data that a file from an earlier build of this schema version lacks
     (step_rollups): additive only, and the runs recorded before read the same from their steps."""
     try:
-        Base.metadata.create_all(engine)  # checks first; creates only what is missing
+        Base.metadata.create_all(db)  # checks first; creates only what is missing
     except OperationalError:
-        if not all(inspect(engine).has_table(t) for t in Base.metadata.tables):
+        if not all(inspect(db).has_table(t) for t in Base.metadata.tables):
             raise  # not a race with another writer creating the same table
 
 

@@ -25,24 +25,24 @@ TABLES = ("requests", "steps", "request_phases", "kv_block_events", "kv_block_ke
 CSV_FILES = ("run.csv", *(f"{table}.csv" for table in TABLES))
 
 
-def _require_run(engine: Engine, run_id: int) -> dict[str, Any]:
-    run = get_run(engine, run_id)
+def _require_run(db: Engine, run_id: int) -> dict[str, Any]:
+    run = get_run(db, run_id)
     if run is None:
         raise StorageError(f"there is no run {run_id} in this database (python -m engine runs lists them)")
     return run
 
 
-def chrome_trace(engine: Engine, run_id: int) -> dict[str, Any]:
+def chrome_trace(db: Engine, run_id: int) -> dict[str, Any]:
     """The run as Trace Event Format: a track per request with its phases as slices, and counter
     tracks for queue lengths and KV usage. Perfetto and chrome://tracing open it."""
-    run = _require_run(engine, run_id)
-    phases = read_frame(engine, """
+    run = _require_run(db, run_id)
+    phases = read_frame(db, """
         SELECT p.request_id, p.row_no, p.phase, p.start_step, p.end_step, p.start_time,
                COALESCE(p.end_time, r.last_time) AS end_time
         FROM request_phases p JOIN runs r ON r.id = p.run_id
         WHERE p.run_id = :run ORDER BY p.row_no, p.interval_id
     """, run=run_id)
-    steps = read_frame(engine, """
+    steps = read_frame(db, """
         SELECT step, start_time, num_waiting, num_running, num_swapped, num_used_gpu_blocks, num_gpu_blocks,
                num_prefill_tokens, num_decode_seqs
         FROM steps WHERE run_id = :run ORDER BY step
@@ -80,20 +80,20 @@ def chrome_trace(engine: Engine, run_id: int) -> dict[str, Any]:
             "otherData": {"run_id": run_id, "name": run["name"], "mode": run["mode"], "config": run["config"]}}
 
 
-def write_chrome_trace(engine: Engine, run_id: int, path: Path) -> int:
+def write_chrome_trace(db: Engine, run_id: int, path: Path) -> int:
     """Write the trace to path; returns the number of events."""
-    trace = chrome_trace(engine, run_id)
+    trace = chrome_trace(db, run_id)
     with _replacing([path]) as (tmp,), tmp.open("w", encoding="utf-8") as f:
         json.dump(trace, f, separators=(",", ":"), default=str)
     return len(trace["traceEvents"])
 
 
-def write_csv(engine: Engine, run_id: int, folder: Path) -> list[Path]:
+def write_csv(db: Engine, run_id: int, folder: Path) -> list[Path]:
     """One CSV per table (run.csv plus requests, steps, request_phases, kv_block_events and keyframes)
     in folder, which is created if missing (its parent must exist)."""
-    run = _require_run(engine, run_id)
+    run = _require_run(db, run_id)
     frames = [pd.DataFrame([{k: json.dumps(v) if isinstance(v, dict) else v for k, v in run.items()}])]
-    frames += [read_frame(engine, f"SELECT * FROM {table} WHERE run_id = :run", run=run_id) for table in TABLES]
+    frames += [read_frame(db, f"SELECT * FROM {table} WHERE run_id = :run", run=run_id) for table in TABLES]
     created = not folder.exists()
     folder.mkdir(exist_ok=True)
     paths = [folder / name for name in CSV_FILES]

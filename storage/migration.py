@@ -52,16 +52,16 @@ def copy_aside(path: Path) -> Path:
 
 def upgrade(db: Engine, version: int) -> None:
     """Bring a Batchscope database of schema `version` to SCHEMA_VERSION, in one transaction."""
-    engine = _transactional_ddl(db)
+    ddl = _transactional_ddl(db)
     try:
-        with engine.begin() as conn:
+        with ddl.begin() as conn:
             for step in range(version, SCHEMA_VERSION):
                 _STEPS[step](conn)
             conn.execute(table_of(Meta).update().where(table_of(Meta).c.key == "schema_version")
                          .values(value=str(SCHEMA_VERSION)))
     finally:
-        if engine is not db:
-            engine.dispose()
+        if ddl is not db:
+            ddl.dispose()
 
 
 def _transactional_ddl(db: Engine) -> Engine:
@@ -70,17 +70,17 @@ def _transactional_ddl(db: Engine) -> Engine:
     upgrade is one transaction. PostgreSQL's DDL is transactional already."""
     if db.dialect.name != "sqlite":
         return db
-    engine = create_engine(db.url)
+    ddl = create_engine(db.url)
 
-    @event.listens_for(engine, "connect")
+    @event.listens_for(ddl, "connect")
     def _no_driver_transactions(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
 
-    @event.listens_for(engine, "begin")
+    @event.listens_for(ddl, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
-    return engine
+    return ddl
 
 
 def _add_missing_columns(conn: Connection, table: str, defaults: dict[str, str]) -> None:

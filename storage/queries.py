@@ -19,9 +19,9 @@ STALE_AFTER_S = 15.0  # a running run without a heartbeat for this long is shown
 PHASE_ORDER = ("queued", "prefill", "decode", "preempted", "swapped", "padding")
 
 
-def read_frame(engine: Engine, sql: str, **params: Any) -> pd.DataFrame:
+def read_frame(db: Engine, sql: str, **params: Any) -> pd.DataFrame:
     """A query's rows as a DataFrame, with bound parameters."""
-    with engine.connect() as conn:
+    with db.connect() as conn:
         return pd.read_sql(text(sql), conn, params=params)
 
 
@@ -75,12 +75,12 @@ ORDER BY r.id DESC
 """
 
 
-def list_runs(engine: Engine, sweep_id: str | None = None) -> pd.DataFrame:
+def list_runs(db: Engine, sweep_id: str | None = None) -> pd.DataFrame:
     """One row per run with live summary metrics; status 'interrupted' when its heartbeat is stale."""
     if sweep_id is None:
-        frame = read_frame(engine, _RUNS_SQL.format(where=""))
+        frame = read_frame(db, _RUNS_SQL.format(where=""))
     else:
-        frame = read_frame(engine, _RUNS_SQL.format(where="WHERE r.sweep_id = :sweep"), sweep=sweep_id)
+        frame = read_frame(db, _RUNS_SQL.format(where="WHERE r.sweep_id = :sweep"), sweep=sweep_id)
     if frame.empty:
         return frame
     for column in ("created_at", "heartbeat_at", "finished_at"):
@@ -102,13 +102,13 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def get_run(engine: Engine, run_id: int) -> dict[str, Any] | None:
+def get_run(db: Engine, run_id: int) -> dict[str, Any] | None:
     """The run's row with its JSON columns decoded; None if there is no such run."""
     from sqlalchemy import select
 
     from storage.schema import Run
 
-    with engine.connect() as conn:
+    with db.connect() as conn:
         row = conn.execute(select(table_of(Run)).where(table_of(Run).c.id == run_id)).mappings().first()
     if row is None:
         return None
@@ -117,9 +117,9 @@ def get_run(engine: Engine, run_id: int) -> dict[str, Any] | None:
     return run
 
 
-def sweep_groups(engine: Engine) -> pd.DataFrame:
+def sweep_groups(db: Engine) -> pd.DataFrame:
     """Sweeps recorded in this database: id, parameter, number of runs."""
-    frame = read_frame(engine, """
+    frame = read_frame(db, """
         SELECT sweep_id, MIN(sweep_param) AS sweep_param, COUNT(*) AS num_runs, MIN(created_at) AS created_at
         FROM runs WHERE sweep_id IS NOT NULL GROUP BY sweep_id ORDER BY MIN(id) DESC
     """)
@@ -128,31 +128,31 @@ def sweep_groups(engine: Engine) -> pd.DataFrame:
 
 
 # -- steps -----------------------------------------------------------------------------------------
-def last_step(engine: Engine, run_id: int) -> int:
+def last_step(db: Engine, run_id: int) -> int:
     """Index of the last recorded step, -1 if none yet."""
-    frame = read_frame(engine, "SELECT MAX(step) AS s FROM steps WHERE run_id = :run", run=run_id)
+    frame = read_frame(db, "SELECT MAX(step) AS s FROM steps WHERE run_id = :run", run=run_id)
     value = frame["s"].iloc[0]
     return -1 if value is None or pd.isna(value) else int(value)
 
 
-def steps_window(engine: Engine, run_id: int, first_step: int, last_step_incl: int) -> pd.DataFrame:
+def steps_window(db: Engine, run_id: int, first_step: int, last_step_incl: int) -> pd.DataFrame:
     """Every column of steps first_step..last_step_incl."""
-    return read_frame(engine, """
+    return read_frame(db, """
         SELECT * FROM steps WHERE run_id = :run AND step BETWEEN :a AND :b ORDER BY step
     """, run=run_id, a=first_step, b=last_step_incl)
 
 
-def steps_binned(engine: Engine, run_id: int, max_points: int = 600) -> pd.DataFrame:
+def steps_binned(db: Engine, run_id: int, max_points: int = 600) -> pd.DataFrame:
     """The whole run's step series folded into at most max_points bins (means per bin, sums for
     preemptions), so a 100,000-step run draws as quickly as a short one. Long runs fold their
     step_rollups (ROLLUP_STEPS steps per row) plus the steps after the last rollup; the result is
     the same as folding every step."""
-    n = last_step(engine, run_id) + 1
+    n = last_step(db, run_id) + 1
     width = max(1, -(-n // max_points))
     rolled = 0  # steps covered by rollups: chunks 0..rolled/ROLLUP_STEPS-1
-    if width >= ROLLUP_STEPS and _has_table(engine, "step_rollups"):
+    if width >= ROLLUP_STEPS and _has_table(db, "step_rollups"):
         width = -(-width // ROLLUP_STEPS) * ROLLUP_STEPS  # bins made of whole chunks
-        count, top = read_frame(engine, "SELECT COUNT(*) AS c, MAX(chunk) AS m FROM step_rollups WHERE run_id = :run",
+        count, top = read_frame(db, "SELECT COUNT(*) AS c, MAX(chunk) AS m FROM step_rollups WHERE run_id = :run",
                             run=run_id).iloc[0]
         if count and int(count) == int(top) + 1:  # contiguous from chunk 0
             rolled = int(count) * ROLLUP_STEPS
@@ -167,7 +167,7 @@ def steps_binned(engine: Engine, run_id: int, max_points: int = 600) -> pd.DataF
                sum_num_swapped, sum_num_prefill_seqs + sum_num_decode_seqs, sum_num_padding_seqs,
                sum_num_used_gpu_blocks, max_num_gpu_blocks, sum_num_used_cpu_blocks, sum_num_preemptions
         FROM step_rollups WHERE run_id = :run AND chunk < {rolled // ROLLUP_STEPS}""")
-    return read_frame(engine, f"""
+    return read_frame(db, f"""
         SELECT bin * :w AS step, MIN(start_time) AS start_time,
                SUM(w) * 1.0 / SUM(n) AS num_waiting, SUM(r) * 1.0 / SUM(n) AS num_running,
                SUM(s) * 1.0 / SUM(n) AS num_swapped, SUM(b) * 1.0 / SUM(n) AS batch_size,
@@ -178,30 +178,30 @@ def steps_binned(engine: Engine, run_id: int, max_points: int = 600) -> pd.DataF
     """, run=run_id, w=width)
 
 
-def _has_table(engine: Engine, name: str) -> bool:
+def _has_table(db: Engine, name: str) -> bool:
     """Whether the database has a table (a file from an earlier build may lack a derived one)."""
-    return inspect(engine).has_table(name)
+    return inspect(db).has_table(name)
 
 
-def step_at(engine: Engine, run_id: int, step: int) -> dict[str, Any] | None:
-    frame = read_frame(engine, "SELECT * FROM steps WHERE run_id = :run AND step = :s", run=run_id, s=step)
+def step_at(db: Engine, run_id: int, step: int) -> dict[str, Any] | None:
+    frame = read_frame(db, "SELECT * FROM steps WHERE run_id = :run AND step = :s", run=run_id, s=step)
     return None if frame.empty else frame.iloc[0].to_dict()
 
 
-def step_of_time(engine: Engine, run_id: int, t: float) -> int:
+def step_of_time(db: Engine, run_id: int, t: float) -> int:
     """The step running at (or last before) run time t."""
-    frame = read_frame(engine, "SELECT MAX(step) AS s FROM steps WHERE run_id = :run AND start_time <= :t",
+    frame = read_frame(db, "SELECT MAX(step) AS s FROM steps WHERE run_id = :run AND start_time <= :t",
                    run=run_id, t=t)
     value = frame["s"].iloc[0]
     return 0 if value is None or pd.isna(value) else int(value)
 
 
-def step_gap_itl_p50(engine: Engine, run_id: int, first_step: int, last_step_incl: int) -> float | None:
+def step_gap_itl_p50(db: Engine, run_id: int, first_step: int, last_step_incl: int) -> float | None:
     """The median inter-token gap over a window of steps, from the steps alone: a request decoding
     in step k sampled in step k-1 too (in steady decoding), so each decode contributes the gap
     between the two steps' ends. Gaps that span a preemption are not in it (the finished run's
     summary has the exact pooled ITL)."""
-    frame = read_frame(engine, """
+    frame = read_frame(db, """
         SELECT end_time - LAG(end_time) OVER (ORDER BY step) AS gap, num_decode_seqs AS n
         FROM steps WHERE run_id = :run AND step BETWEEN :a AND :b ORDER BY step
     """, run=run_id, a=first_step, b=last_step_incl).dropna()
@@ -213,9 +213,9 @@ def step_gap_itl_p50(engine: Engine, run_id: int, first_step: int, last_step_inc
     return float(frame["gap"].iloc[int((cumulative >= cumulative.iloc[-1] / 2).to_numpy().argmax())])
 
 
-def throughput_over_time(engine: Engine, run_id: int, bucket_s: float) -> pd.DataFrame:
+def throughput_over_time(db: Engine, run_id: int, bucket_s: float) -> pd.DataFrame:
     """Output tokens per second in buckets of run time."""
-    frame = read_frame(engine, """
+    frame = read_frame(db, """
         SELECT CAST(end_time / :b AS INTEGER) AS bucket, SUM(num_output_tokens) AS tokens,
                SUM(num_prefill_tokens) AS prefill_tokens
         FROM steps WHERE run_id = :run GROUP BY CAST(end_time / :b AS INTEGER) ORDER BY 1
@@ -226,9 +226,9 @@ def throughput_over_time(engine: Engine, run_id: int, bucket_s: float) -> pd.Dat
 
 
 # -- requests ----------------------------------------------------------------------------------------
-def run_requests(engine: Engine, run_id: int) -> pd.DataFrame:
+def run_requests(db: Engine, run_id: int) -> pd.DataFrame:
     """Every request of a run in arrival order, with its latencies."""
-    return read_frame(engine, """
+    return read_frame(db, """
         SELECT request_id, row_no, arrival_time, prompt_len, max_tokens, priority, output_len,
                first_scheduled_time, first_token_time, finish_time, finish_reason, num_preemptions, reject_reason,
                first_token_time - arrival_time AS ttft,
@@ -239,10 +239,10 @@ def run_requests(engine: Engine, run_id: int) -> pd.DataFrame:
     """, run=run_id)
 
 
-def latency_percentiles(engine: Engine, run_id: int, since_time: float | None = None) -> pd.DataFrame:
+def latency_percentiles(db: Engine, run_id: int, since_time: float | None = None) -> pd.DataFrame:
     """TTFT, TPOT, E2E and queue time (seconds): mean, p50, p90, p99 over finished requests
     (those finished after since_time, when given)."""
-    frame = read_frame(engine, """
+    frame = read_frame(db, """
         SELECT first_token_time - arrival_time AS ttft,
                CASE WHEN output_len > 1 THEN (finish_time - first_token_time) / (output_len - 1) END AS tpot,
                finish_time - arrival_time AS e2e,
@@ -262,9 +262,9 @@ def latency_percentiles(engine: Engine, run_id: int, since_time: float | None = 
     return pd.DataFrame(rows)
 
 
-def latency_by_length(engine: Engine, run_id: int, split_tokens: int | None = None) -> pd.DataFrame:
+def latency_by_length(db: Engine, run_id: int, split_tokens: int | None = None) -> pd.DataFrame:
     """Short vs long requests (by output length; split at the median unless given): p50/p99 E2E and TTFT."""
-    frame = run_requests(engine, run_id)
+    frame = run_requests(db, run_id)
     frame = frame[frame["finish_reason"].isin(["stopped", "length"])]
     if frame.empty:
         return pd.DataFrame(columns=["group", "count", "e2e_p50", "e2e_p99", "ttft_p50", "ttft_p99"])
@@ -279,13 +279,13 @@ def latency_by_length(engine: Engine, run_id: int, split_tokens: int | None = No
     }).reset_index()
 
 
-def request_detail(engine: Engine, run_id: int, request_id: str) -> tuple[dict[str, Any] | None, pd.DataFrame]:
+def request_detail(db: Engine, run_id: int, request_id: str) -> tuple[dict[str, Any] | None, pd.DataFrame]:
     """One request's row and its phase timeline."""
-    req = read_frame(engine, """
+    req = read_frame(db, """
         SELECT *, first_token_time - arrival_time AS ttft, finish_time - arrival_time AS e2e
         FROM requests WHERE run_id = :run AND request_id = :rid
     """, run=run_id, rid=request_id)
-    phases = read_frame(engine, """
+    phases = read_frame(db, """
         SELECT phase, start_step, end_step, start_time, end_time FROM request_phases
         WHERE run_id = :run AND request_id = :rid ORDER BY interval_id
     """, run=run_id, rid=request_id)
@@ -293,11 +293,11 @@ def request_detail(engine: Engine, run_id: int, request_id: str) -> tuple[dict[s
 
 
 # -- the Gantt -------------------------------------------------------------------------------------
-def phases_window(engine: Engine, run_id: int, first_step: int, last_step_incl: int,
+def phases_window(db: Engine, run_id: int, first_step: int, last_step_incl: int,
                   max_rows: int = 5_000) -> pd.DataFrame:
     """Phase intervals overlapping steps first..last, clipped to the window; open phases end at
     the window's edge. At most max_rows intervals (the most recent requests first)."""
-    frame = read_frame(engine, """
+    frame = read_frame(db, """
         SELECT p.request_id, p.row_no, p.phase, p.start_step, p.end_step, p.start_time, p.end_time,
                q.prompt_len, q.max_tokens, q.output_len, q.priority, q.arrival_time, q.finish_reason
         FROM request_phases p
@@ -313,10 +313,10 @@ def phases_window(engine: Engine, run_id: int, first_step: int, last_step_incl: 
     return frame
 
 
-def queue_contents(engine: Engine, run_id: int, step: int) -> pd.DataFrame:
+def queue_contents(db: Engine, run_id: int, step: int) -> pd.DataFrame:
     """Where every live request was during a step: its phase (queued/preempted = waiting,
     prefill/decode = running, swapped, padding)."""
-    return read_frame(engine, """
+    return read_frame(db, """
         SELECT p.request_id, p.row_no, p.phase, p.start_step, q.prompt_len, q.max_tokens, q.priority, q.arrival_time
         FROM request_phases p
         JOIN requests q ON q.run_id = p.run_id AND q.request_id = p.request_id
@@ -325,7 +325,7 @@ def queue_contents(engine: Engine, run_id: int, step: int) -> pd.DataFrame:
     """, run=run_id, s=step)
 
 
-def gantt_overview(engine: Engine, run_id: int, step_bins: int = 240, row_bins: int = 120) -> pd.DataFrame:
+def gantt_overview(db: Engine, run_id: int, step_bins: int = 240, row_bins: int = 120) -> pd.DataFrame:
     """The whole run's Gantt binned on the server: a grid of (request rows x steps) cells, each
     colored by the phase that covers most of it, with how full it is. Never more than
     step_bins x row_bins cells, whatever the run's size.
@@ -334,7 +334,7 @@ def gantt_overview(engine: Engine, run_id: int, step_bins: int = 240, row_bins: 
     that give their exact overlap with each bin, so a few thousand groups come back instead of
     every interval; numpy spreads each group over the bins it spans.
     """
-    with engine.connect() as conn:
+    with db.connect() as conn:
         n_steps = conn.execute(text("SELECT COALESCE(MAX(step), -1) + 1 FROM steps WHERE run_id = :run"),
                                {"run": run_id}).scalar_one()
         n_rows = conn.execute(text("SELECT COALESCE(MAX(row_no), -1) + 1 FROM requests WHERE run_id = :run"),
@@ -346,7 +346,7 @@ def gantt_overview(engine: Engine, run_id: int, step_bins: int = 240, row_bins: 
     row_h = max(1, -(-n_rows // row_bins))
     n_sb, n_rb = -(-n_steps // step_w), -(-n_rows // row_h)
     # Phases shorter than a step (a request admitted in the step it arrived) cover no step cell.
-    groups = read_frame(engine, """
+    groups = read_frame(db, """
         SELECT row_no / :h AS rb, phase, start_step / :w AS b0, (e - 1) / :w AS b1,
                COUNT(*) AS cnt, SUM(start_step) AS sum_s, SUM(e) AS sum_e
         FROM (SELECT row_no, phase, start_step,
@@ -389,10 +389,10 @@ def gantt_overview(engine: Engine, run_id: int, step_bins: int = 240, row_bins: 
 
 
 # -- KV blocks ---------------------------------------------------------------------------------------
-def kv_block_map(engine: Engine, run_id: int, step: int, device: str = "gpu") -> pd.DataFrame:
+def kv_block_map(db: Engine, run_id: int, step: int, device: str = "gpu") -> pd.DataFrame:
     """Every block of a pool during `step` and the request that owned it (None: free): the latest
     keyframe at or before the step, plus the at most KEYFRAME_INTERVAL steps of events after it."""
-    with engine.connect() as conn:
+    with db.connect() as conn:
         keyframe = conn.execute(text("""
             SELECT step, owners FROM kv_block_keyframes WHERE run_id = :run AND device = :dev AND step <= :s
             ORDER BY step DESC LIMIT 1"""), {"run": run_id, "dev": device, "s": step}).first()

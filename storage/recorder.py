@@ -99,20 +99,20 @@ class Recorder:
 
     def __init__(
         self,
-        engine: Engine,
+        db: Engine,
         info: RunInfo,
         executor_facts: dict[str, Any] | None = None,
         flush_every_steps: int = 512,
         flush_interval_s: float = 0.5,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
     ) -> None:
-        self.engine = engine
+        self.db = db
         self.flush_every_steps = flush_every_steps
         self.flush_interval_s = flush_interval_s
         self._lock = threading.Lock()  # the heartbeat thread and flushes take turns
         now = utcnow()
         sweep = info.sweep
-        with engine.begin() as conn:
+        with db.begin() as conn:
             self.run_id: int = conn.execute(
                 insert(_runs).returning(_runs.c.id),
                 {
@@ -306,7 +306,7 @@ class Recorder:
     def flush(self) -> None:
         """Write everything buffered in one transaction; the buffers are emptied only once it commits."""
         with self._write_section(), self._lock:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 self._write(conn)
             self._clear_buffers()
         self._last_flush = time.monotonic()
@@ -355,7 +355,7 @@ class Recorder:
     def _beat(self, interval: float) -> None:
         while not self._stop_heartbeat.wait(interval):
             try:
-                with self._lock, self.engine.begin() as conn:
+                with self._lock, self.db.begin() as conn:
                     conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(heartbeat_at=utcnow()))
             except Exception:
                 continue
@@ -374,7 +374,7 @@ class Recorder:
             self._heartbeat.join(timeout=5)
             self._close_rollup()  # the last, partial chunk
             try:
-                with self._lock, self.engine.begin() as conn:
+                with self._lock, self.db.begin() as conn:
                     self._write(conn)
                     conn.execute(update(_runs).where(_runs.c.id == self.run_id).values(**values))
             except OperationalError as exc:

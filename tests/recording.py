@@ -38,5 +38,5 @@ def record_simulation(
     engine = Engine(engine_config, executor, VirtualClock(), recorder)
     summary = engine.run(workload.requests)
     recorder.finish("finished", summary=summary.to_dict())
-    recorder.engine.dispose()  # the last connection checkpoints the WAL into the file
+    recorder.db.dispose()  # the last connection checkpoints the WAL into the file
     return recorder.run_id, engine, summary
