@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from storage.run_meta import RunMeta, run_meta
+from storage.run_meta import RunMeta, Trust, run_meta
 
 RunRow = Mapping[str, Any]
 Figures = Mapping[str, float | None]  # headline metrics by key (output_tokens_per_s, ttft_p50, ...): s, tokens/s
@@ -80,6 +80,12 @@ def self_check(run: RunRow) -> Comparison | None:
     note = meta(run).what_if
     check = note.trust.consistency if note else None
     return Comparison(check.actual, check.predicted) if check else None
+
+
+def trust(run: RunRow) -> Trust | None:
+    """A prediction's trust figures (held out, extrapolations, track record), recorded before it ran."""
+    note = meta(run).what_if
+    return note.trust if note else None
 
 
 def validation(run: RunRow) -> Validation | None:

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, launcher, run_meta
+from storage.run_meta import Trust
 
 LABELS = {"output_tokens_per_s": ("output tokens/s", 1.0), "ttft_p50": ("TTFT p50 (ms)", 1e3),
           "ttft_p99": ("TTFT p99 (ms)", 1e3), "e2e_p50": ("E2E p50 (ms)", 1e3), "e2e_p99": ("E2E p99 (ms)", 1e3)}
@@ -65,6 +66,36 @@ def metric_table(first: run_meta.Figures, second: run_meta.Figures, first_name: 
 
 def self_check_table(check: run_meta.Comparison) -> pd.DataFrame:
     return metric_table(check.first, check.second, "recorded", "simulated", "error %")
+
+
+def holdout_line(trust: Trust) -> str:
+    """The step-time fit on steps it never saw, in one line."""
+    held = trust.holdout
+    if not held.get("folds"):
+        return f"No held-out fit figures: {held.get('reason', 'none recorded')}."
+    return (f"Step-time fit on **held-out** steps ({held['folds']} contiguous blocks of the run, each predicted by "
+            f"a fit to the others): median error **{held['median_abs_pct_error']:.1f}%**, p90 "
+            f"{held['p90_abs_pct_error']:.1f}%, R² {held['r2']:.2f}.")
+
+
+TRACK_KEYS = {"output_tokens_per_s": "tok/s", "ttft_p50": "TTFT p50", "e2e_p50": "E2E p50", "e2e_p99": "E2E p99"}
+
+
+def track_record_table(trust: Trust) -> pd.DataFrame:
+    """Each real run of the same requests under another configuration: the simulator's error and the
+    "nothing changes" error (the base's own figure), in %."""
+    rows = []
+    for entry in trust.track_record:
+        row: dict[str, Any] = {"real run": entry.real_run_id, "its changes": describe_changes(entry.changes)}
+        for key, label in TRACK_KEYS.items():
+            row[f"{label} sim %"] = entry.simulated.error_pct.get(key)
+            row[f"{label} null %"] = entry.null_error_pct.get(key)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+TRACK_FORMATS = {f"{label} {kind} %": st.column_config.NumberColumn(format="%+.1f%%")
+                 for label in TRACK_KEYS.values() for kind in ("sim", "null")}
 
 
 def validation_table(validation: run_meta.Validation) -> pd.DataFrame:

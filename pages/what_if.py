@@ -1,5 +1,5 @@
-"""What-if: re-run a recorded workload under new parameters with a cost model fitted to the run,
-the simulator's own error on the recorded configuration first."""
+"""What-if: re-run a recorded workload under new parameters with a cost model fitted to the run; the
+trust figures (held out, extrapolations named, the track record) before every prediction."""
 
 import streamlit as st
 
@@ -18,19 +18,9 @@ if base is None:
 cfg = base["config"]
 st.caption(f"{base['mode']} run · {base['workload']} · {ui.config_summary(cfg)}")
 predictions = wi.predictions_of(runs, base_id)
-latest = data.run(target, next(iter(predictions))) if predictions else None
-
-st.subheader("1 · How far to trust it")
 st.markdown(wi.trust_note(base))
-check = run_meta.self_check(latest) if latest else None
-if check:
-    st.markdown("The simulator replaying this run **under its own configuration**:")
-    st.dataframe(wi.self_check_table(check), hide_index=True, column_config=wi.COLUMN_FORMATS)
-    st.caption("Predictions for other parameters inherit errors of about this size.")
-else:
-    st.info("The self-check appears with the first prediction below.")
 
-st.subheader("2 · Change parameters")
+st.subheader("1 · Change parameters")
 with st.form("what_if"):
     c1, c2, c3 = st.columns(3)
     values = {
@@ -63,7 +53,7 @@ if predict:
             data.runs.clear()
             st.rerun()
 
-st.subheader("3 · Predicted vs recorded")
+st.subheader("2 · How far to trust it")
 if not predictions:
     st.info("No predictions for this run yet: change a parameter and press **Predict**.")
     st.stop()
@@ -71,6 +61,29 @@ pred_id = st.selectbox("Prediction", list(predictions), format_func=predictions.
 pred = data.run(target, pred_id)
 if pred is None:
     st.stop()
+trust = run_meta.trust(pred)
+if trust is not None:
+    st.markdown(wi.holdout_line(trust))
+    for line in trust.borrowed:
+        st.caption(f"Cost: {line}")
+    for line in trust.warnings:
+        st.warning(line, icon=":material/warning:")
+    if trust.track_record:
+        st.markdown("**Track record**: this base predicting real runs of the same requests under other "
+                    "configurations, beside the *nothing changes* answer (the base's own figure), errors in %:")
+        st.dataframe(wi.track_record_table(trust), hide_index=True, column_config=wi.TRACK_FORMATS)
+    else:
+        st.caption("No track record yet: no real run of these requests under another configuration. "
+                   "**Validate with a real run** below adds one.")
+check = run_meta.self_check(pred)
+if check:
+    with st.expander("Consistency check (in sample: not an accuracy figure)"):
+        st.dataframe(wi.self_check_table(check), hide_index=True, column_config=wi.COLUMN_FORMATS)
+        st.caption("The replay of this run under its own configuration, against what it recorded. The cost "
+                   "model was fitted to these very steps, so agreement here says the replay is faithful, not "
+                   "that predictions for other parameters are right.")
+
+st.subheader("3 · Predicted vs recorded")
 st.markdown(f"Changes: **{wi.describe_changes(run_meta.what_if_changes(pred))}**")
 st.dataframe(wi.prediction_table(target, base_id, pred_id), hide_index=True, column_config=wi.COLUMN_FORMATS)
 left, right = st.columns(2)

@@ -46,6 +46,7 @@ class Trust:
     warnings: list[str]  # extrapolations: each changed parameter or feature the base run never exercised
     track_record: list[TrackRecordEntry] = field(default_factory=list)
     consistency: Comparison | None = None  # the replay of the base under its own configuration (in sample)
+    borrowed: list[str] = field(default_factory=list)  # costs the base never exercised, and where they came from
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def _trust(data: dict[str, Any]) -> Trust:
     entries = [TrackRecordEntry(int(e["real_run_id"]), dict(e["changes"]), _comparison(e["simulated"]),  # type: ignore[arg-type]
                                 dict(e["null_error_pct"])) for e in data.get("track_record", [])]
     return Trust(dict(data.get("holdout") or {}), list(data.get("warnings") or []), entries,
-                 _comparison(data.get("consistency")))
+                 _comparison(data.get("consistency")), list(data.get("borrowed") or []))
 
 
 def what_if_from_json(data: dict[str, Any] | None) -> WhatIfNote | None:

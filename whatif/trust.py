@@ -37,7 +37,8 @@ POOR_FIT_PCT = 20.0  # held-out median step error above which a prediction is fl
 
 def build_trust(db: Engine, base: BaseRun, config: EngineConfig, priced: Priced) -> Trust:
     return Trust(holdout=holdout_of(base), warnings=extrapolation_warnings(base, config, priced),
-                 track_record=track_record(db, base, priced.model), consistency=consistency_check(base, priced.model))
+                 track_record=track_record(db, base, priced.model), consistency=consistency_check(base, priced.model),
+                 borrowed=list(priced.borrowed))
 
 
 def holdout_of(base: BaseRun) -> dict[str, Any]:
