@@ -1,10 +1,8 @@
 """What goes in and out of the online engine loop (engine.online): requests, per-step outputs, the
-sinks they go to, recorded runs, metrics reports, and the loop's wall clock. Plain data and protocols."""
+sinks they go to, recorded runs and metrics reports. Plain data and protocols."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,9 +24,8 @@ class QueueFullError(NotAcceptingError):
 class OnlineRequest:
     request_id: str
     prompt_token_ids: Sequence[int]
-    sampling_params: SamplingParams  # what the client asked for
+    sampling_params: SamplingParams  # what the client asked for, min_tokens included
     priority: int = 0
-    min_tokens: int = 0  # EOS and stop tokens do not end it before this many output tokens
     received_at: float | None = None  # time.perf_counter() when the server received it; None: at submit()
 
 
@@ -118,37 +115,3 @@ class StepReport:
 
 
 StepObserver = Callable[[StepReport], None]
-
-
-class ServingClock:
-    """Wall time since a run's origin (a perf_counter reading); waits end early on the shared wake event.
-
-    The origin is given, not taken at start(): a run opened by rotation starts at the receipt of the
-    first request it holds, which came before the run object existed."""
-
-    def __init__(self, origin: float, wake_event: threading.Event) -> None:
-        self._origin = origin
-        self._wake = wake_event
-
-    def start(self) -> None:
-        pass
-
-    def now(self) -> float:
-        return time.perf_counter() - self._origin
-
-    def run_time(self, perf: float) -> float:
-        return perf - self._origin
-
-    def advance(self, seconds: float) -> None:
-        pass  # wall time passed while the step ran
-
-    def wait_until(self, t: float) -> None:
-        self.wait(t - self.now())
-
-    def wait(self, timeout: float | None) -> None:
-        if timeout is None or timeout > 0:
-            self._wake.wait(timeout)
-        self._wake.clear()  # cleared before the caller looks at its queues again, so no wake is lost
-
-    def wake(self) -> None:
-        self._wake.set()

@@ -65,10 +65,11 @@ class _Job:
 async def generate(state: ServingState, request: Request, prepared: Prepared, kind: Kind,
                    received_at: float | None) -> Response:
     loop = asyncio.get_running_loop()
-    text = OutputText(state.codec.detokenizer(prepared.prompt_token_ids), prepared.stop, prepared.min_tokens)
-    sink = StreamSink(loop, text, prepared.params.stop_token_ids)
-    online_request = OnlineRequest(prepared.request_id, prepared.prompt_token_ids, prepared.params,
-                                   priority=prepared.priority, min_tokens=prepared.min_tokens, received_at=received_at)
+    params = prepared.params
+    text = OutputText(state.codec.detokenizer(prepared.prompt_token_ids), prepared.stop, params.min_tokens)
+    sink = StreamSink(loop, text, params.stop_token_ids)
+    online_request = OnlineRequest(prepared.request_id, prepared.prompt_token_ids, params,
+                                   priority=prepared.priority, received_at=received_at)
     try:
         state.online.submit(online_request, sink, max_waiting=state.max_waiting)
     except QueueFullError as exc:

@@ -25,7 +25,6 @@ class Prepared:
     request_id: str
     prompt_token_ids: Sequence[int]
     params: SamplingParams
-    min_tokens: int
     priority: int
     stop: tuple[str, ...]
     stream: bool
@@ -166,9 +165,12 @@ def prepare(state: ServingState, body: CompletionRequest | ChatCompletionRequest
             top_p=1.0 if body.top_p is None else float(body.top_p),
             top_k=0 if body.top_k is None else body.top_k,
             seed=body.seed, ignore_eos=body.ignore_eos, stop_token_ids=tuple(body.stop_token_ids or ()),
+            # The engine ignores EOS and stop tokens until min_tokens, but its sampler does not mask them
+            # yet (vLLM's does): an EOS sampled early is kept as an ordinary token.
+            min_tokens=body.min_tokens,
         )
     except SamplingParamsError as exc:
         raise APIError(400, str(exc)) from None
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return Prepared(request_id, ids, params, body.min_tokens, body.priority, stop, body.stream, include_usage)
+    return Prepared(request_id, ids, params, body.priority, stop, body.stream, include_usage)

@@ -90,8 +90,8 @@ def test_min_tokens_holds_off_stop_tokens(tmp_path: Path) -> None:
     loop, recording = _loop(tmp_path / "m.db")
     sinks = {n: Sink() for n in (0, 3)}
     for n, sink in sinks.items():  # simulated tokens are all id 0, a stop token here
-        loop.submit(OnlineRequest(f"min{n}", [1000] * 5, SamplingParams(max_tokens=10, stop_token_ids=(0,)),
-                                  min_tokens=n), sink)
+        loop.submit(OnlineRequest(f"min{n}", [1000] * 5, SamplingParams(max_tokens=10, stop_token_ids=(0,),
+                                                                        min_tokens=n)), sink)
     assert all(s.done.wait(30) for s in sinks.values())
     loop.close()
     recording.dispose()
