@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.executors.cost_model import LinearCostModel
-from engine.online import OnlineEngine, OnlineRequest, RequestOutput, Rotation
+from engine.online import FinishedStats, OnlineEngine, OnlineRequest, RequestOutput, Rotation, StepReport
 from engine.sampling_params import SamplingParams
 from serving.recording import ServedRecording
 from serving.simulated_serving import SleepingExecutor
@@ -19,11 +19,12 @@ CONFIG = EngineConfig(SchedulerConfig(max_model_len=256), CacheConfig(num_gpu_bl
 
 
 class Sink:
-    def __init__(self, on_output: Callable[[RequestOutput], None] | None = None) -> None:
+    def __init__(self, on_output: Callable[[RequestOutput], None] | None = None, stop_at: int | None = None) -> None:
         self.outputs: list[RequestOutput] = []
         self.admission: tuple[int | None, str | None] | None = None
         self.done = threading.Event()
         self._on_output = on_output
+        self._stop_at = stop_at  # stop the request once it has this many tokens (as a stop string would)
 
     def admitted(self, run_id: int | None, reject_reason: str | None) -> None:
         self.admission = (run_id, reject_reason)
@@ -36,6 +37,9 @@ class Sink:
             self._on_output(out)
         if out.finish_reason is not None:
             self.done.set()
+        if self._stop_at is not None and out.num_output_tokens >= self._stop_at:
+            self.done.set()
+            return True
         return False
 
     @property
@@ -43,12 +47,13 @@ class Sink:
         return self.outputs[-1].num_output_tokens if self.outputs else 0
 
 
-def _loop(db: Path, rotation: Rotation | None = None, step_s: float = 0.002) -> tuple[OnlineEngine, ServedRecording]:
+def _loop(db: Path, rotation: Rotation | None = None, step_s: float = 0.002,
+          observer: Callable[[StepReport], None] | None = None) -> tuple[OnlineEngine, ServedRecording]:
     executor = SleepingExecutor(LinearCostModel(coefficients={"intercept": step_s}))
     description = {"name": "online test", "mode": "simulated", "batching": "continuous", "config": CONFIG.to_dict(),
                    "model": "sim", "workload": "online test"}
     recording = ServedRecording(str(db), description, "http://test", executor.describe())
-    loop = OnlineEngine(CONFIG, executor, recording, rotation)
+    loop = OnlineEngine(CONFIG, executor, recording, rotation, observer)
     loop.start()
     return loop, recording
 
@@ -98,6 +103,24 @@ def test_min_tokens_holds_off_stop_tokens(tmp_path: Path) -> None:
     assert [(s.tokens, s.outputs[-1].finish_reason) for s in sinks.values()] == [(1, "stopped"), (4, "stopped")]
     rows = recorded_requests(tmp_path / "m.db", loop.run_ids[0]).set_index("request_id")
     assert rows.loc["min3", "output_len"] == 4 and rows.loc["min3", "finish_reason"] == "stopped"
+
+
+def test_a_sink_that_stops_its_request_ends_it_as_stopped(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    finished: list[FinishedStats] = []
+    loop, recording = _loop(db, observer=lambda report: finished.extend(report.finished))
+    stopped, other = Sink(stop_at=3), Sink()
+    loop.submit(_request("stopped", 50, ignore_eos=True), stopped)
+    loop.submit(_request("other", 8, ignore_eos=True), other)
+    assert stopped.done.wait(30) and other.done.wait(30)
+    loop.drain(10)
+    assert loop.join(30) and loop.status == "finished"
+    recording.dispose()
+    assert stopped.tokens == 3  # nothing reached the sink after its stop
+    assert other.outputs[-1].finish_reason == "length" and other.tokens == 8
+    rows = recorded_requests(db, loop.run_ids[0]).set_index("request_id")
+    assert (rows.loc["stopped", "finish_reason"], rows.loc["stopped", "output_len"]) == ("stopped", 3)
+    assert {f.request_id: f.finish_reason for f in finished} == {"stopped": "stopped", "other": "length"}
 
 
 def test_a_sink_that_raises_fails_only_its_own_request(tmp_path: Path) -> None:
