@@ -55,7 +55,11 @@ class RunResult:
         return float(np.percentile(self.latencies_s, 99))
 
 
-def run_hf_static(model: Any, reqs: list[BenchRequest], batch_size: int) -> RunResult:
+def run_hf_static(model: Any, reqs: list[BenchRequest], batch_size: int,
+                  device: torch.device | None = None) -> RunResult:
+    """HF generate in static batches of batch_size, left-padded to the batch's longest prompt, every
+    member generating the batch's longest output (finished rows keep computing, as generate does)."""
+    device = device or torch.device("cpu")
     latencies: list[float] = []
     t0 = time.perf_counter()
     for i in range(0, len(reqs), batch_size):
@@ -68,8 +72,10 @@ def run_hf_static(model: Any, reqs: list[BenchRequest], batch_size: int) -> RunR
             mask[row, width - len(r.prompt) :] = 1
         new = max(r.max_tokens for r in batch)
         with torch.inference_mode():
-            model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                           pad_token_id=0)
+            model.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=new, min_new_tokens=new,
+                           do_sample=False, pad_token_id=0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         latencies += [time.perf_counter() - t0] * len(batch)
     return RunResult(time.perf_counter() - t0, sum(r.max_tokens for r in reqs), latencies)
 
