@@ -164,3 +164,9 @@ def request_detail(target: str, run_id: int, request_id: str,
 @st.cache_data(max_entries=64, show_spinner=False)
 def last_step(target: str, run_id: int, version: int) -> int:
     return queries.last_step(reader(target), run_id)
+
+
+@_stop_on_db_error
+@st.cache_data(max_entries=32, show_spinner=False)
+def arrival_rate(target: str, run_id: int, start_time: float, end_time: float, version: int) -> float | None:
+    return queries.arrival_rate(reader(target), run_id, start_time, end_time)

@@ -1,5 +1,8 @@
 """Live: follow a running run, refreshing about once a second without reloading the page."""
 
+from typing import Any
+
+import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, launcher, run_meta, settings, ui
@@ -12,17 +15,16 @@ follow = c1.toggle("Follow (refresh every second)", value=True, help="Pause to l
 x_axis = c2.segmented_control("x axis", ["step", "time"], default="step", key="live_x") or "step"
 
 
-@st.fragment(run_every=settings.LIVE_REFRESH_S if follow else None)
-def live_panel() -> None:
-    run = data.run(target, run_id)
-    if run is None:
-        st.warning(f"Run #{run_id} is gone (deleted?).")
-        return
+def status_lines(run: dict[str, Any]) -> None:
+    """The run's state, what it serves, and what to make of a run that is not running."""
     status, n = run["status"], int(run["num_steps"])
-    config = run["config"]
     head = st.columns([3, 1])
     head[0].markdown(f"{ui.status_badge(status)} · {n:,} steps · "
-                     f"{run['last_time']:.1f} s · {run['mode']} · {ui.config_summary(config)}")
+                     f"{run['last_time']:.1f} s · {run['mode']} · {ui.config_summary(run['config'])}")
+    meta = run_meta.meta(run)
+    if meta.source == "served" and meta.served_url:
+        head[0].markdown(f"{'Serving' if status == 'running' else 'Served'} the OpenAI API at "
+                         f"`{meta.served_url}/v1`: requests arrive when clients send them.")
     pid = run_meta.engine_pid(run)
     if status == "running" and pid and head[1].button("Stop run", icon=":material/stop_circle:", key="stop_run"):
         if launcher.stop(pid):
@@ -36,18 +38,17 @@ def live_panel() -> None:
         st.error(f"This run failed: {run['error']}")
     elif status != "running":
         st.info(f"This run is {status}; the **Replay** page shows the whole of it step by step.")
-    if n == 0:
-        st.info("Waiting for the first step…")
-        return
 
-    first = max(0, n - settings.LIVE_WINDOW_STEPS)
-    steps = data.steps_window(target, run_id, first, n - 1, n)
-    phases = data.phases_window(target, run_id, first, n - 1, n)
+
+def headline_metrics(run: dict[str, Any], steps: pd.DataFrame, first: int, n: int) -> None:
+    """Throughput, latencies, queues, KV use over the window; a served run's arrival rate too."""
     now = steps.iloc[-1]
-    window_s = max(float(steps["end_time"].iloc[-1] - steps["start_time"].iloc[0]), 1e-9)
+    start, end = float(steps["start_time"].iloc[0]), float(steps["end_time"].iloc[-1])
+    window_s = max(end - start, 1e-9)
     recent = data.latency_percentiles(target, run_id, n, since_time=max(0.0, float(run["last_time"]) - 10.0))
     lat = recent.set_index("metric")
-    m = st.columns(7)
+    served = run_meta.meta(run).source == "served"
+    m = st.columns(8 if served else 7)
     m[0].metric("output tok/s", ui.rate(float(steps["num_output_tokens"].sum()) / window_s, ""),
                 help="Over the steps shown below")
     m[1].metric("TTFT p50", ui.ms(lat.loc["ttft", "p50"]), help="Requests that finished in the last 10 s")
@@ -59,7 +60,13 @@ def live_panel() -> None:
     used, total = int(now["num_used_gpu_blocks"]), int(now["num_gpu_blocks"])
     m[5].metric("KV blocks used", f"{used / max(total, 1):.0%}", help=f"{used:,} of {total:,} GPU blocks")
     m[6].metric("preemptions", int(steps["num_preemptions"].sum()), help="Over the steps shown below")
+    if served:
+        m[7].metric("arrivals/s", ui.rate(data.arrival_rate(target, run_id, start, end, n), ""),
+                    help="Requests that arrived over the steps shown below (by their arrival times), per second: "
+                         "the load the server's clients put on it")
 
+
+def window_charts(steps: pd.DataFrame, phases: pd.DataFrame, config: dict[str, Any]) -> None:
     st.subheader("Batch timeline")
     st.altair_chart(charts.gantt(phases, x_axis), width="stretch")
     st.caption(f"The last {len(steps)} steps, one row per request. Look for: orange prefills cutting into "
@@ -79,6 +86,23 @@ def live_panel() -> None:
     right.altair_chart(charts.batch_slots(steps, config.get("max_num_seqs"), x), width="stretch")
     right.caption("Sequences per step against max_num_seqs (dashed). Yellow is padding: finished requests "
                   "still holding a static batch's slot.")
+
+
+@st.fragment(run_every=settings.LIVE_REFRESH_S if follow else None)
+def live_panel() -> None:
+    run = data.run(target, run_id)
+    if run is None:
+        st.warning(f"Run #{run_id} is gone (deleted?).")
+        return
+    status_lines(run)
+    n = int(run["num_steps"])
+    if n == 0:
+        st.info("Waiting for the first step…")
+        return
+    first = max(0, n - settings.LIVE_WINDOW_STEPS)
+    steps = data.steps_window(target, run_id, first, n - 1, n)
+    headline_metrics(run, steps, first, n)
+    window_charts(steps, data.phases_window(target, run_id, first, n - 1, n), run["config"])
 
 
 live_panel()

@@ -416,3 +416,18 @@ def kv_block_map(db: Engine, run_id: int, step: int, device: str = "gpu") -> pd.
                 owners.extend([None] * (block + 1 - len(owners)))
             owners[block] = owner
     return pd.DataFrame({"block_id": np.arange(len(owners)), "request_id": pd.Series(owners, dtype="object")})
+
+
+# -- arrivals ----------------------------------------------------------------------------------------
+def arrival_rate(db: Engine, run_id: int, start_time: float, end_time: float) -> float | None:
+    """Requests that arrived between start_time and end_time (run seconds, both included), per second;
+    None for an empty span."""
+    span = end_time - start_time
+    if span <= 0:
+        return None
+    with db.connect() as conn:
+        count = conn.execute(text("""
+            SELECT COUNT(*) FROM requests
+            WHERE run_id = :run AND arrival_time >= :start AND arrival_time <= :end"""),
+            {"run": run_id, "start": start_time, "end": end_time}).scalar_one()
+    return int(count) / span
