@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+from collections import deque
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ from storage.recorder import Recorder
 from storage.schema import Run, table_of
 
 COMMON = ["--workload", "mixed", "--num-prompts", "120", "--request-rate", "40", "--seed", "7"]
+SERVED_URL = "http://127.0.0.1:8000"
 
 
 def _record_partial(db: str, name: str, config: EngineConfig, workload: Workload, heartbeat_at: datetime,
@@ -43,15 +45,13 @@ def _record_partial(db: str, name: str, config: EngineConfig, workload: Workload
     recorder = Recorder(engine_db, info, {"executor": "simulated", "cost_model": DEFAULT_COST_MODEL.to_dict()},
                         heartbeat_interval_s=3600)
     engine = Engine(config, SimulatedExecutor(DEFAULT_COST_MODEL), VirtualClock(), recorder)
-    engine._pending.extend(sorted(workload.requests, key=lambda s: s.arrival_time))
+    pending = deque(sorted(workload.requests, key=lambda s: s.arrival_time))
     for _ in itertools.count() if max_iterations is None else range(max_iterations):
         if engine.clock.now() >= until_s:
             break
-        now = engine.clock.now()
-        while engine._pending and engine._pending[0].arrival_time <= now:
-            engine.add_request(engine.make_request(engine._pending.popleft()))
+        engine.add_arrivals(pending, engine.clock.now())
         if engine.step() is None:
-            engine.clock.wait_until(engine._pending[0].arrival_time)
+            engine.clock.wait_until(pending[0].arrival_time)
     recorder.flush()
     with engine_db.begin() as conn:
         conn.execute(update(table_of(Run)).where(table_of(Run).c.id == recorder.run_id)
@@ -78,6 +78,23 @@ def _record_live(db: str, folder: Path) -> int:
                            datetime.now(UTC) + timedelta(days=1), until_s=caught)
 
 
+def _record_served(db: str) -> int:
+    """What `serve` records: a finished run marked as served, with the URL it listened on, whose
+    requests arrived as clients sent them (Poisson here, on the simulator's clock)."""
+    config = EngineConfig(SchedulerConfig(max_num_seqs=16), CacheConfig(num_gpu_blocks=256))
+    workload = synthetic_workload("mixed", 80, request_rate=20.0, seed=11)
+    info = RunInfo(name="serve sim (continuous, 16 seqs)", mode="simulated", batching="continuous",
+                   config=config.to_dict(), model="sim", workload=f"served at {SERVED_URL} as `sim`",
+                   source="served", served_url=SERVED_URL)
+    engine_db = open_for_write(db)
+    recorder = Recorder(engine_db, info, {"executor": "simulated", "cost_model": DEFAULT_COST_MODEL.to_dict()},
+                        heartbeat_interval_s=3600)
+    summary = Engine(config, SimulatedExecutor(DEFAULT_COST_MODEL), VirtualClock(), recorder).run(workload.requests)
+    recorder.finish("finished", summary=summary.to_dict())
+    engine_db.dispose()
+    return recorder.run_id
+
+
 def build(path: Path) -> dict[str, int]:
     db = str(path)
     ids: dict[str, int] = {}
@@ -97,6 +114,7 @@ def build(path: Path) -> dict[str, int]:
     assert cli(["simulate", "--db", db, "--from-run", str(ids["continuous"]), "--max-num-seqs", "4"]) == 0
     ids["what_if"] = ids["interrupted"] + 1
     assert cli(["sweep", "--db", db, "--param", "max_num_seqs", "--values", "2,8,32", *COMMON]) == 0
+    ids["served"] = _record_served(db)
     return ids
 
 

@@ -9,7 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import launcher
-from tests.dashboard_fixture import build
+from dashboard.settings import LIVE_WINDOW_STEPS
+from tests.dashboard_fixture import SERVED_URL, build
 from tests.recording import record_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def _text(at: AppTest) -> str:
 
 
 @pytest.mark.parametrize("kind", ["continuous", "static", "recompute", "swap", "chunked", "live", "interrupted",
-                                  "what_if"])
+                                  "what_if", "served"])
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_every_kind_of_run(page: str, kind: str, fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
@@ -85,6 +86,25 @@ def test_live_page_explains_an_interrupted_run(fixture_db, monkeypatch) -> None:
     db, ids = fixture_db
     at = _open("pages/live.py", db, monkeypatch, ids["interrupted"])
     assert "stopped writing without finishing" in _text(at)
+
+
+def test_live_page_shows_what_a_served_run_serves_and_its_arrival_rate(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, ids = fixture_db
+    run_id = ids["served"]
+    at = _open("pages/live.py", db, monkeypatch, run_id)
+    assert f"the OpenAI API at `{SERVED_URL}/v1`" in _text(at)
+    conn = sqlite3.connect(db)  # the live window, and the arrivals in it, straight from the tables
+    start, end = conn.execute("SELECT MIN(start_time), MAX(end_time) FROM (SELECT start_time, end_time FROM steps "
+                              "WHERE run_id = ? ORDER BY step DESC LIMIT ?)", (run_id, LIVE_WINDOW_STEPS)).fetchone()
+    arrived = conn.execute("SELECT COUNT(*) FROM requests WHERE run_id = ? AND arrival_time BETWEEN ? AND ?",
+                           (run_id, start, end)).fetchone()[0]
+    conn.close()
+    assert arrived > 0
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["arrivals/s"].strip() == f"{arrived / (end - start):,.1f}"
+    workload_run = _open("pages/live.py", db, monkeypatch, ids["continuous"])
+    assert "arrivals/s" not in {m.label for m in workload_run.metric}
+    assert "OpenAI API" not in _text(workload_run)
 
 
 def test_replay_of_static_batching_shows_padding(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
