@@ -8,7 +8,6 @@ only (aborted in the engine, an error to its client).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -168,8 +167,10 @@ class Deliveries:
     def fail_all(self, message: str) -> None:
         """The loop failed: every sink still waiting hears so, and nothing is tracked any more."""
         for request_id, tracked in self._tracked.items():
-            with contextlib.suppress(Exception):
+            try:
                 tracked.sink.output(RequestOutput(request_id, (), tracked.sent, "error", message))
+            except Exception:
+                log.exception("the output sink of request %s failed", request_id)
         self._tracked.clear()
         self._ending.clear()
 
