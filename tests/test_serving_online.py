@@ -7,9 +7,19 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.executors.cost_model import LinearCostModel
-from engine.online import FinishedStats, OnlineEngine, OnlineRequest, RequestOutput, Rotation, StepReport
+from engine.online import (
+    FinishedStats,
+    NotAcceptingError,
+    OnlineEngine,
+    OnlineRequest,
+    RequestOutput,
+    Rotation,
+    StepReport,
+)
 from engine.sampling_params import SamplingParams
 from serving.recording import ServedRecording
 from serving.simulated_serving import SleepingExecutor
@@ -121,6 +131,48 @@ def test_a_sink_that_stops_its_request_ends_it_as_stopped(tmp_path: Path) -> Non
     rows = recorded_requests(db, loop.run_ids[0]).set_index("request_id")
     assert (rows.loc["stopped", "finish_reason"], rows.loc["stopped", "output_len"]) == ("stopped", 3)
     assert {f.request_id: f.finish_reason for f in finished} == {"stopped": "stopped", "other": "length"}
+
+
+class _BrokenRecording:
+    """A RunRecording whose writes fail from the third step on (a database gone away)."""
+
+    run_id = None
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.closed_as: tuple[str, str | None] | None = None
+
+    @property
+    def recorder(self) -> _BrokenRecording:
+        return self
+
+    def record(self, snapshot: object) -> None:
+        self.steps += 1
+        if self.steps >= 3:
+            raise OSError("disk I/O error")
+
+    def record_tail(self, *rows: object) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def finish(self, status: str, summary: object, error: str | None) -> None:
+        self.closed_as = (status, error)
+
+
+def test_a_step_that_fails_outside_the_model_ends_the_loop_as_failed() -> None:
+    recording = _BrokenRecording()
+    loop = OnlineEngine(CONFIG, SleepingExecutor(LinearCostModel(coefficients={"intercept": 0.002})),
+                        lambda segment: recording)  # type: ignore[arg-type,return-value]
+    loop.start()
+    sink = Sink()
+    loop.submit(_request("r", 50, ignore_eos=True), sink)
+    assert loop.join(30) and loop.status == "failed" and "disk I/O error" in (loop.error or "")
+    assert sink.outputs[-1].finish_reason == "error" and "disk I/O error" in (sink.outputs[-1].error or "")
+    assert recording.closed_as is not None and recording.closed_as[0] == "failed"
+    with pytest.raises(NotAcceptingError, match="engine failed"):
+        loop.submit(_request("late", 2), Sink())
 
 
 def test_a_sink_that_raises_fails_only_its_own_request(tmp_path: Path) -> None:
