@@ -1,0 +1,104 @@
+"""What a search runs on: the workload's requests, the configuration every point starts from, and
+the cost model, from a recorded run (exactly as a what-if replays it: its requests, its fitted
+model with the costs it never exercised priced by whatif.pricing) or from a workload and a named
+or profiled cost model. `source` says how to build the same workload again, so a point can be
+re-simulated later (tune.materialize); the digest proves it was the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+from dataclasses import asdict, astuple, dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from cli.args import DEFAULT_SIM_GPU_BLOCKS, engine_config_from_args, workload_options_from_args
+from cli.simulate import chosen_cost_model
+from engine.config import ConfigError, EngineConfig
+from engine.executors.cost_model import CostModel, named_cost_model
+from engine.workload import Workload, WorkloadOptions, resolve_workload
+from engine.workload.spec import RequestSpec
+from whatif.base_run import BaseRun, load_base_run
+
+
+@dataclass(frozen=True)
+class SearchSource:
+    workload: Workload
+    base_config: EngineConfig
+    cost_model: CostModel
+    source: dict[str, Any]  # {"kind": "run", "run_id": N} or {"kind": "workload", "workload": ..., "options": ...}
+    base: BaseRun | None = None  # --from-run
+    borrowed: list[str] = field(default_factory=list)  # costs the base never exercised, priced from elsewhere
+    unmeasured: list[str] = field(default_factory=list)  # costs nothing measured (extrapolation warnings)
+
+    @property
+    def model(self) -> str | None:
+        return self.base.model if self.base is not None else None
+
+
+def workload_digest(requests: tuple[RequestSpec, ...]) -> str:
+    """A hash over every field of every request, in order."""
+    h = hashlib.sha256()
+    for spec in requests:
+        h.update(repr(astuple(spec)).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def from_args(args: argparse.Namespace, writer: Engine | None) -> SearchSource:
+    """writer: the database (--from-run reads the base run there and may store its fitted model)."""
+    if args.from_run is not None:
+        if args.workload is not None:
+            raise ConfigError("--from-run replays the recorded requests; drop --workload")
+        assert writer is not None, "--from-run needs the database"
+        return _from_run(writer, args.from_run, args)
+    config = engine_config_from_args(args, num_gpu_blocks=DEFAULT_SIM_GPU_BLOCKS)
+    options = workload_options_from_args(args)
+    name = args.workload or "mixed"
+    workload = resolve_workload(name, options)
+    cost_model = chosen_cost_model(args) or named_cost_model("default")
+    return SearchSource(workload, config, cost_model, {"kind": "workload", "workload": _portable_name(name),
+                                                       "options": _options_json(options)})
+
+
+def _from_run(writer: Engine, run_id: int, args: argparse.Namespace | None) -> SearchSource:
+    from whatif.predict import base_profile
+    from whatif.pricing import price_for_prediction
+
+    base = load_base_run(writer, run_id)
+    config = engine_config_from_args(args, base=base.config) if args is not None else base.config
+    chosen = chosen_cost_model(args) if args is not None else None
+    if chosen is not None:  # as a what-if does: a given model is used as it is, nothing borrowed
+        return SearchSource(base.workload, config, chosen, {"kind": "run", "run_id": run_id}, base)
+    priced = price_for_prediction(base.cost_model, base.mode, base.exercised, base.executor.get("kv_bytes_per_block"),
+                                  base_profile(writer, base))
+    return SearchSource(base.workload, config, priced.model, {"kind": "run", "run_id": run_id}, base,
+                        list(priced.borrowed), list(priced.unmeasured))
+
+
+def _portable_name(name: str) -> str:
+    """A workload file by its absolute path, so a later process elsewhere finds it."""
+    from pathlib import Path
+
+    return name if name in ("uniform", "mixed", "azure") else str(Path(name).resolve())
+
+
+def _options_json(options: WorkloadOptions) -> dict[str, Any]:
+    values = asdict(options)
+    values["request_rate"] = None if math.isinf(options.request_rate) else options.request_rate  # JSON has no inf
+    return values
+
+
+def workload_from_source(writer: Engine, source: dict[str, Any]) -> tuple[Workload, BaseRun | None]:
+    """The workload a stored search ran on, built again."""
+    if source.get("kind") == "run":
+        base = load_base_run(writer, int(source["run_id"]))
+        return base.workload, base
+    options = dict(source["options"])
+    options["request_rate"] = math.inf if options.get("request_rate") is None else float(options["request_rate"])
+    for key in ("prompt_lens", "output_lens"):
+        options[key] = tuple(options[key])
+    return resolve_workload(source["workload"], WorkloadOptions(**options)), None
