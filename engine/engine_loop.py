@@ -41,6 +41,7 @@ class StepFailedError(RuntimeError):
                          f"{len(request_ids)} request(s)")
         self.step = step
         self.request_ids = request_ids
+        self.cause = cause
 
 
 class Engine:
