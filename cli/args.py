@@ -108,6 +108,9 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--time-scale", type=non_negative_float, default=1.0,
                    help="trace CSVs: multiply arrival times (0.1: ten times faster) (1.0)")
     g.add_argument("--max-requests", type=positive_int, default=None, help="trace CSVs: first N requests only")
+    g.add_argument("--max-concurrency", type=positive_int, default=None,
+                   help="at most N requests in flight: the next is sent when one finishes (a closed-loop client, "
+                        "as vllm bench serve --max-concurrency); default: no cap")
     g.add_argument("--max-tokens-cap", type=positive_int, default=None,
                    help="generated and trace workloads: every request declares max_tokens N and stops at its own "
                         "length, so sjf does not know lengths (default: declared max_tokens = length)")

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         workload=workload.description,
     )
     result = run_session(config, executor, VirtualClock(), workload.requests, info,
-                         RecordTarget(args.db, enabled=not args.no_record))
+                         RecordTarget(args.db, enabled=not args.no_record), max_concurrency=args.max_concurrency)
     print_rejections(result.rejections)
     print_summary(result.summary.to_dict() | {"run_id": result.run_id, "status": result.status},
                   result.summary.format(), args.json, result.run_id)

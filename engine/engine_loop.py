@@ -11,6 +11,7 @@ import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 from engine.burst_steps import BurstRunner
 from engine.clock import Clock
@@ -72,6 +73,7 @@ class Engine:
         self._changes: list[PhaseChange] = []
         self._kv_carry: list[KVBlockEvent] = []  # block events for the next recorded step
         self._next_step = 0
+        self._max_concurrency: int | None = None
         # Decode bursts (the simulator's fast path) need a virtual clock and an executor that knows a
         # step's time from its counts alone.
         predicts = callable(getattr(executor, "predict_step_time", None))
@@ -109,9 +111,18 @@ class Engine:
             self._changes.append(self.phases.arrived(req.request_id, self._next_step, req.arrival_time))
 
     def add_arrivals(self, pending: deque[RequestSpec], now: float) -> None:
-        """Hand over every pending request (in arrival order) that has arrived by `now`."""
+        """Hand over every pending request (in arrival order) that has arrived by `now`; with a
+        max_concurrency, only while fewer requests are unfinished, a held one arriving when let in
+        (a closed-loop client, as `vllm bench serve --max-concurrency` drives a server)."""
+        cap = self._max_concurrency
+        scheduler = self.scheduler
         while pending and pending[0].arrival_time <= now:
-            self.add_request(self.make_request(pending.popleft()))
+            if cap is not None and scheduler.get_num_unfinished_requests() >= cap:
+                return
+            spec = pending.popleft()
+            if cap is not None and spec.arrival_time < now:
+                spec = replace(spec, arrival_time=now)
+            self.add_request(self.make_request(spec))
 
     def note_phase_changes(self, changes: Iterable[PhaseChange | None]) -> None:
         """Phase changes for the next recorded step (None: the request was already in that phase)."""
@@ -288,11 +299,16 @@ class Engine:
         specs: Iterable[RequestSpec],
         on_step: Callable[[StepSnapshot], None] | None = None,
         stop: threading.Event | None = None,
+        max_concurrency: int | None = None,
     ) -> RunSummary:
         """Send every request at its arrival time and step until all have finished.
 
         Setting `stop` aborts what is left (the run still ends cleanly and is summarized).
+        max_concurrency: at most this many unfinished requests; the next is sent when one finishes.
         """
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self._max_concurrency = max_concurrency
         self._pending = deque(sorted(specs, key=lambda s: s.arrival_time))
         clock = self.clock
         scheduler = self.scheduler

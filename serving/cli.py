@@ -201,7 +201,6 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     add_workload_args(s)
     s.add_argument("--burstiness", type=positive_float, default=1.0,
                    help="gamma shape of the arrival gaps at --request-rate (1.0: Poisson; lower: burstier)")
-    s.add_argument("--max-concurrency", type=positive_int, default=None, help="most requests in flight at once")
     s.add_argument("--goodput", nargs="+", default=None, metavar="KEY:MS",
                    help="SLOs a good request meets: ttft:MS tpot:MS e2el:MS (any subset)")
     s.add_argument("--vocab-size", type=positive_int, default=None,

@@ -36,6 +36,6 @@ def run_real_session(args: argparse.Namespace, config: EngineConfig | None, work
     try:
         return run_session(real.config, real.executor, WallClock(), workload.requests, info,
                            RecordTarget(getattr(args, "db", None), enabled=not getattr(args, "no_record", False)),
-                           progress=progress)
+                           progress=progress, max_concurrency=getattr(args, "max_concurrency", None))
     finally:
         real.executor.shutdown()

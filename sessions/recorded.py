@@ -82,7 +82,10 @@ def run_session(
     target: RecordTarget,
     progress: bool = False,
     on_step: Callable[[StepSnapshot], None] | None = None,
+    max_concurrency: int | None = None,
 ) -> SessionResult:
+    """max_concurrency: a closed-loop client's cap on requests in flight (each held one is sent,
+    and counts as arriving, when another finishes)."""
     # The pid lets the dashboard stop this run; declared lengths label sjf as knowing them.
     info = replace(info, pid=os.getpid(), lengths_declared=all(spec.length_is_declared for spec in specs))
     stop = threading.Event()
@@ -96,7 +99,7 @@ def run_session(
             recorder = signals.recorder = Recorder(open_for_write(target.db), info,
                                                    executor_facts=executor.describe())
         engine = Engine(config, executor, clock, recorder)
-        summary = _serve(engine, specs, stop, signals, progress, on_step)
+        summary = _serve(engine, specs, stop, signals, progress, on_step, max_concurrency)
         status = "aborted" if stop.is_set() else "finished"
         if recorder is not None:
             recorder.finish(status, summary=summary.to_dict(),
@@ -107,7 +110,8 @@ def run_session(
 
 
 def _serve(engine: Engine, specs: tuple[RequestSpec, ...], stop: threading.Event, signals: _StopSignals,
-           progress: bool, on_step: Callable[[StepSnapshot], None] | None) -> RunSummary:
+           progress: bool, on_step: Callable[[StepSnapshot], None] | None,
+           max_concurrency: int | None) -> RunSummary:
     """engine.run with a progress bar; an interrupted or failed run is marked before the exception leaves."""
     recorder = signals.recorder
     bar = _progress_bar(len(specs)) if progress else None
@@ -120,7 +124,7 @@ def _serve(engine: Engine, specs: tuple[RequestSpec, ...], stop: threading.Event
 
     engine.clock.start()  # loading the model and opening the database are not the run's time
     try:
-        summary = engine.run(specs, on_step=step_hook, stop=stop)
+        summary = engine.run(specs, on_step=step_hook, stop=stop, max_concurrency=max_concurrency)
         signals.finishing = True
         return summary
     except KeyboardInterrupt:

@@ -114,3 +114,30 @@ def test_simulate_says_why_requests_were_rejected(tmp_path: Path, capsys: pytest
     out = capsys.readouterr()
     assert "1 finished, 1 rejected" in out.out
     assert "rejected r1: the prompt has 300 tokens" in out.err and "max_model_len=128" in out.err
+
+
+def test_max_concurrency_is_a_closed_loop_client() -> None:
+    """At most C requests are unfinished; a held request arrives when it is let in, and the fast path
+    keeps to the same cap."""
+    from engine.clock import VirtualClock
+    from engine.config import CacheConfig, EngineConfig, SchedulerConfig
+    from engine.engine_loop import Engine
+    from engine.executors.cost_model import UnitCostModel
+    from engine.executors.simulated import SimulatedExecutor
+    from engine.workload.generators import synthetic_workload
+
+    config = EngineConfig(SchedulerConfig(max_num_seqs=16), CacheConfig(num_gpu_blocks=400))
+    workload = synthetic_workload("mixed", 30, seed=2)  # all at t=0
+    runs = []
+    for fast in (False, True):
+        engine = Engine(config, SimulatedExecutor(UnitCostModel()), VirtualClock(), fast_forward=fast)
+        seen: list[int] = []
+        engine.run(workload.requests, on_step=lambda s, seen=seen: seen.append(  # type: ignore[misc]
+            s.counts.num_running + s.counts.num_waiting), max_concurrency=3)
+        runs.append((engine, seen))
+    for engine, seen in runs:
+        assert max(seen) == 3 and all(r.finish_time is not None for r in engine.requests.values())
+        arrivals = sorted(r.arrival_time for r in engine.requests.values())
+        assert arrivals[:3] == [0.0, 0.0, 0.0] and arrivals[3] > 0  # the fourth is sent when one finished
+    finishes = [[r.finish_time for r in engine.requests.values()] for engine, _ in runs]
+    assert finishes[0] == finishes[1]
