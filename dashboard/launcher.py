@@ -11,6 +11,7 @@ that fails to start can say why.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dashboard import settings
+from dashboard import learn_plan, settings
 from engine.config import ConfigError, EngineConfig
 from engine.engine_args import EngineArgs
 
@@ -274,3 +275,76 @@ def wait_for_exit(pid: int, timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+# -- Learn lessons -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LessonCommand:
+    """One command line of a lesson and the runs it records, by name."""
+
+    argv: list[str]
+    names: tuple[str, ...]
+    real: bool
+
+
+@dataclass(frozen=True)
+class LessonRun:
+    """Record one Learn lesson: its simulated runs (unit cost for the textbook numbers), then the
+    real `tiny` runs beside them, one after another in one background process, so a click never
+    sets real runs competing with each other for the CPU."""
+
+    lesson: str
+
+    def steps(self) -> tuple[learn_plan.LessonStep, ...]:
+        if self.lesson not in learn_plan.PLANS:
+            raise LaunchError(f"the lesson must be one of {', '.join(learn_plan.PLANS)}")
+        return learn_plan.PLANS[self.lesson]
+
+    def validate(self) -> None:
+        """Every run's config (each swept value's too), by the engine's own rules."""
+        for step in self.steps():
+            config = _check_config(step.engine.create_engine_config)
+            if step.sweep is None:
+                continue
+            for value in step.sweep.values:
+                _check_config(functools.partial(config.replace, **{step.sweep.param: _swept_value(value)}))
+
+    def commands(self, db: str, folder: Path) -> list[LessonCommand]:
+        """Simulated commands first (seconds), then the real ones; workload files are read from
+        folder (learn_plan.write_workloads writes them)."""
+        ordered = sorted(self.steps(), key=lambda s: s.real)
+        return [LessonCommand(_lesson_argv(s, db, folder), s.run_names(), s.real) for s in ordered]
+
+    def argv(self, db: str, folder: Path) -> list[str]:
+        """The background process that writes the workloads and runs commands() in turn."""
+        self.steps()
+        return [sys.executable, "-m", "dashboard.learn_runner", "--db", db, "--folder", str(folder), self.lesson]
+
+
+def _swept_value(text: str) -> int | str:
+    """A swept value as the engine takes it: the lessons sweep whole numbers and named choices."""
+    return int(text) if text.isdigit() else text
+
+
+def _lesson_argv(step: learn_plan.LessonStep, db: str, folder: Path) -> list[str]:
+    engine = step.engine.to_argv() if step.real else [*_engine_flags(step.engine), "--cost-model", step.cost_model]
+    if step.sweep is not None:
+        verb = ["sweep", "--param", step.sweep.param, "--values", ",".join(step.sweep.values)]
+        verb += ["--real"] if step.real else []
+    else:
+        verb = ["run" if step.real else "simulate"]
+    return [sys.executable, "-m", "engine", *verb, "--db", db, *_lesson_workload_argv(step.workload, folder),
+            *engine, "--name", step.name]
+
+
+def _lesson_workload_argv(workload: str | learn_plan.Generated, folder: Path) -> list[str]:
+    if isinstance(workload, str):
+        return ["--workload", str(learn_plan.workload_path(folder, workload))]
+    args = ["--workload", workload.kind, "--num-prompts", str(workload.num_prompts)]
+    if workload.request_rate is not None:
+        args += ["--request-rate", f"{workload.request_rate:g}"]
+    for flag, span in (("--prompt-lens", workload.prompt_lens), ("--output-lens", workload.output_lens)):
+        args += [flag, f"{span[0]}:{span[1]}"] if span else []
+    for flag, value in (("--priority-levels", workload.priority_levels), ("--max-tokens-cap", workload.max_tokens_cap)):
+        args += [flag, str(value)] if value is not None else []
+    return args
