@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from dashboard.learn_lessons import LESSONS
 from tests.browser import PAGES, browser, chromium_path, dashboard, full_screenshot, open_page
-from tests.dashboard_fixture import build
+from tests.dashboard_fixture import build, build_lessons
 
 MISSING = chromium_path() is None or importlib.util.find_spec("playwright") is None
 if MISSING and os.environ.get("BATCHSCOPE_REQUIRE_BROWSER") == "1":
@@ -70,5 +71,34 @@ def test_replay_play_advances_the_step(server) -> None:  # type: ignore[no-untyp
         page.get_by_text("Play", exact=True).click()
         page.wait_for_timeout(4000)  # a tick a second
         assert _current_step(page) > before
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def learn_server(server, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A second dashboard on a database of every Learn lesson's simulated runs, in the same browser."""
+    db = tmp_path_factory.mktemp("browser-learn") / "lessons.db"
+    build_lessons(db)
+    with dashboard(db) as url:
+        yield url, server[1]
+
+
+def test_learn_page_draws_every_lessons_chart_and_figures(learn_server) -> None:  # type: ignore[no-untyped-def]
+    url, context = learn_server
+    open_page(context, f"{url}/", wait_charts=0).close()  # a fresh server's first page load runs the home page
+    page = open_page(context, f"{url}/Learn", wait_charts=len(LESSONS))
+    try:
+        assert page.locator('[data-testid="stException"]').count() == 0
+        drawn = page.locator('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg.marks')
+        assert drawn.count() >= len(LESSONS)
+        assert page.locator('[data-testid="stTable"]').count() == len(LESSONS)
+        body = page.inner_text('[data-testid="stMain"]')
+        assert "190 steps" in body and "a 98-token chunk" in body and "✗" not in body
+        assert all(page.locator(f"#{lesson.key}").count() == 1 for lesson in LESSONS)  # the contents' anchors
+        shots = os.environ.get("BATCHSCOPE_SCREENSHOTS")
+        if shots:
+            Path(shots).mkdir(parents=True, exist_ok=True)
+            full_screenshot(page, Path(shots) / "learn.png")
     finally:
         page.close()
