@@ -85,7 +85,7 @@ def step_times(frame: pd.DataFrame) -> alt.Chart:
         y=alt.Y("ms:Q", title="step duration (ms)"),
         color=alt.Color("series:N", scale=_scale(CHUNKING_COLORS), legend=_legend()),
         tooltip=["series:N", "step:Q", alt.Tooltip("ms:Q", format=".1f"), "num_prefill_tokens:Q"],
-    ).properties(height=240)
+    ).properties(height=280)
 
 
 def preemption_costs(frame: pd.DataFrame) -> alt.HConcatChart:
