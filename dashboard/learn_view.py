@@ -81,12 +81,16 @@ def tiny_placeholder(view: View) -> str | None:
     return cells.pop() if len(cells) == 1 and cells & {NOT_RECORDED, RECORDING} else None
 
 
+def has_tiny_column(view: View) -> bool:
+    return any(r.tiny is not None for r in view.rows) and tiny_placeholder(view) is None
+
+
 def figures_table(view: View) -> pd.DataFrame:
     """The course's figures next to the run's, one row per figure (the figure is the index)."""
-    columns = {"the course": [r.course for r in view.rows], view.run_column: [r.run for r in view.rows]}
-    if any(r.tiny is not None for r in view.rows) and tiny_placeholder(view) is None:
+    columns = {"the course": [r.course for r in view.rows], view.run_column: [r.run for r in view.rows],
+               "check": [r.check for r in view.rows]}  # of the run beside it: the course's figure or direction
+    if has_tiny_column(view):
         columns["tiny (real model)"] = [r.tiny or "" for r in view.rows]
-    columns["check"] = [r.check for r in view.rows]
     return pd.DataFrame(columns, index=pd.Index([r.figure for r in view.rows], name="figure"))
 
 
@@ -114,4 +118,7 @@ def section(number: int, lesson: Lesson, target: str, runs: learn.LessonRuns) ->
     placeholder = tiny_placeholder(view)
     if placeholder:
         st.caption(f"The real `tiny` runs: {placeholder} (the button records them after the simulated ones).")
+    elif has_tiny_column(view):
+        st.caption("The check is the simulated run's. The `tiny` column was measured on this machine: its "
+                   "times depend on the CPU and on whatever else was running then.")
     st.markdown("Open in Replay: " + " · ".join(f"[{label} (#{i})](Replay?run={i})" for label, i in view.links.items()))
