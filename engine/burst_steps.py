@@ -5,18 +5,21 @@ the same Engine.record_step an ordinary step uses. The scheduler half is engine/
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from engine.outputs import ModelRunnerOutput
 from engine.snapshot import StepSnapshot
 from engine.workload.spec import RequestSpec
 
 if TYPE_CHECKING:
+    from engine.decode_burst import DecodeBurst
     from engine.engine_loop import Engine
     from engine.executors.base import StepTimePredictor
+    from engine.phases import PhaseChange
+    from engine.request import Request
 
 
 class BurstRunner:
@@ -31,55 +34,97 @@ class BurstRunner:
         """Take steps while they are simple; the number taken (0: the next step is not)."""
         engine, predictor = self._engine, self._predictor
         scheduler = engine.scheduler
-        if not scheduler.begin_burst(predictor.burst_token):
+        burst = scheduler.begin_burst(predictor.burst_token)
+        if burst is None:
             return 0
+        predict = predictor.predict_step_time
         phases, itl, clock = engine.phases, engine.itl, engine.clock
         step = scheduler.step_index
-        new_decoders = [r for r in scheduler.running if phases.current(r.request_id) != "decode"]
+        new_decoders: Sequence[Request] = [r for r in scheduler.running if phases.current(r.request_id) != "decode"]
         irregular = [r for r in scheduler.running if (itl.last_token(r.request_id) or (-1, 0.0))[0] != step - 1]
-        padding_dirty = True
+        padding_dirty = scheduler.is_static  # static batching's pad slots change as members finish
         with_events = engine.recorder is not None or on_step is not None
+        build = on_step is not None
+        quiet = not build and engine.recorder is None  # nobody reads a step's snapshot: stretches may be folded
         taken, last_end = 0, 0.0
+        # The hot loop of a simulation: phase changes are built only when something changes.
         try:
             while not ((stop is not None and stop.is_set()) or engine.has_pending_aborts()):
                 now = clock.now()
-                engine.add_arrivals(pending, now)
-                planned = scheduler.burst_schedule(now, with_events)
+                if pending and pending[0].arrival_time <= now:
+                    engine.add_arrivals(pending, now)
+                if quiet and not (new_decoders or padding_dirty or irregular):
+                    stretch = self._quiet_stretch(burst, pending)
+                    if stretch:
+                        taken, last_end = taken + stretch, clock.now()
+                        continue
+                planned = burst.step(now, predict, with_events)
                 if planned is None:
                     break
-                step = planned.step
-                # Phase changes at the step's start: last step's prefills now decode, new ones prefill.
-                changes = [phases.enter(r.request_id, "decode", step, now) for r in new_decoders]
-                changes += [phases.enter(r.request_id, "prefill", step, now) for r in planned.admitted]
+                step, admitted, counts, end = planned.step, planned.admitted, planned.counts, planned.end
+                clock.advance(planned.model_time)
+                changes: list[PhaseChange] = []  # most steps change no phase: nothing is built then
+                if new_decoders or admitted:  # at the step's start: last step's prefills decode, new ones prefill
+                    for req in new_decoders:
+                        if change := phases.enter(req.request_id, "decode", step, now):
+                            changes.append(change)
+                    for req in admitted:
+                        if change := phases.enter(req.request_id, "prefill", step, now):
+                            changes.append(change)
                 if padding_dirty:
                     changes += phases.padding(planned.padding_req_ids, step, now)
-                cost = predictor.predict_step_time(planned.counts)
-                clock.advance(cost)
-                end = clock.now()
-                consecutive = planned.counts.num_decode_seqs
-                for req in irregular:  # their gap spans steps they sat out: kept one by one
-                    if not itl.sampled(req.request_id, step, end):
-                        consecutive -= 1
-                irregular = []
-                for req in planned.admitted:  # a recomputed request's gap spans its preemption
+                consecutive = counts.num_decode_seqs
+                if irregular:  # their gap spans steps they sat out: kept one by one
+                    for req in irregular:
+                        if not itl.sampled(req.request_id, step, end):
+                            consecutive -= 1
+                    irregular = []
+                for req in admitted:  # a recomputed request's gap spans its preemption
                     if itl.sampled(req.request_id, step, end):
                         consecutive += 1
                 itl.step_done(step, end, consecutive)
-                update = scheduler.burst_update(planned, end)
-                changes += [phases.left(r.request_id, step + 1, end) for r in update.finished]
-                engine.note_phase_changes(changes)
-                new_decoders, padding_dirty = update.joined, bool(update.finished)
-                counts = planned.counts
+                finished = planned.finished
+                if finished:
+                    for req in finished:
+                        if change := phases.left(req.request_id, step + 1, end):
+                            changes.append(change)
+                    padding_dirty = scheduler.is_static
+                if changes:
+                    engine.note_phase_changes(changes)
+                new_decoders = planned.joined
                 snapshot = engine.record_step(step, now, end, counts, counts.num_decode_seqs + counts.num_prefill_seqs,
-                                              ModelRunnerOutput({}, model_time_s=cost), update.first_token_ids,
-                                              update.finished, planned.kv_events, update.freed,
-                                              build=on_step is not None)
-                if on_step is not None and snapshot is not None:
+                                              planned.model_time, planned.first_token_ids, finished, planned.kv_events,
+                                              planned.freed, build=build)
+                if snapshot is not None and on_step is not None:
                     on_step(snapshot)
                 taken, last_end = taken + 1, end
         finally:
-            scheduler.end_burst()
+            burst.leave()
             if taken:  # every running request sampled in the last step taken here
                 for req in scheduler.running:
                     itl.set_last_token(req.request_id, scheduler.step_index - 1, last_end)
         return taken
+
+    def _quiet_stretch(self, burst: DecodeBurst, pending: deque[RequestSpec]) -> int:
+        """Take the steps that change nothing but times (no block crossing, finish, admission or
+        arrival) in a tight loop, each priced and timed exactly as a burst step would be; the number
+        taken (0: fewer than two are quiet)."""
+        k = burst.quiet_steps()
+        if k < 2:
+            return 0
+        engine, clock = self._engine, self._engine.clock
+        first, n, context, padding = burst.decode_shape()
+        time_of = self._predictor.decode_step_time(n, padding)
+        arrival = pending[0].arrival_time if pending else math.inf
+        times: list[float] = []
+        ends: list[float] = []
+        while len(times) < k and arrival > clock.now():  # an arrival is handed over before its step
+            t = time_of(context)
+            clock.advance(t)
+            times.append(t)
+            ends.append(clock.now())
+            context += n
+        burst.skip_quiet(len(times))
+        engine.itl.decode_run(first, ends, n)
+        engine.record_quiet_steps(first, n, padding, times)
+        return len(times)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.outputs import KVBlockEvent
@@ -30,27 +31,24 @@ if TYPE_CHECKING:
     from engine.scheduler import Scheduler
 
 OrderKey = tuple[float, ...]
+_NEVER = 1 << 62  # a step index no run reaches
 
 
 @dataclass(slots=True)
 class BurstStep:
-    """What one burst step schedules (plain data for the engine)."""
+    """One burst step, scheduled, priced and sampled (plain data for the engine)."""
 
     step: int
     counts: StepCounts
+    model_time: float  # what the price callback said the step takes
+    end: float  # now + model_time: when its tokens were sampled
     admitted: list[Request]  # whole prompts admitted this step (they sample their first token)
     kv_events: list[KVBlockEvent]  # block ownership changes of this step's schedule
     padding_req_ids: tuple[str, ...]  # static batching: finished members holding a slot
-
-
-@dataclass(slots=True)
-class BurstUpdate:
-    """What the step changed once sampled: as update_from_output reports it."""
-
-    finished: list[Request] = field(default_factory=list)
-    first_token_ids: list[str] = field(default_factory=list)
-    freed: list[KVBlockEvent] = field(default_factory=list)  # blocks the finishes freed
-    joined: list[Request] = field(default_factory=list)  # admitted this step, decoding from the next
+    finished: Sequence[Request] = ()  # requests that stopped at this step's token
+    first_token_ids: Sequence[str] = ()
+    freed: Sequence[KVBlockEvent] = ()  # blocks the finishes freed
+    joined: Sequence[Request] = ()  # admitted this step, decoding from the next
 
 
 class DecodeBurst:
@@ -67,7 +65,13 @@ class DecodeBurst:
         self._crossings: list[tuple[int, OrderKey, int, Request]] = []  # (step, order, last step, request)
         self._finishes: list[tuple[int, OrderKey, Request]] = []  # (step of its last token, order, request)
         self._sum_computed = 0  # computed tokens of the running requests at the current step's start
-        self._admitted: list[Request] = []  # this step's admissions, between schedule() and update()
+        self._step = 0  # the next step's index while in a burst (the Scheduler's is brought up at leave())
+        self._taken = 0
+        cfg = scheduler.scheduler_config
+        self._max_num_seqs, self._budget = cfg.max_num_seqs, cfg.token_budget
+        self._static = scheduler.is_static
+        self._pool = scheduler.block_manager.num_gpu_blocks
+        self._used_cpu = 0  # constant in a burst: nothing swaps (read at enter)
 
     # -- entering and leaving -------------------------------------------------------------------
     def _order_key(self, req: Request, step: int) -> OrderKey:
@@ -93,7 +97,9 @@ class DecodeBurst:
                 return False  # not decoding (a prefill chunk or a recompute is due)
             if req.is_stop_token(token):
                 return False
-        step = s.step_index
+        step = self._step = s.step_index
+        self._taken = 0
+        self._used_cpu = s.block_manager.num_used_cpu_blocks
         if self._sjf or self._sjf_oracle:  # what schedule() does at a step's start
             running.sort(key=s.policy_key)
         for req in running:
@@ -114,8 +120,9 @@ class DecodeBurst:
             heapq.heappush(self._crossings, (crossing, order, last, req))
 
     def leave(self) -> None:
-        """Write the implicit counts back into the Request objects."""
-        step = self._s.step_index
+        """Write the implicit counts back into the Request objects; the Scheduler counts the steps."""
+        step = self._step
+        self._s.advance_step(self._taken)
         token = self._token
         anchor = self._anchor
         for req in self._s.running:
@@ -128,6 +135,28 @@ class DecodeBurst:
         self._crossings.clear()
         self._finishes.clear()
         self._sum_computed = 0
+
+    # -- quiet stretches ------------------------------------------------------------------------
+    def quiet_steps(self) -> int:
+        """How many steps from the next one are certain to change nothing but counts and times: no
+        block crossing, no finish, no admission, nothing pending (0: the next step is not)."""
+        s = self._s
+        if s.has_pending or (s.waiting and not self._static and len(s.running) < self._max_num_seqs):
+            return 0
+        crossing = self._crossings[0][0] if self._crossings else _NEVER
+        finish = self._finishes[0][0] if self._finishes else _NEVER
+        return min(crossing, finish) - self._step
+
+    def decode_shape(self) -> tuple[int, int, int, int]:
+        """(next step, decodes, context they attend in it, pad rows) of a quiet step."""
+        n = len(self._s.running)
+        return self._step, n, self._sum_computed + n, len(self._s.padding)
+
+    def skip_quiet(self, num_steps: int) -> None:
+        """num_steps quiet steps were taken outside (priced and timed by the engine)."""
+        self._sum_computed += len(self._s.running) * num_steps
+        self._step += num_steps
+        self._taken += num_steps
 
     # -- one step -------------------------------------------------------------------------------
     def _admissions(self, free_blocks: int, budget: int) -> list[Request] | None:
@@ -156,18 +185,17 @@ class DecodeBurst:
             budget -= target
         return admitted
 
-    def schedule(self, now: float, with_block_events: bool) -> BurstStep | None:
-        """This step's schedule, as Scheduler.schedule() would make it; None if it is not simple
-        (then nothing changed). with_block_events=False skips building the crossings' events
-        (nothing would record them)."""
+    def step(self, now: float, price: Callable[[StepCounts], float], with_block_events: bool) -> BurstStep | None:
+        """One step, as Scheduler.schedule(), the executor and update_from_output() would take it,
+        priced by `price`; None if it is not simple (then nothing changed). with_block_events=False
+        skips building the crossings' block events (nothing would record them)."""
         s = self._s
         running = s.running
         n = len(running)
         if n == 0:
             return None
-        step = s.step_index
+        step = self._step
         bm = s.block_manager
-        cfg = s.scheduler_config
         heap = self._crossings
         crossing: list[tuple[int, OrderKey, int, Request]] = []
         while heap and heap[0][0] == step:
@@ -178,15 +206,16 @@ class DecodeBurst:
                 heapq.heappush(heap, entry)
             return None  # the scheduler preempts here
         admitted: list[Request] = []
-        if s.waiting and not s.is_static and n < cfg.max_num_seqs:
-            maybe = self._admissions(free - len(crossing), cfg.token_budget - n)
+        if s.waiting and not self._static and n < self._max_num_seqs:
+            maybe = self._admissions(free - len(crossing), self._budget - n)
             if maybe is None:
                 for entry in crossing:
                     heapq.heappush(heap, entry)
                 return None
             admitted = maybe
 
-        kv_events, _, _ = s.take_pending()  # an abort's frees are reported by the first step after it
+        # An abort's frees are reported by the first step after it.
+        kv_events = s.take_pending()[0] if s.has_pending else []
         block_size = bm.block_size
         for _, entry_order, last, req in crossing:
             rid = req.request_id
@@ -196,7 +225,29 @@ class DecodeBurst:
             req.kv_capacity += block_size
             if step + block_size <= last:
                 heapq.heappush(heap, (step + block_size, entry_order, last, req))
+        prefill_tokens = prefill_pairs = 0
+        if admitted:
+            prefill_tokens, prefill_pairs = self._start_prefills(admitted, step, now, kv_events)
+        padding = s.padding  # static batching's pad rows: one per finished member
+        num_pad = len(padding)
+        # Positional, in StepCounts' field order: this runs once per simulated step.
+        counts = StepCounts(len(s.waiting), len(running), 0, len(admitted), prefill_tokens, n, n + prefill_tokens,
+                            num_pad, num_pad, self._sum_computed + n, prefill_pairs, 0, 0, bm.num_used_gpu_blocks,
+                            self._pool, self._used_cpu)
+        cost = price(counts)
+        planned = BurstStep(step, counts, cost, now + cost, admitted, kv_events, tuple(padding) if num_pad else ())
+        self._sample(planned)
+        self._step = step + 1
+        self._taken += 1
+        return planned
+
+    def _start_prefills(self, admitted: list[Request], step: int, now: float,
+                        kv_events: list[KVBlockEvent]) -> tuple[int, int]:
+        """Admitted requests take their blocks and join the running order; (prompt tokens, pairs)."""
+        s = self._s
+        bm = s.block_manager
         order = self._order
+        running = s.running
         prefill_tokens = prefill_pairs = 0
         for req in admitted:
             rid = req.request_id
@@ -205,7 +256,7 @@ class DecodeBurst:
             assert blocks is not None, "the free blocks were counted"
             if blocks:
                 kv_events.append(KVBlockEvent(rid, "allocate", "gpu", blocks))
-            req.kv_capacity = bm.num_gpu_blocks_of(rid) * block_size
+            req.kv_capacity = bm.num_gpu_blocks_of(rid) * bm.block_size
             req.status = RequestStatus.RUNNING
             req.prefill_target = target
             if req.first_scheduled_time is None:
@@ -214,51 +265,46 @@ class DecodeBurst:
             bisect.insort(running, req, key=lambda r: order[r.request_id])
             prefill_tokens += target
             prefill_pairs += target * (target + 1) // 2
-        num_adm = len(admitted)
-        padding = len(s.padding)  # static batching's pad rows: one per finished member
-        counts = StepCounts(
-            num_waiting=len(s.waiting), num_running=len(running), num_prefill_seqs=num_adm,
-            num_prefill_tokens=prefill_tokens, num_decode_seqs=n, num_batched_tokens=n + prefill_tokens,
-            num_padding_seqs=padding, num_padding_tokens=padding, num_context_tokens=self._sum_computed + n,
-            num_prefill_pairs=prefill_pairs, num_used_gpu_blocks=bm.num_used_gpu_blocks,
-            num_gpu_blocks=bm.num_gpu_blocks, num_used_cpu_blocks=bm.num_used_cpu_blocks,
-        )
-        self._admitted = admitted
-        return BurstStep(step, counts, admitted, kv_events, tuple(s.padding))
+        return prefill_tokens, prefill_pairs
 
-    def update(self, step: int, num_decodes: int, end: float) -> BurstUpdate:
-        """Every request sampled one token at `end`; some finish where they stop."""
-        s = self._s
+    def _sample(self, planned: BurstStep) -> None:
+        """Every request sampled one token at the step's end; some finish where they stop."""
+        step, end = planned.step, planned.end
         token = self._token
         anchor = self._anchor
-        update = BurstUpdate()
-        self._sum_computed += num_decodes
+        self._sum_computed += planned.counts.num_decode_seqs
         done = self._finishes
+        finished: list[Request] = []
         while done and done[0][0] == step:
             req = heapq.heappop(done)[2]
             k = step + 1 - anchor.pop(req.request_id)
             req.num_computed_tokens += k
             req.output_token_ids.extend([token] * k)
             self._sum_computed -= req.num_computed_tokens
-            update.finished.append(req)
-        for req in self._admitted:
-            req.num_computed_tokens = req.prefill_target
-            req.output_token_ids.append(token)
-            if req.first_token_time is None:
-                req.first_token_time = end
-                update.first_token_ids.append(req.request_id)
-            if req.num_tokens_to_stop <= 0:
-                update.finished.append(req)
-            else:
-                self._join(req, step + 1)
-                self._sum_computed += req.num_computed_tokens
-                update.joined.append(req)
-        self._admitted = []
-        for req in update.finished:
-            status = req.finish_status(token)
-            assert status is not None, "the fast path finishes a request only where it stops"
-            s.finish_request(req, status, end, update.freed)
-            s.running.remove(req)
-            self._order.pop(req.request_id, None)
-        s.advance_step()
-        return update
+            finished.append(req)
+        if planned.admitted:
+            first_tokens: list[str] = []
+            joined: list[Request] = []
+            for req in planned.admitted:
+                req.num_computed_tokens = req.prefill_target
+                req.output_token_ids.append(token)
+                if req.first_token_time is None:
+                    req.first_token_time = end
+                    first_tokens.append(req.request_id)
+                if req.num_tokens_to_stop <= 0:
+                    finished.append(req)
+                else:
+                    self._join(req, step + 1)
+                    self._sum_computed += req.num_computed_tokens
+                    joined.append(req)
+            planned.first_token_ids, planned.joined = first_tokens, joined
+        if finished:
+            s = self._s
+            freed: list[KVBlockEvent] = []
+            for req in finished:
+                status = req.finish_status(token)
+                assert status is not None, "the fast path finishes a request only where it stops"
+                s.finish_request(req, status, end, freed)
+                s.running.remove(req)
+                self._order.pop(req.request_id, None)
+            planned.finished, planned.freed = finished, freed

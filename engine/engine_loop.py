@@ -71,7 +71,7 @@ class Engine:
         self._arrivals: list[RequestArrival] = []
         self._finishes: list[RequestFinish] = []
         self._changes: list[PhaseChange] = []
-        self._kv_carry: list[KVBlockEvent] = []  # block events for the next recorded step
+        self._kv_carry: tuple[KVBlockEvent, ...] = ()  # block events for the next recorded step (never mutated)
         self._next_step = 0
         self._max_concurrency: int | None = None
         # Decode bursts (the simulator's fast path) need a virtual clock and an executor that knows a
@@ -124,9 +124,9 @@ class Engine:
                 spec = replace(spec, arrival_time=now)
             self.add_request(self.make_request(spec))
 
-    def note_phase_changes(self, changes: Iterable[PhaseChange | None]) -> None:
-        """Phase changes for the next recorded step (None: the request was already in that phase)."""
-        self._changes.extend(c for c in changes if c is not None)
+    def note_phase_changes(self, changes: Iterable[PhaseChange]) -> None:
+        """Phase changes for the next recorded step."""
+        self._changes.extend(changes)
 
     def _token_id_problem(self, req: Request) -> str | None:
         """Why the model cannot read this prompt's token ids, if it cannot (ids given by the user)."""
@@ -197,8 +197,8 @@ class Engine:
         self._apply_aborts()
         if self.recorder is not None and (self._arrivals or self._finishes or self._changes or self._kv_carry):
             self.recorder.record_tail(self._next_step, tuple(self._arrivals), tuple(self._finishes),
-                                      tuple(self._changes), tuple(self._kv_carry))
-            self._arrivals, self._finishes, self._changes, self._kv_carry = [], [], [], []
+                                      tuple(self._changes), self._kv_carry)
+            self._arrivals, self._finishes, self._changes, self._kv_carry = [], [], [], ()
 
     def _record_unsent_abort(self, spec: RequestSpec, now: float) -> None:
         """A request aborted before it arrived: recorded as aborted, never queued."""
@@ -218,7 +218,7 @@ class Engine:
         out = self.scheduler.schedule()
         if out.is_empty:
             self.executor.execute_model(out)  # lets it drop state of finished requests
-            self._kv_carry.extend(out.kv_events)
+            self._kv_carry += out.kv_events
             return None
         changes = self._changes
         changes.extend(self.phases.scheduled(out, start))
@@ -237,16 +237,16 @@ class Engine:
                 consecutive += 1
         itl.step_done(out.step, end, consecutive)
         finished = [self.requests[f.request_id] for f in update.finished]
-        snapshot = self.record_step(out.step, start, end, out.counts, update.num_sampled_tokens, result,
-                                     update.first_token_req_ids, finished, out.kv_events, list(update.kv_events),
-                                     build=True)
+        snapshot = self.record_step(out.step, start, end, out.counts, update.num_sampled_tokens, result.model_time_s,
+                                     update.first_token_req_ids, finished, out.kv_events, update.kv_events,
+                                     build=True, result=result)
         assert snapshot is not None
         return snapshot
 
     def record_step(self, step: int, start: float, end: float, counts: StepCounts, num_output_tokens: int,
-                     result: ModelRunnerOutput, first_token_ids: Sequence[str], finished: Sequence[Request],
-                     kv_events: Sequence[KVBlockEvent], freed: list[KVBlockEvent],
-                     build: bool) -> StepSnapshot | None:
+                    model_time: float, first_token_ids: Sequence[str], finished: Sequence[Request],
+                    kv_events: Sequence[KVBlockEvent], freed: Sequence[KVBlockEvent], build: bool,
+                    result: ModelRunnerOutput | None = None) -> StepSnapshot | None:
         """What every step totals and records, taken the ordinary way or in a decode burst: the
         stats, the finishes, the block events (a step's frees are in effect from the next step on),
         and its StepSnapshot to the recorder. build=False: nobody will read the snapshot."""
@@ -257,35 +257,61 @@ class Engine:
         stats.sum_prefill_tokens += counts.num_prefill_tokens
         stats.sum_padding_tokens += counts.num_padding_tokens
         stats.num_preemptions += counts.num_preemptions
-        stats.model_time_s += result.model_time_s
-        stats.model_flops += result.num_flops
-        stats.padding_flops += result.num_padding_flops
+        stats.model_time_s += model_time
+        if result is not None:  # the executor measured more than the time (a real run's FLOPs)
+            stats.model_flops += result.num_flops
+            stats.padding_flops += result.num_padding_flops
         finishes = self._finishes
         for req in finished:
             finishes.append(finish_record(req))
             self.itl.forget(req.request_id)
-        carry, self._kv_carry = self._kv_carry, freed
+        carry, self._kv_carry = self._kv_carry, tuple(freed)
         snapshot = None
         if build or self.recorder is not None:
             requests = self.requests
             events = tuple(carry) + tuple(kv_events) if carry else tuple(kv_events)
             snapshot = StepSnapshot(
                 step=step, start_time=start, end_time=end, counts=counts, num_output_tokens=num_output_tokens,
-                model_time=result.model_time_s, model_flops=result.num_flops or None,
-                compute_utilization=result.compute_utilization, arrivals=tuple(self._arrivals),
+                model_time=model_time, model_flops=(result.num_flops or None) if result is not None else None,
+                compute_utilization=result.compute_utilization if result is not None else None,
+                arrivals=tuple(self._arrivals),
                 first_tokens=tuple(FirstToken(rid, requests[rid].first_scheduled_time, end) for rid in first_token_ids),
                 finishes=tuple(finishes), phase_changes=tuple(self._changes), kv_events=events,
             )
             if self.recorder is not None:
                 self.recorder.record(snapshot)
-        self._arrivals, self._finishes, self._changes = [], [], []
+        # Fresh lists only where the step used them (a simulated step usually has none).
+        if self._arrivals:
+            self._arrivals = []
+        if finishes:
+            self._finishes = []
+        if self._changes:
+            self._changes = []
         self._next_step = step + 1
         return snapshot
+
+    def record_quiet_steps(self, first_step: int, num_decodes: int, num_padding: int, times: list[float]) -> None:
+        """record_step for a run of steps that changed nothing but counts and times (decodes only,
+        no finish, no admission, no block event) when nothing records or watches them: the totals,
+        summed step by step as record_step would sum them."""
+        stats = self.stats
+        k = len(times)
+        stats.num_steps += k
+        stats.sum_batch_size += num_decodes * k
+        stats.sum_batched_tokens += num_decodes * k
+        stats.sum_padding_tokens += num_padding * k
+        model_time = stats.model_time_s
+        for t in times:
+            model_time += t
+        stats.model_time_s = model_time
+        self._kv_carry = ()
+        self._arrivals, self._finishes, self._changes = [], [], []  # nothing records them
+        self._next_step = first_step + k
 
     def _fail_step(self, out: SchedulerOutput, exc: Exception) -> StepFailedError:
         """Abort the requests of a step the executor failed, keeping the record whole: the step's
         block allocations and the aborts' frees reach the block events, their finishes the requests."""
-        self._kv_carry.extend(out.kv_events)
+        self._kv_carry += out.kv_events
         ids = tuple(s.request_id for s in out.scheduled)
         for rid in ids:
             self._aborts.put((rid, RequestStatus.FINISHED_ABORTED))
@@ -351,12 +377,12 @@ class Engine:
             out = self.scheduler.schedule()
             if out.finished_req_ids or out.kv_events:
                 self.executor.execute_model(out)
-                self._kv_carry.extend(out.kv_events)
+                self._kv_carry += out.kv_events
         end = self.clock.now()
         self._changes.extend(self.phases.close_all(self._next_step, end))
         if self.recorder is not None and (self._arrivals or self._finishes or self._changes or self._kv_carry):
             self.recorder.record_tail(self._next_step, tuple(self._arrivals), tuple(self._finishes),
-                                      tuple(self._changes), tuple(self._kv_carry))
-        self._arrivals, self._finishes, self._changes, self._kv_carry = [], [], [], []
+                                      tuple(self._changes), self._kv_carry)
+        self._arrivals, self._finishes, self._changes, self._kv_carry = [], [], [], ()
         last_finish = max((r.finish_time for r in self.requests.values() if r.finish_time is not None), default=end)
         return summarize(self.requests.values(), self.stats, last_finish, self.itl.pooled())

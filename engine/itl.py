@@ -40,6 +40,12 @@ class InterTokenLatency:
             self._counts.append(num_consecutive)
         self._prev_step, self._prev_end = step, end
 
+    def decode_run(self, first_step: int, ends: list[float], num_consecutive: int) -> None:
+        """step_done for consecutive steps first_step, first_step + 1, ... ending at `ends`, each with
+        the same num_consecutive requests (the simulator's quiet stretches)."""
+        for i, end in enumerate(ends):
+            self.step_done(first_step + i, end, num_consecutive)
+
     def last_token(self, request_id: str) -> tuple[int, float] | None:
         """(step, end time) of the request's last token, if it has one."""
         return self._last.get(request_id)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from engine.config import CacheConfig, SchedulerConfig
-from engine.decode_burst import BurstStep, BurstUpdate, DecodeBurst
+from engine.decode_burst import DecodeBurst
 from engine.outputs import (
     FinishedRequest,
     KVBlockEvent,
@@ -43,27 +43,13 @@ class Scheduler(SchedulerState):
         self._burst_token = 0
 
     # -- the simulator's fast path (engine/decode_burst.py) --------------------------------------
-    def begin_burst(self, token: int) -> bool:
-        """Enter a decode burst where every request samples `token`; False if the next step is not
-        simple (then nothing changed)."""
+    def begin_burst(self, token: int) -> DecodeBurst | None:
+        """Enter a decode burst where every request samples `token`: the burst, whose schedule() and
+        update() take its steps (until one returns None) and leave() ends it; None if the next step
+        is not simple (then nothing changed)."""
         if self._burst is None or self._burst_token != token:
             self._burst, self._burst_token = DecodeBurst(self, token), token
-        return self._burst.enter()
-
-    def burst_schedule(self, now: float, with_block_events: bool = True) -> BurstStep | None:
-        """The next burst step's schedule; None when it needs the ordinary schedule()."""
-        assert self._burst is not None, "begin_burst() first"
-        return self._burst.schedule(now, with_block_events)
-
-    def burst_update(self, step: BurstStep, end: float) -> BurstUpdate:
-        """The burst step after it ran: every request got its token at `end`."""
-        assert self._burst is not None, "begin_burst() first"
-        return self._burst.update(step.step, step.counts.num_decode_seqs, end)
-
-    def end_burst(self) -> None:
-        """Leave the burst: every request's counts are explicit again."""
-        if self._burst is not None:
-            self._burst.leave()
+        return self._burst if self._burst.enter() else None
 
     # -- one step -----------------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:

@@ -66,6 +66,11 @@ class SchedulerState:
     def delay_enabled(self) -> bool:
         return self._delay.enabled
 
+    @property
+    def has_pending(self) -> bool:
+        """Whether take_pending() would return anything."""
+        return bool(self._pending_kv_events or self._pending_finished or self._pending_rejected)
+
     def take_pending(self) -> tuple[list[KVBlockEvent], tuple[str, ...], tuple[RejectedRequest, ...]]:
         """Block events, finished and rejected ids since the last step (the next output reports them)."""
         kv, self._pending_kv_events = self._pending_kv_events, []
@@ -95,9 +100,9 @@ class SchedulerState:
             self._step += 1  # an empty schedule is not a step
         return out
 
-    def advance_step(self) -> None:
-        """A step taken by the decode burst."""
-        self._step += 1
+    def advance_step(self, num_steps: int = 1) -> None:
+        """Steps taken by the decode burst."""
+        self._step += num_steps
 
     # -- requests in and out ------------------------------------------------------------------
     def add_request(self, req: Request, reject_reason: str | None = None) -> None:

@@ -91,21 +91,21 @@ def test_fast_path_takes_most_steps_including_admissions_and_finishes() -> None:
     from engine.decode_burst import DecodeBurst
 
     fast_steps: set[int] = set()
-    original = DecodeBurst.schedule
+    original = DecodeBurst.step
 
-    def spy(self, now, with_block_events):  # type: ignore[no-untyped-def]
-        planned = original(self, now, with_block_events)
+    def spy(self, now, price, with_block_events):  # type: ignore[no-untyped-def]
+        planned = original(self, now, price, with_block_events)
         if planned is not None:
             fast_steps.add(planned.step)
         return planned
 
-    DecodeBurst.schedule = spy  # type: ignore[method-assign]
+    DecodeBurst.step = spy  # type: ignore[method-assign]
     try:
         cfg = {"max_num_seqs": 8, "block_size": 16, "num_gpu_blocks": 200, "enable_chunked_prefill": False,
                "policy": "fcfs", "preemption_mode": "recompute", "batching": "continuous", "unit_cost": False}
         snapshots, _ = _run(cfg, seed=1, rate=1e9, fast=True)
     finally:
-        DecodeBurst.schedule = original  # type: ignore[method-assign]
+        DecodeBurst.step = original  # type: ignore[method-assign]
     fast = [s for s in snapshots if s.step in fast_steps]
     assert len(fast) > len(snapshots) * 0.8  # nearly every step of a decode-heavy run
     assert any(s.finishes for s in fast)  # steps that finish requests,
@@ -128,3 +128,36 @@ def test_unrecorded_fast_path_summarizes_like_stepping() -> None:
     assert summaries[0] == summaries[1]
     assert engines[0].stats == engines[1].stats
     assert summaries[1].num_preemptions > 0  # the run also leaves the fast path for preemptions
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=configs, seed=st.integers(0, 10_000), rate=st.sampled_from([5.0, 50.0, 1e9]))
+def test_an_unwatched_fast_path_ends_exactly_where_stepping_does(cfg: dict, seed: int, rate: float) -> None:
+    """With no recorder and no on_step the fast path also folds quiet stretches (decode-only steps that
+    change nothing but times) into a tight loop: every request's times, the totals, the clock and
+    every inter-token gap come out bit for bit as stepping gives them."""
+    engines = []
+    for fast in (False, True):
+        chunked = cfg["enable_chunked_prefill"]
+        config = EngineConfig(
+            SchedulerConfig(max_num_seqs=cfg["max_num_seqs"], max_model_len=160,
+                            max_num_batched_tokens=64 if chunked else 160, enable_chunked_prefill=chunked,
+                            policy=cfg["policy"], preemption_mode=cfg["preemption_mode"], batching=cfg["batching"]),
+            CacheConfig(block_size=cfg["block_size"], num_gpu_blocks=cfg["num_gpu_blocks"],
+                        swap_space=32 if cfg["preemption_mode"] == "swap" else 0),
+        )
+        workload = synthetic_workload("mixed", 30, prompt_lens=(4, 60), request_rate=rate, priority_levels=3,
+                                      seed=seed)
+        if cfg.get("max_tokens_cap") is not None:
+            workload = declare_max_tokens(workload, cfg["max_tokens_cap"])
+        engine = Engine(config, SimulatedExecutor(UnitCostModel() if cfg["unit_cost"] else DEFAULT_COST_MODEL),
+                        VirtualClock(), fast_forward=fast)
+        engine.run(workload.requests)
+        engines.append(engine)
+    slow, fast_engine = engines
+    assert slow.stats == fast_engine.stats and slow.clock.now() == fast_engine.clock.now()
+    for rid, req in slow.requests.items():
+        other = fast_engine.requests[rid]
+        assert (req.status, len(req.output_token_ids), req.first_token_time, req.finish_time, req.num_preemptions) == (
+            other.status, len(other.output_token_ids), other.first_token_time, other.finish_time, other.num_preemptions)
+    assert sorted(slow.itl.pooled()) == sorted(fast_engine.itl.pooled())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from engine.outputs import ModelRunnerOutput, SchedulerOutput
@@ -38,3 +38,8 @@ class StepTimePredictor(Protocol):
     burst_token: int
 
     def predict_step_time(self, counts: StepCounts) -> float: ...
+
+    def decode_step_time(self, num_decodes: int, num_padding: int) -> Callable[[int], float]:
+        """The time of a step of num_decodes decodes (and pad rows) as a function of its context,
+        the same floats as predict_step_time."""
+        ...

@@ -8,6 +8,7 @@ context). `unit` makes every step cost one time unit, for textbook step counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +45,15 @@ class CostModel(Protocol):
         """Seconds one step with these features takes."""
         ...
 
+    def step_time(self, counts: StepCounts) -> float:
+        """predict(cost_features(counts)), in one call (the simulator's hot path)."""
+        ...
+
+    def decode_time_fn(self, num_decodes: int, num_padding: int) -> Callable[[int], float]:
+        """step_time of a step of num_decodes decodes (and pad rows, nothing else) as a function of
+        the context they attend: the same floats, for the simulator's quiet stretches."""
+        ...
+
     def to_dict(self) -> dict[str, Any]: ...
 
 
@@ -53,6 +63,12 @@ class UnitCostModel:
 
     def predict(self, features: tuple[float, ...]) -> float:
         return 1.0
+
+    def step_time(self, counts: StepCounts) -> float:
+        return 1.0
+
+    def decode_time_fn(self, num_decodes: int, num_padding: int) -> Callable[[int], float]:
+        return _one_time_unit
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name}
@@ -88,6 +104,34 @@ class LinearCostModel:
              + w[5] * features[5] + w[6] * features[6] + w[7] * features[7])
         return t if t > 0.0 else 0.0
 
+    def step_time(self, counts: StepCounts) -> float:
+        """predict(cost_features(counts)) without building the tuple: once per simulated step."""
+        w = self._weights  # type: ignore[attr-defined]
+        decodes, prefill, pad = counts.num_decode_seqs, counts.num_prefill_tokens, counts.num_padding_tokens
+        t = (w[0] + w[1] * (counts.num_prefill_seqs + decodes) + w[2] * prefill + w[3] * decodes
+             + w[4] * counts.num_context_tokens + w[5] * counts.num_prefill_pairs + w[6] * counts.num_swap_blocks
+             + w[7] * pad)
+        if t < 0.0:
+            t = 0.0
+        if self.row_factors:
+            t *= self.row_factors.get(prefill + decodes + pad, 1.0)
+        return t
+
+    def decode_time_fn(self, num_decodes: int, num_padding: int) -> Callable[[int], float]:
+        w = self._weights  # type: ignore[attr-defined]
+        # step_time's sum, term by term in its order, with every term but the context's fixed.
+        base = w[0] + w[1] * num_decodes + w[2] * 0 + w[3] * num_decodes
+        w4, z5, z6, pad = w[4], w[5] * 0, w[6] * 0, w[7] * num_padding
+        factor = self.row_factors.get(num_decodes + num_padding, 1.0) if self.row_factors else None
+
+        def time_of(context: int) -> float:
+            t = base + w4 * context + z5 + z6 + pad
+            if t < 0.0:
+                t = 0.0
+            return t if factor is None else t * factor
+
+        return time_of
+
     def predict(self, features: tuple[float, ...]) -> float:
         t = self.linear(features)
         if self.row_factors:  # rows = prefill tokens + decodes + pad rows, the matmuls' M dimension
@@ -116,6 +160,10 @@ DEFAULT_COST_MODEL = LinearCostModel(
         "padding_tokens": 4.5e-5,  # a pad row runs the same matmuls as a prompt token
     },
 )
+
+
+def _one_time_unit(context: int) -> float:
+    return 1.0
 
 
 def cost_model_from_dict(data: dict[str, Any]) -> CostModel:

@@ -6,9 +6,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from engine.executors.cost_model import CostModel, cost_features
+from engine.executors.cost_model import CostModel
 from engine.outputs import ModelRunnerOutput, SchedulerOutput
-from engine.step_counts import StepCounts
 from engine.workload.synthetic import SyntheticPrompt
 
 SIMULATED_TOKEN_ID = 0  # every sampled token; simulated requests stop by length, never by EOS
@@ -23,6 +22,8 @@ class SimulatedExecutor:
 
     def __init__(self, cost_model: CostModel) -> None:
         self.cost_model = cost_model
+        self.predict_step_time = cost_model.step_time  # a step's time from its counts alone
+        self.decode_step_time = cost_model.decode_time_fn  # ... and a decode-only step's, from its context
 
     def execute_model(self, out: SchedulerOutput) -> ModelRunnerOutput:
         if not out.scheduled:
@@ -30,8 +31,6 @@ class SimulatedExecutor:
         sampled = {s.request_id: SIMULATED_TOKEN_ID for s in out.scheduled if s.do_sample}
         return ModelRunnerOutput(sampled_token_ids=sampled, model_time_s=self.predict_step_time(out.counts))
 
-    def predict_step_time(self, counts: StepCounts) -> float:
-        return self.cost_model.predict(cost_features(counts))
 
     def encode(self, text: str) -> Sequence[int]:
         """No tokenizer here: about four characters per token, the usual rule of thumb."""
