@@ -1,5 +1,6 @@
 """Simulator speed: 10,000 requests of the Azure conversation trace through the real Scheduler on a
-virtual clock, with the fast path (engine/decode_burst.py, the Scheduler's decode burst) and without it (plain stepping) in the same session.
+virtual clock, with the fast path (engine/decode_burst.py, the Scheduler's decode burst) and without it
+(plain stepping) in the same session.
 
     python bench/bench_simulator.py [--requests 10000] [--runs 5] [--out bench/results_simulator.md]
 

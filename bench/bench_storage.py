@@ -32,6 +32,7 @@ from engine.snapshot import RunInfo
 from engine.workload import BUNDLED_AZURE_TRACE
 from engine.workload.files import load_azure_csv
 from storage import queries
+from storage import timeline_queries as tl
 from storage.database import open_for_read, open_for_write
 from storage.recorder import Recorder
 
@@ -91,14 +92,14 @@ def main() -> None:
             "list_runs": lambda: queries.list_runs(reader),
             "get_run": lambda: queries.get_run(reader, run_id),
             "steps_window (150 steps, Live)": lambda: queries.steps_window(reader, run_id, n - 150, n - 1),
-            "phases_window (150 steps, Live)": lambda: queries.phases_window(reader, run_id, n - 150, n - 1),
-            "phases_window (241 steps mid-run, Replay)": lambda: queries.phases_window(reader, run_id, mid - 120,
+            "phases_window (150 steps, Live)": lambda: tl.phases_window(reader, run_id, n - 150, n - 1),
+            "phases_window (241 steps mid-run, Replay)": lambda: tl.phases_window(reader, run_id, mid - 120,
                                                                                        mid + 120),
             "steps_binned (whole run, 600 bins)": lambda: queries.steps_binned(reader, run_id),
-            "gantt_overview (whole run, binned)": lambda: queries.gantt_overview(reader, run_id),
-            "kv_block_map (GPU, mid-run)": lambda: queries.kv_block_map(reader, run_id, mid),
-            "kv_block_map (GPU, last step)": lambda: queries.kv_block_map(reader, run_id, n - 1),
-            "queue_contents (mid-run)": lambda: queries.queue_contents(reader, run_id, mid),
+            "gantt_overview (whole run, binned)": lambda: tl.gantt_overview(reader, run_id),
+            "kv_block_map (GPU, mid-run)": lambda: tl.kv_block_map(reader, run_id, mid),
+            "kv_block_map (GPU, last step)": lambda: tl.kv_block_map(reader, run_id, n - 1),
+            "queue_contents (mid-run)": lambda: tl.queue_contents(reader, run_id, mid),
             "step_at": lambda: queries.step_at(reader, run_id, mid),
             "latency_percentiles": lambda: queries.latency_percentiles(reader, run_id),
             "latency_percentiles (last 10 s, Live)": lambda: queries.latency_percentiles(reader, run_id, 1e9),

@@ -13,7 +13,7 @@ import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage import queries
+from storage import queries, timeline_queries
 from storage.database import open_for_read
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,13 +92,13 @@ def step_at(target: str, run_id: int, step: int, version: int) -> dict[str, Any]
 @st.cache_data(max_entries=64, show_spinner=False)
 def phases_window(target: str, run_id: int, first: int, last: int, version: int,
                   max_rows: int = 5_000) -> pd.DataFrame:
-    return queries.phases_window(reader(target), run_id, first, last, max_rows)
+    return timeline_queries.phases_window(reader(target), run_id, first, last, max_rows)
 
 
 @_stop_on_db_error
 @st.cache_data(max_entries=16, show_spinner=False)
 def gantt_overview(target: str, run_id: int, version: int) -> pd.DataFrame:
-    return queries.gantt_overview(reader(target), run_id)
+    return timeline_queries.gantt_overview(reader(target), run_id)
 
 
 @_stop_on_db_error
@@ -114,13 +114,13 @@ def phase_count(target: str, run_id: int, version: int) -> int:
 @_stop_on_db_error
 @st.cache_data(max_entries=64, show_spinner=False)
 def kv_block_map(target: str, run_id: int, step: int, device: str, version: int) -> pd.DataFrame:
-    return queries.kv_block_map(reader(target), run_id, step, device)
+    return timeline_queries.kv_block_map(reader(target), run_id, step, device)
 
 
 @_stop_on_db_error
 @st.cache_data(max_entries=64, show_spinner=False)
 def queue_contents(target: str, run_id: int, step: int, version: int) -> pd.DataFrame:
-    return queries.queue_contents(reader(target), run_id, step)
+    return timeline_queries.queue_contents(reader(target), run_id, step)
 
 
 @_stop_on_db_error

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from storage import queries
+from storage import queries, timeline_queries
 from storage.database import StorageError, open_for_read
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_kill_9_mid_run_leaves_whole_steps_and_an_interrupted_run(tmp_path: Path
     assert mismatched == 0  # the last steps have exactly their phase rows
     last = queries.step_at(reader, run_id, num_steps - 1)
     assert last is not None
-    blocks = queries.kv_block_map(reader, run_id, num_steps - 1)
+    blocks = timeline_queries.kv_block_map(reader, run_id, num_steps - 1)
     assert blocks["request_id"].notna().sum() == last["num_used_gpu_blocks"]
 
 

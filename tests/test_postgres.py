@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from storage import queries
+from storage import timeline_queries as tl
 from storage.database import open_for_read
 from tests.recording import record_simulation
 
@@ -56,10 +57,10 @@ def test_block_maps_gantt_and_queues_match(both) -> None:  # type: ignore[no-unt
     assert n == queries.last_step(pg, pg_run)
     for step in (0, n // 2, n):
         for device in ("gpu", "cpu"):
-            _same(queries.kv_block_map(lite, lite_run, step, device), queries.kv_block_map(pg, pg_run, step, device))
-        _same(queries.queue_contents(lite, lite_run, step), queries.queue_contents(pg, pg_run, step))
-    _same(queries.phases_window(lite, lite_run, n // 4, n // 2), queries.phases_window(pg, pg_run, n // 4, n // 2))
-    _same(queries.gantt_overview(lite, lite_run), queries.gantt_overview(pg, pg_run))
+            _same(tl.kv_block_map(lite, lite_run, step, device), tl.kv_block_map(pg, pg_run, step, device))
+        _same(tl.queue_contents(lite, lite_run, step), tl.queue_contents(pg, pg_run, step))
+    _same(tl.phases_window(lite, lite_run, n // 4, n // 2), tl.phases_window(pg, pg_run, n // 4, n // 2))
+    _same(tl.gantt_overview(lite, lite_run), tl.gantt_overview(pg, pg_run))
 
 
 def test_the_reader_cannot_write(both) -> None:  # type: ignore[no-untyped-def]

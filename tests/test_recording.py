@@ -16,7 +16,7 @@ from engine.executors.cost_model import DEFAULT_COST_MODEL
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
 from engine.workload.generators import synthetic_workload
-from storage import queries
+from storage import queries, timeline_queries
 from storage.database import open_for_read, open_for_write
 from storage.recorder import Recorder
 from tests.recording import record_simulation
@@ -110,24 +110,24 @@ def test_block_map_matches_the_pool_usage_of_every_step(recorded) -> None:  # ty
     db, run_id, _, _, config = recorded
     steps = queries.steps_window(db, run_id, 0, 10**9)
     for step in [*range(0, len(steps), max(1, len(steps) // 25)), len(steps) - 1]:
-        blocks = queries.kv_block_map(db, run_id, step)
+        blocks = timeline_queries.kv_block_map(db, run_id, step)
         assert len(blocks) == steps["num_gpu_blocks"].iloc[step]
         assert blocks["request_id"].notna().sum() == steps["num_used_gpu_blocks"].iloc[step], step
         if config.get("preemption_mode") == "swap":
-            cpu = queries.kv_block_map(db, run_id, step, device="cpu")
+            cpu = timeline_queries.kv_block_map(db, run_id, step, device="cpu")
             assert cpu["request_id"].notna().sum() == steps["num_used_cpu_blocks"].iloc[step], step
     # After the run, every block is free again (frees of the last step are recorded after it).
-    final = queries.kv_block_map(db, run_id, len(steps))
+    final = timeline_queries.kv_block_map(db, run_id, len(steps))
     assert final["request_id"].isna().all()
 
 
 def test_gantt_window_and_overview(recorded) -> None:  # type: ignore[no-untyped-def]
     db, run_id, engine, _, _ = recorded
     n = engine.stats.num_steps
-    window = queries.phases_window(db, run_id, n // 3, n // 2)
+    window = timeline_queries.phases_window(db, run_id, n // 3, n // 2)
     assert not window.empty
     assert (window["start_step"] >= n // 3).all() and (window["end_step"] <= n // 2 + 1).all()
-    overview = queries.gantt_overview(db, run_id, step_bins=50, row_bins=10)
+    overview = timeline_queries.gantt_overview(db, run_id, step_bins=50, row_bins=10)
     assert len(overview) <= 50 * 10
     assert set(overview["phase"]) <= set(queries.PHASE_ORDER)
     assert ((overview["share"] > 0) & (overview["share"] <= 1.0 + 1e-9)).all()
@@ -139,8 +139,8 @@ def test_reading_never_changes_the_file(tmp_path: Path) -> None:
     before = db.read_bytes()
     reader = open_for_read(str(db))
     queries.list_runs(reader)
-    queries.kv_block_map(reader, run_id, 3)
-    queries.gantt_overview(reader, run_id)
+    timeline_queries.kv_block_map(reader, run_id, 3)
+    timeline_queries.gantt_overview(reader, run_id)
     reader.dispose()
     assert db.read_bytes() == before
 
@@ -182,7 +182,7 @@ def test_block_map_equals_the_schedulers_blocks_at_every_step(tmp_path: Path, mo
     assert engine.stats.num_preemptions > 0
     for step in range(len(executor.gpu)):
         for device, expected in (("gpu", executor.gpu[step]), ("cpu", executor.cpu[step])):
-            frame = queries.kv_block_map(reader, recorder.run_id, step, device)
+            frame = timeline_queries.kv_block_map(reader, recorder.run_id, step, device)
             got = {int(b): r for b, r in zip(frame["block_id"], frame["request_id"], strict=True) if r is not None}
             assert got == expected, (device, step)
 
@@ -191,7 +191,7 @@ def test_gantt_overview_matches_a_step_by_step_count(tmp_path: Path) -> None:
     db = tmp_path / "g.db"
     run_id, _, _ = record_simulation(db, num_requests=70, num_gpu_blocks=40)
     reader = open_for_read(str(db))
-    overview = queries.gantt_overview(reader, run_id, step_bins=17, row_bins=6)
+    overview = timeline_queries.gantt_overview(reader, run_id, step_bins=17, row_bins=6)
     with reader.connect() as conn:
         n = conn.execute(text("SELECT MAX(step) + 1 FROM steps")).scalar_one()
         rows = conn.execute(text("SELECT row_no, phase, start_step, COALESCE(end_step, :n) FROM request_phases"),
