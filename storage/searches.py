@@ -269,17 +269,22 @@ def search_points(db: Engine, search_id: int) -> pd.DataFrame:
     return frame
 
 
+# Points are counted in a subquery: the search's JSON columns cannot be grouped by (PostgreSQL's json has no =).
 _SEARCHES_SQL = """
 SELECT s.id, s.name, s.created_at, s.finished_at, s.heartbeat_at, s.status, s.error, s.base_run_id, s.workload,
-       s.backend, s.num_points, s.recommended_point, s.slo,
-       COUNT(p.point) AS points_written,
-       SUM(CASE WHEN p.meets_slo THEN 1 ELSE 0 END) AS points_meeting,
-       SUM(CASE WHEN p.status = 'pruned' THEN 1 ELSE 0 END) AS points_pruned,
-       SUM(CASE WHEN p.run_id IS NOT NULL THEN 1 ELSE 0 END) AS points_materialized,
-       MAX(CASE WHEN p.point = s.recommended_point THEN p.goodput END) AS recommended_goodput
-FROM searches s LEFT JOIN search_points p ON p.search_id = s.id
-GROUP BY s.id, s.name, s.created_at, s.finished_at, s.heartbeat_at, s.status, s.error, s.base_run_id, s.workload,
-         s.backend, s.num_points, s.recommended_point, s.slo
+       s.backend, s.prune, s.num_points, s.recommended_point, s.slo,
+       COALESCE(p.points_written, 0) AS points_written, COALESCE(p.points_meeting, 0) AS points_meeting,
+       COALESCE(p.points_pruned, 0) AS points_pruned, COALESCE(p.points_materialized, 0) AS points_materialized,
+       w.goodput AS recommended_goodput
+FROM searches s
+LEFT JOIN (
+    SELECT search_id, COUNT(*) AS points_written,
+           SUM(CASE WHEN meets_slo THEN 1 ELSE 0 END) AS points_meeting,
+           SUM(CASE WHEN status = 'pruned' THEN 1 ELSE 0 END) AS points_pruned,
+           SUM(CASE WHEN run_id IS NOT NULL THEN 1 ELSE 0 END) AS points_materialized
+    FROM search_points GROUP BY search_id
+) p ON p.search_id = s.id
+LEFT JOIN search_points w ON w.search_id = s.id AND w.point = s.recommended_point
 ORDER BY s.id DESC
 """
 

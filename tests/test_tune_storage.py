@@ -146,3 +146,20 @@ def test_validate_records_the_winner_and_a_real_run_of_it_under_the_search(
     assert set(v["error_pct"]) == {"output_tokens_per_s", "ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99"}
     search = list_searches(reader).iloc[0]
     assert search["points_materialized"] == 1
+
+
+def test_the_tune_view_helpers_read_a_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dashboard import tune_view
+
+    db = tmp_path / "t.db"
+    report = _tune(capsys, db, "--workload", "mixed", "--num-prompts", "60", "--request-rate", "30",
+                   "--slo", "ttft=200,e2e=2000", "--prune", "slo", *SEARCH)
+    reader = open_for_read(str(db))
+    table = tune_view.points_table(reader, report["search_id"])
+    assert {"max_num_seqs", "enable_chunked_prefill", "goodput", "meets_slo"} <= set(table.columns)
+    assert len(table) == 6
+    assert tune_view.frontier_table(table)["point"].tolist() == [p["index"] for p in report["frontier"]]
+    assert tune_view.search_table(reader)["id"].tolist() == [report["search_id"]]
+    assert tune_view.runs_of_search(reader, report["search_id"]).empty
+    argv = tune_view.materialize_argv(report["search_id"], 3, str(db))
+    assert argv[-4:] == ["--materialize", f"{report['search_id']}:3", "--db", str(db)]

@@ -211,9 +211,14 @@ class RayCluster:
             raise
 
 
-def choose_backend(jobs: int | None, ray_address: str | None) -> Backend:
-    """--ray wins; else --jobs (default: every CPU); one job runs in this process."""
+SMALL_SEARCH = 16  # points: fewer run in this process unless --jobs says otherwise (a pool takes ~1 s to start)
+
+
+def choose_backend(jobs: int | None, ray_address: str | None, num_points: int | None = None) -> Backend:
+    """--ray wins; else --jobs (default: every CPU, or this process for a small search); one job runs
+    in this process."""
     if ray_address:
         return RayCluster(ray_address)
-    jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+    if jobs is None:
+        jobs = 1 if num_points is not None and num_points < SMALL_SEARCH else (os.cpu_count() or 1)
     return Sequential() if jobs <= 1 else ProcessPool(jobs)

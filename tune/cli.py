@@ -29,8 +29,21 @@ from cli.args import (
 from engine.config import ConfigError, EngineConfig
 from engine.errors import UserError
 from tune.evaluate import COMPLETE, PRUNE_MODES, PRUNED, PointResult, SearchContext
-from tune.materialize import parse_target
 from tune.space import Axis, check_axes, grid, parse_axis
+
+
+def parse_target(text: str) -> tuple[int, int]:
+    """--materialize SEARCH:POINT."""
+    search, sep, point = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        ids = int(search), int(point)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SEARCH:POINT, e.g. 3:17, got {text!r}") from None
+    if ids[0] < 1 or ids[1] < 0:
+        raise argparse.ArgumentTypeError(f"expected SEARCH >= 1 and POINT >= 0, got {text!r}")
+    return ids
 
 
 def _axis(text: str) -> Axis:
@@ -138,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     context = SearchContext(source.workload.requests, source.cost_model, slo, prune=args.prune)
     from tune.backends import choose_backend
 
-    with choose_backend(args.jobs, args.ray) as backend:
+    with choose_backend(args.jobs, args.ray, sum(p.config is not None for p in points)) as backend:
         header: dict[str, Any] = {
             "search_id": None, "workload": source.workload.description, "num_requests": len(source.workload),
             "base_run_id": source.base.run_id if source.base else None, "cost_model": source.cost_model.name,
@@ -174,7 +187,9 @@ def run(args: argparse.Namespace) -> int:
             report["validation"] = validate_point(args, writer, search_id, outcome.recommended.index, slo,
                                                   outcome.recommended.to_dict())
     if args.json:
-        json.dump(report, sys.stdout, indent=2, default=str)
+        from storage.searches import finite
+
+        json.dump(finite(report), sys.stdout, indent=2, default=str)  # standard JSON: no Infinity
         sys.stdout.write("\n")
     else:
         print(format_text(outcome, slo, header, trust))

@@ -38,22 +38,6 @@ class Materialized:
     reused: bool  # the point had been materialized already: that run is returned
 
 
-def parse_target(text: str) -> tuple[int, int]:
-    """SEARCH:POINT (argparse type)."""
-    import argparse
-
-    search, sep, point = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        ids = int(search), int(point)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected SEARCH:POINT, e.g. 3:17, got {text!r}") from None
-    if ids[0] < 1 or ids[1] < 0:
-        raise argparse.ArgumentTypeError(f"expected SEARCH >= 1 and POINT >= 0, got {text!r}")
-    return ids
-
-
 def materialize(writer: Engine, search_id: int, point: int) -> Materialized:
     search = get_search(writer, search_id)
     if search is None:
