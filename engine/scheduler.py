@@ -55,7 +55,6 @@ class Scheduler(SchedulerState):
     def schedule(self) -> SchedulerOutput:
         """Decide this step's work; changes queues and block tables, never request tokens."""
         cfg = self.scheduler_config
-        bm = self.block_manager
         budget = cfg.token_budget
         scheduled: list[ScheduledRequest] = []
         kv_events, self._pending_kv_events = self._pending_kv_events, []
@@ -74,6 +73,54 @@ class Scheduler(SchedulerState):
             self._delay.tick()  # before the running pass, as V0 ticks it before its prompts
 
         # 1. Running requests: a decode token, or the next prefill chunk.
+        budget, decode_seqs, context_tokens, prefill_seqs, prefill_tokens, prefill_pairs = self._schedule_running(
+            budget, scheduled, kv_events, preempted, swapped_out, swap_out_pairs)
+        num_from_running = len(scheduled)
+
+        if not preempted and not swapped_out:
+            # 2. Swapped requests come back before anything new is admitted.
+            budget = self._swap_in(budget, scheduled, kv_events, swapped_in, swap_in_pairs)
+            # 3. Waiting requests, in policy order, stopping at the first that does not fit. The
+            # delay clock ticks on every schedule call without swapped requests, as in vLLM V0.
+            if not self.swapped:
+                if not ticked:  # the swapped requests came back this step: prompts are considered now
+                    self._delay.tick()
+                if self.waiting:
+                    budget = self._admit(budget, scheduled, kv_events)
+
+        for s in scheduled[num_from_running:]:  # what swap-in and admission added
+            if s.is_prefill:
+                n = s.num_tokens
+                prefill_seqs += 1
+                prefill_tokens += n
+                prefill_pairs += n * s.start_pos + n * (n + 1) // 2
+            else:
+                decode_seqs += 1
+                context_tokens += s.start_pos + 1
+        counts = StepCounts(
+            num_prefill_seqs=prefill_seqs, num_prefill_tokens=prefill_tokens, num_decode_seqs=decode_seqs,
+            num_batched_tokens=cfg.token_budget - budget, num_context_tokens=context_tokens,
+            num_prefill_pairs=prefill_pairs, num_swap_blocks=len(swap_in_pairs) + len(swap_out_pairs),
+            num_preemptions=len(preempted) + len(swapped_out),
+        )
+        return self.output(scheduled, counts, kv_events, preempted=tuple(preempted), swapped_out=tuple(swapped_out),
+                           swapped_in=tuple(swapped_in), swap_out_pairs=tuple(swap_out_pairs),
+                           swap_in_pairs=tuple(swap_in_pairs))
+
+    def _schedule_running(
+        self,
+        budget: int,
+        scheduled: list[ScheduledRequest],
+        kv_events: list[KVBlockEvent],
+        preempted: list[str],
+        swapped_out: list[str],
+        swap_out_pairs: list[tuple[int, int]],
+    ) -> tuple[int, int, int, int, int, int]:
+        """The running pass, in policy order: each request's decode token or next prefill chunk, a
+        block taken where it crosses into one, the policy's last preempted while none is free.
+        Returns the budget left and the step's decode seqs, context tokens, prefill seqs, prefill
+        tokens and prefill pairs so far (kept in locals: this loop runs once per request per step)."""
+        bm = self.block_manager
         running = self.running
         block_size = bm.block_size
         include_ids = self._include_ids
@@ -112,37 +159,7 @@ class Scheduler(SchedulerState):
                 scheduled.append(self.make_scheduled(req, num_new))
             budget -= num_new
             i += 1
-        num_from_running = len(scheduled)
-
-        if not preempted and not swapped_out:
-            # 2. Swapped requests come back before anything new is admitted.
-            budget = self._swap_in(budget, scheduled, kv_events, swapped_in, swap_in_pairs)
-            # 3. Waiting requests, in policy order, stopping at the first that does not fit. The
-            # delay clock ticks on every schedule call without swapped requests, as in vLLM V0.
-            if not self.swapped:
-                if not ticked:  # the swapped requests came back this step: prompts are considered now
-                    self._delay.tick()
-                if self.waiting:
-                    budget = self._admit(budget, scheduled, kv_events)
-
-        for s in scheduled[num_from_running:]:  # what swap-in and admission added
-            if s.is_prefill:
-                n = s.num_tokens
-                prefill_seqs += 1
-                prefill_tokens += n
-                prefill_pairs += n * s.start_pos + n * (n + 1) // 2
-            else:
-                decode_seqs += 1
-                context_tokens += s.start_pos + 1
-        counts = StepCounts(
-            num_prefill_seqs=prefill_seqs, num_prefill_tokens=prefill_tokens, num_decode_seqs=decode_seqs,
-            num_batched_tokens=cfg.token_budget - budget, num_context_tokens=context_tokens,
-            num_prefill_pairs=prefill_pairs, num_swap_blocks=len(swap_in_pairs) + len(swap_out_pairs),
-            num_preemptions=len(preempted) + len(swapped_out),
-        )
-        return self.output(scheduled, counts, kv_events, preempted=tuple(preempted), swapped_out=tuple(swapped_out),
-                           swapped_in=tuple(swapped_in), swap_out_pairs=tuple(swap_out_pairs),
-                           swap_in_pairs=tuple(swap_in_pairs))
+        return budget, decode_seqs, context_tokens, prefill_seqs, prefill_tokens, prefill_pairs
 
     def _swap_in(
         self,
