@@ -9,8 +9,10 @@ runs_outside_searches() is the Runs list without them.
 
 The tables are declared on storage.schema.Base, so the writer that opens a database after this
 module was imported creates them (storage.database: create_all adds missing tables, nothing else
-changes); readers of a file that has none see no searches. Runs are never changed here except
-through the links above; deleting a run clears the link (ON DELETE SET NULL) and keeps the point.
+changes), and create_search creates them in any case (ensure_tables: a writer may have been opened
+before this module was imported); readers of a file that has none see no searches. Runs are never
+changed here except through the links above; deleting a run clears the link (ON DELETE SET NULL)
+and keeps the point.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.queries import effective_status, list_runs
@@ -115,8 +118,20 @@ def finite(value: Any) -> Any:
 
 
 # -- the write side ------------------------------------------------------------------------------------
+def ensure_tables(db: Engine) -> None:
+    """Create the search tables if this database lacks them. A writer opened before this module was
+    imported ran create_all without them; this adds just them (nothing else changes), and a race with
+    another writer creating them at the same moment is no error."""
+    try:
+        Base.metadata.create_all(db, tables=[_searches, _points])  # checks first
+    except OperationalError:
+        if not all(inspect(db).has_table(t.name) for t in (_searches, _points)):
+            raise
+
+
 def create_search(db: Engine, values: dict[str, Any]) -> int:
     """A new search marked running; values: the SearchRow columns above, less the bookkeeping ones."""
+    ensure_tables(db)
     now = utcnow()
     row = {"created_at": now, "heartbeat_at": now, "finished_at": None, "status": "running", "error": None,
            "recommended_point": None, "report": None} | finite(values)

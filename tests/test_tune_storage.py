@@ -163,3 +163,20 @@ def test_the_tune_view_helpers_read_a_search(tmp_path: Path, capsys: pytest.Capt
     assert tune_view.runs_of_search(reader, report["search_id"]).empty
     argv = tune_view.materialize_argv(report["search_id"], 3, str(db))
     assert argv[-4:] == ["--materialize", f"{report['search_id']}:3", "--db", str(db)]
+
+
+def test_a_fresh_process_creates_the_search_tables(tmp_path: Path) -> None:
+    """In a new interpreter nothing imported storage.searches before the writer was opened (in this
+    test session every module is already loaded, which once hid that the tables were never created)."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "fresh.db"
+    code = ("import sys; from tune.cli import main; sys.exit(main(['--db', sys.argv[1], '--num-prompts', '20', "
+            "'--slo', 'e2e=5000', '--search', 'max_num_seqs=2,4', '--jobs', '1']))")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code, str(db)], cwd=root, capture_output=True, text=True,
+                          timeout=60, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    searches = list_searches(open_for_read(str(db)))
+    assert searches["points_written"].tolist() == [2]
