@@ -2,19 +2,21 @@
 
 As `vllm bench serve` does with its random dataset, each request goes to /v1/completions with its
 prompt as token ids, `max_tokens` and `ignore_eos`, streaming, with usage in the last chunk. Timing
-is vLLM's: TTFT is the first chunk with text, ITL the gaps between later chunks with text, E2E
-latency the last such chunk. Requests are named by the workload (x-request-id), so the server's
-recording uses the same ids; the server's run is read from the x-batchscope-run-id header when the
-server is Batchscope.
+is vLLM's: TTFT is the first chunk with choices (its text may be empty: a token that completes no
+character yet), ITL the gaps between later such chunks, E2E latency the last one; the server sends
+one per step with new tokens, so on Batchscope chunks are tokens. Requests are named by the
+workload (x-request-id), so the server's recording uses the same ids; the server's run is read from
+the x-batchscope-run-id header when the server is Batchscope.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ from engine.workload.synthetic import SyntheticPrompt
 from serving.generation import RUN_ID_HEADER
 
 DEFAULT_VOCAB_SIZE = 32_000  # synthetic prompt ids stay below this (tiny's and the simulator's vocabulary)
+_SSE_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass
@@ -81,6 +84,19 @@ async def discover_model(client: httpx2.AsyncClient, base_url: str, headers: dic
     return str(data[0]["id"])
 
 
+async def sse_lines(resp: httpx2.Response) -> AsyncIterator[str]:
+    """The stream's lines, ended as server-sent events end them (CR, LF or CRLF) and nowhere else:
+    aiter_lines also splits at U+2028, U+0085 and the other breaks str.splitlines knows, which JSON
+    leaves unescaped inside a string (a model's text), cutting a chunk in two."""
+    rest = ""
+    async for piece in resp.aiter_text():
+        *lines, rest = _SSE_LINE_END.split(rest + piece)
+        for line in lines:
+            yield line
+    if rest:
+        yield rest
+
+
 async def send_one(client: httpx2.AsyncClient, options: ClientOptions, model: str, spec: RequestSpec,
                    bench_start: float) -> RequestResult:
     result = RequestResult(spec.request_id)
@@ -93,7 +109,7 @@ async def send_one(client: httpx2.AsyncClient, options: ClientOptions, model: st
     start = time.perf_counter()
     result.start_time = start - bench_start
     last = start
-    texts: list[str] = []
+    texts: list[str] = []  # one a chunk with choices, empty ones included
     try:
         async with client.stream("POST", f"{options.base_url}/v1/completions", json=body, headers=headers) as resp:
             run_id = resp.headers.get(RUN_ID_HEADER)
@@ -101,7 +117,7 @@ async def send_one(client: httpx2.AsyncClient, options: ClientOptions, model: st
             if resp.status_code != 200:
                 result.error = f"HTTP {resp.status_code}: {(await resp.aread()).decode(errors='replace')[:500]}"
                 return result
-            async for line in resp.aiter_lines():
+            async for line in sse_lines(resp):
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
@@ -113,14 +129,13 @@ async def send_one(client: httpx2.AsyncClient, options: ClientOptions, model: st
                     result.error = str(chunk["error"].get("message", chunk["error"]))
                     return result
                 choices = chunk.get("choices") or []
-                text = choices[0].get("text") if choices else None
-                if text:
+                if choices:  # timed even without text (a token that completes no character yet), as vLLM's client
                     if not texts:
                         result.ttft = now - start
                     else:
                         result.itl.append(now - last)
                     last = now
-                    texts.append(text)
+                    texts.append(choices[0].get("text") or "")
                 usage = chunk.get("usage")
                 if usage:
                     result.output_tokens = int(usage.get("completion_tokens") or 0)
@@ -129,7 +144,7 @@ async def send_one(client: httpx2.AsyncClient, options: ClientOptions, model: st
         result.error = f"{type(exc).__name__}: {exc}"
         return result
     if not texts:
-        result.error = "the stream carried no text (no chunk to time the first token by)"
+        result.error = "the stream carried no choices (no chunk to time the first token by)"
         return result
     result.success = True
     result.latency = last - start

@@ -1,9 +1,10 @@
 """`bench serve`'s figures, with `vllm bench serve`'s definitions, names and printed block.
 
 TPOT excludes the first token: (E2E latency - TTFT) / (output tokens - 1), per request with more
-than one token. ITL pools every gap between chunks with text. Goodput counts the requests that meet
-every SLO given (`--goodput ttft:MS tpot:MS e2el:MS`), per second of the benchmark. Means, medians,
-standard deviations and percentiles are in milliseconds; an empty list reads as 0, as vLLM prints it.
+than one token. ITL pools every gap between chunks with choices (text or not). Goodput counts the
+requests that meet every SLO given (`--goodput ttft:MS tpot:MS e2el:MS`), per second of the benchmark.
+Means, medians, standard deviations and percentiles are in milliseconds; an empty list reads as 0, as
+vLLM prints it.
 """
 
 from __future__ import annotations

@@ -171,11 +171,14 @@ async def _stream(job: _Job) -> AsyncIterator[str]:
                 yield f"data: {json.dumps(error_body(500, event.message))}\n\n"
                 break
             assert isinstance(event, TextDelta)
+            new_tokens = event.num_output_tokens > completion_tokens
             completion_tokens = event.num_output_tokens
             if event.finish_reason is not None:
                 ended = True
-            if event.text or event.finish_reason is not None:
-                if job.kind == "chat" and not event.text:
+            # A step's tokens get their chunk even when they complete no text yet (part of a character):
+            # vLLM streams one chunk per step with new tokens, and clients time TTFT and ITL by chunks.
+            if event.text or new_tokens or event.finish_reason is not None:
+                if job.kind == "chat" and not event.text and event.finish_reason is not None:
                     yield _chunk(job, None, event.finish_reason, event.stop_reason)
                 else:
                     yield _chunk(job, event.text, event.finish_reason, event.stop_reason)
