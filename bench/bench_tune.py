@@ -8,7 +8,7 @@ The workload is the bundled Azure conversation trace scaled for a CPU model as t
 max_num_seqs (10 values) x max_num_batched_tokens (5) x chunked prefill (2) x policy fcfs/sjf (2) x
 KV pool (5 sizes) = 1,000 configurations, every one valid; SLOs TTFT <= 250 ms and E2E <= 1,500 ms
 for 99% of requests; the default cost model. Each measured search is the whole command in this
-process (`tune.cli.main`, workload loading and pool start included, --no-record unless said).
+process (`cli.tune.main`, workload loading and pool start included, --no-record unless said).
 Other processes' CPU use is recorded for every run (bench/cpu_load.py): for a Ray run it includes
 the cluster's own processes (its workers are not this process's children, and a job's workers exit
 with the job), so read the pool's CPU time, not Ray's, as the work itself. With --ray a head with --jobs CPUs is
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cpu_load import CpuLoadMeter, write_report  # noqa: E402
-from tune.cli import main as tune_main  # noqa: E402
+from cli.tune import main as tune_main  # noqa: E402
 
 WORKLOAD = ["--workload", "azure", "--length-scale", "0.1", "--time-scale", "0.1", "--max-requests", "2000",
             "--max-model-len", "1024"]

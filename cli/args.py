@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from pathlib import Path
 from typing import Any
 
-from engine.config import BATCHING_MODES, POLICIES, PREEMPTION_MODES, EngineConfig
+from engine.config import BATCHING_MODES, POLICIES, PREEMPTION_MODES, ConfigError, EngineConfig
+from engine.executors.cost_model import CostModel, cost_model_from_dict, named_cost_model
 from engine.workload import NAMED_WORKLOADS, WorkloadOptions
 
 DEFAULT_SIM_GPU_BLOCKS = 2048  # a simulated pool when no model decides it
@@ -165,3 +168,16 @@ ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "bloc
 def given_engine_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The engine flags given on the command line, by vLLM name."""
     return {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name, None) is not None}
+
+
+def chosen_cost_model(args: argparse.Namespace) -> CostModel | None:
+    """The cost model the flags ask for (--cost-model-file, then --cost-model), or None."""
+    path = getattr(args, "cost_model_file", None)
+    if path:
+        try:
+            return cost_model_from_dict(json.loads(Path(path).read_text()))
+        except OSError as exc:
+            raise ConfigError(f"cannot read cost model file {path}: {exc.strerror or exc}") from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{path} is not a cost model written by `python -m engine profile` ({exc})") from None
+    return named_cost_model(args.cost_model) if args.cost_model else None

@@ -1,4 +1,4 @@
-"""`python -m engine`: simulate, run, serve, bench serve, runs, export, delete, sweep, profile, upgrade-db.
+"""`python -m engine`: simulate, run, serve, bench serve, tune, runs, export, delete, sweep, profile, upgrade-db.
 
 Subcommand modules import their heavy dependencies (torch, pandas, SQLAlchemy) inside run(),
 so `python -m engine simulate --no-record` starts in well under a second.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from cli import delete, export, profile, run, runs, simulate, sweep, upgrade_db
+from cli import delete, export, profile, run, runs, simulate, sweep, tune, upgrade_db
 from cli.args import OneLineParser
 from engine.errors import UserError
 from serving.cli import add_bench_parser, add_serve_parser
@@ -18,7 +18,7 @@ from serving.cli import add_bench_parser, add_serve_parser
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m engine", description="Batchscope: a serving engine you can watch.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for module in (simulate, run, runs, export, delete, sweep, profile, upgrade_db):
+    for module in (simulate, run, runs, export, delete, sweep, profile, upgrade_db, tune):
         module.add_parser(subparsers)
     add_serve_parser(subparsers)  # the OpenAI-compatible server and its benchmark client (serving/)
     add_bench_parser(subparsers)

@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from cli.args import (
     DEFAULT_SIM_GPU_BLOCKS,
     add_engine_args,
     add_output_args,
     add_workload_args,
+    chosen_cost_model,
     engine_config_from_args,
     positive_int,
     workload_options_from_args,
 )
 from engine.clock import VirtualClock
 from engine.config import ConfigError, EngineConfig
-from engine.executors.cost_model import CostModel, cost_model_from_dict, named_cost_model
+from engine.executors.cost_model import named_cost_model
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
 from engine.workload import resolve_workload
@@ -72,19 +72,6 @@ def run(args: argparse.Namespace) -> int:
     print_summary(result.summary.to_dict() | {"run_id": result.run_id, "status": result.status},
                   result.summary.format(), args.json, result.run_id)
     return 0
-
-
-def chosen_cost_model(args: argparse.Namespace) -> CostModel | None:
-    """The cost model the flags ask for (--cost-model-file, then --cost-model), or None."""
-    path = getattr(args, "cost_model_file", None)
-    if path:
-        try:
-            return cost_model_from_dict(json.loads(Path(path).read_text()))
-        except OSError as exc:
-            raise ConfigError(f"cannot read cost model file {path}: {exc.strerror or exc}") from None
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{path} is not a cost model written by `python -m engine profile` ({exc})") from None
-    return named_cost_model(args.cost_model) if args.cost_model else None
 
 
 def default_run_name(verb: str, workload: str, config: EngineConfig) -> str:

@@ -20,11 +20,11 @@ from cli.args import (
     add_engine_args,
     add_output_args,
     add_workload_args,
+    chosen_cost_model,
     engine_config_from_args,
     positive_int,
     workload_options_from_args,
 )
-from cli.simulate import chosen_cost_model
 from engine.clock import VirtualClock
 from engine.config import BATCHING_MODES, POLICIES, PREEMPTION_MODES, ConfigError, EngineConfig
 from engine.executors.cost_model import CostModel, named_cost_model

@@ -14,8 +14,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from cli.args import engine_config_from_args, given_engine_flags
-from cli.simulate import chosen_cost_model
+from cli.args import chosen_cost_model, engine_config_from_args, given_engine_flags
 from engine.clock import VirtualClock
 from engine.config import ConfigError
 from engine.executors.simulated import SimulatedExecutor

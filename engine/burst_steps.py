@@ -8,24 +8,49 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
-from engine.snapshot import StepSnapshot
+from engine.clock import Clock
+from engine.decode_burst import DecodeBurst
+from engine.executors.base import StepTimePredictor
+from engine.itl import InterTokenLatency
+from engine.outputs import KVBlockEvent
+from engine.phases import PhaseChange, PhaseTracker
+from engine.request import Request
+from engine.scheduler import Scheduler
+from engine.snapshot import StepRecorder, StepSnapshot
+from engine.step_counts import StepCounts
 from engine.workload.spec import RequestSpec
 
-if TYPE_CHECKING:
-    from engine.decode_burst import DecodeBurst
-    from engine.engine_loop import Engine
-    from engine.executors.base import StepTimePredictor
-    from engine.phases import PhaseChange
-    from engine.request import Request
+
+class BurstHost(Protocol):
+    """What a burst needs of the Engine it runs in (the Engine's public members)."""
+
+    clock: Clock
+    recorder: StepRecorder | None
+    scheduler: Scheduler
+    phases: PhaseTracker
+    itl: InterTokenLatency
+
+    def has_pending_aborts(self) -> bool: ...
+
+    def add_arrivals(self, pending: deque[RequestSpec], now: float) -> None: ...
+
+    def note_phase_changes(self, changes: Iterable[PhaseChange]) -> None: ...
+
+    def record_step(self, step: int, start: float, end: float, counts: StepCounts, num_output_tokens: int,
+                    model_time: float, first_token_ids: Sequence[str], finished: Sequence[Request],
+                    kv_events: Sequence[KVBlockEvent], freed: Sequence[KVBlockEvent],
+                    build: bool) -> StepSnapshot | None: ...
+
+    def record_quiet_steps(self, first_step: int, num_decodes: int, num_padding: int, times: list[float]) -> None: ...
 
 
 class BurstRunner:
     """Runs decode bursts for an Engine through its public members."""
 
-    def __init__(self, engine: Engine, predictor: StepTimePredictor) -> None:
+    def __init__(self, engine: BurstHost, predictor: StepTimePredictor) -> None:
         self._engine = engine
         self._predictor = predictor
 

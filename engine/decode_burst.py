@@ -21,14 +21,11 @@ import bisect
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from engine.outputs import KVBlockEvent
 from engine.request import Request, RequestStatus
+from engine.scheduler_state import SchedulerState
 from engine.step_counts import StepCounts
-
-if TYPE_CHECKING:
-    from engine.scheduler import Scheduler
 
 OrderKey = tuple[float, ...]
 _NEVER = 1 << 62  # a step index no run reaches
@@ -54,7 +51,7 @@ class BurstStep:
 class DecodeBurst:
     """Owned by a Scheduler; valid between enter() and leave()."""
 
-    def __init__(self, scheduler: Scheduler, token: int) -> None:
+    def __init__(self, scheduler: SchedulerState, token: int) -> None:
         self._s = scheduler
         self._token = token  # what every request samples in a burst (the simulator's token)
         policy = scheduler.scheduler_config.policy

@@ -12,11 +12,12 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from typing import cast
 
 from engine.burst_steps import BurstRunner
 from engine.clock import Clock
 from engine.config import ConfigError, EngineConfig
-from engine.executors.base import Executor
+from engine.executors.base import Executor, StepTimePredictor
 from engine.itl import InterTokenLatency
 from engine.metrics import EngineStats, RunSummary, summarize
 from engine.outputs import KVBlockEvent, ModelRunnerOutput, SchedulerOutput
@@ -77,8 +78,8 @@ class Engine:
         # Decode bursts (the simulator's fast path) need a virtual clock and an executor that knows a
         # step's time from its counts alone.
         predicts = callable(getattr(executor, "predict_step_time", None))
-        self._bursts = (BurstRunner(self, executor) if fast_forward and getattr(clock, "virtual", False)  # type: ignore[arg-type]
-                        and predicts else None)
+        self._bursts = (BurstRunner(self, cast(StepTimePredictor, executor))
+                        if fast_forward and getattr(clock, "virtual", False) and predicts else None)
 
     # -- requests -----------------------------------------------------------------------------
     def make_request(self, spec: RequestSpec) -> Request:

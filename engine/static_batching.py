@@ -11,20 +11,17 @@ max_num_batched_tokens; the executor computes them and the cost model charges th
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING
 
 from engine.outputs import KVBlockEvent, ScheduledRequest, SchedulerOutput
 from engine.request import Request, RequestStatus
+from engine.scheduler_state import SchedulerState
 from engine.step_counts import StepCounts
-
-if TYPE_CHECKING:
-    from engine.scheduler import Scheduler
 
 
 class StaticBatcher:
     """The static half of a Scheduler: it works through the Scheduler's public members only."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: SchedulerState) -> None:
         self._s = scheduler
 
     def schedule(self, kv_events: list[KVBlockEvent]) -> SchedulerOutput:

@@ -134,7 +134,7 @@ def _real_backend(args: argparse.Namespace) -> Any:
 
 
 def _simulated_backend(args: argparse.Namespace) -> Any:
-    from cli.simulate import chosen_cost_model
+    from cli.args import chosen_cost_model
     from engine.executors.cost_model import named_cost_model
     from serving.backend import simulated_backend
 

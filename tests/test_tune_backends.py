@@ -101,7 +101,7 @@ def test_a_ray_cluster_gives_what_one_process_gives() -> None:
 
 def test_an_unreachable_ray_cluster_is_one_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("ray")
-    from tune.cli import main
+    from cli.tune import main
 
     code = main(["--no-record", "--num-prompts", "5", "--slo", "e2e=1000", "--search", "max_num_seqs=2",
                  "--ray", f"127.0.0.1:{_free_port()}"])

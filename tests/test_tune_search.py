@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from cli.tune import main
 from engine.clock import VirtualClock
 from engine.config import EngineConfig
 from engine.engine_loop import Engine
@@ -23,7 +24,6 @@ from engine.request import RequestStatus
 from engine.workload.generators import synthetic_workload
 from engine.workload.spec import Workload
 from tune.backends import Sequential
-from tune.cli import main
 from tune.early_stop import EarlyStop
 from tune.evaluate import COMPLETE, PRUNED, SearchContext
 from tune.search import SearchOutcome, run_search

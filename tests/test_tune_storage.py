@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from cli.main import main as engine_main
+from cli.tune import main
 from storage import queries
 from storage.admin import delete_run
 from storage.database import open_for_read, open_for_write
 from storage.run_meta import run_meta
 from storage.searches import get_point, grouped_runs, list_searches, runs_outside_searches, search_points
-from tune.cli import main
 
 SEARCH = ("--search", "max_num_seqs=2,8,32", "enable_chunked_prefill=true,false")
 
@@ -172,7 +172,7 @@ def test_a_fresh_process_creates_the_search_tables(tmp_path: Path) -> None:
     import sys
 
     db = tmp_path / "fresh.db"
-    code = ("import sys; from tune.cli import main; sys.exit(main(['--db', sys.argv[1], '--num-prompts', '20', "
+    code = ("import sys; from cli.tune import main; sys.exit(main(['--db', sys.argv[1], '--num-prompts', '20', "
             "'--slo', 'e2e=5000', '--search', 'max_num_seqs=2,4', '--jobs', '1']))")
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code, str(db)], cwd=root, capture_output=True, text=True,

@@ -7,18 +7,16 @@ re-simulated later (tune.materialize); the digest proves it was the same.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import asdict, astuple, dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
 
-from cli.args import DEFAULT_SIM_GPU_BLOCKS, engine_config_from_args, workload_options_from_args
-from cli.simulate import chosen_cost_model
-from engine.config import ConfigError, EngineConfig
-from engine.executors.cost_model import CostModel, named_cost_model
+from engine.config import EngineConfig
+from engine.executors.cost_model import CostModel
 from engine.workload import Workload, WorkloadOptions, resolve_workload
 from engine.workload.spec import RequestSpec
 from whatif.base_run import BaseRun, load_base_run
@@ -48,31 +46,24 @@ def workload_digest(requests: tuple[RequestSpec, ...]) -> str:
     return h.hexdigest()
 
 
-def from_args(args: argparse.Namespace, writer: Engine | None) -> SearchSource:
-    """writer: the database (--from-run reads the base run there and may store its fitted model)."""
-    if args.from_run is not None:
-        if args.workload is not None:
-            raise ConfigError("--from-run replays the recorded requests; drop --workload")
-        assert writer is not None, "--from-run needs the database"
-        return _from_run(writer, args.from_run, args)
-    config = engine_config_from_args(args, num_gpu_blocks=DEFAULT_SIM_GPU_BLOCKS)
-    options = workload_options_from_args(args)
-    name = args.workload or "mixed"
+def from_workload(name: str, options: WorkloadOptions, config: EngineConfig, cost_model: CostModel) -> SearchSource:
+    """A named workload or a workload file, built with these options, on a given cost model."""
     workload = resolve_workload(name, options)
-    cost_model = chosen_cost_model(args) or named_cost_model("default")
     return SearchSource(workload, config, cost_model, {"kind": "workload", "workload": _portable_name(name),
                                                        "options": _options_json(options)})
 
 
-def _from_run(writer: Engine, run_id: int, args: argparse.Namespace | None) -> SearchSource:
+def from_run(writer: Engine, run_id: int, configure: Callable[[EngineConfig], EngineConfig] | None = None,
+             cost_model: CostModel | None = None) -> SearchSource:
+    """Run RUN's recorded requests, its configuration as `configure` changes it, and the cost model a
+    what-if of it would use (or `cost_model` as it is: nothing borrowed, as a what-if does)."""
     from whatif.predict import base_profile
     from whatif.pricing import price_for_prediction
 
     base = load_base_run(writer, run_id)
-    config = engine_config_from_args(args, base=base.config) if args is not None else base.config
-    chosen = chosen_cost_model(args) if args is not None else None
-    if chosen is not None:  # as a what-if does: a given model is used as it is, nothing borrowed
-        return SearchSource(base.workload, config, chosen, {"kind": "run", "run_id": run_id}, base)
+    config = configure(base.config) if configure is not None else base.config
+    if cost_model is not None:
+        return SearchSource(base.workload, config, cost_model, {"kind": "run", "run_id": run_id}, base)
     priced = price_for_prediction(base.cost_model, base.mode, base.exercised, base.executor.get("kv_bytes_per_block"),
                                   base_profile(writer, base))
     return SearchSource(base.workload, config, priced.model, {"kind": "run", "run_id": run_id}, base,

@@ -6,7 +6,7 @@
     python -m engine tune --from-run 3 --slo ttft=300,tpot=50 --search max_num_seqs=4:64:x2 --validate
     python -m engine tune --materialize 5:17
 
-Registered by engine/cli/main.py like the other commands (add_parser / run); `main(argv)` runs it alone.
+The search itself is tune/; this module parses the flags into it. `main(argv)` runs the command alone.
 """
 
 from __future__ import annotations
@@ -16,20 +16,30 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.args import (
+    DEFAULT_SIM_GPU_BLOCKS,
     OneLineParser,
     add_engine_args,
     add_output_args,
     add_workload_args,
+    chosen_cost_model,
+    engine_config_from_args,
     given_engine_flags,
     positive_int,
+    workload_options_from_args,
 )
 from engine.config import ConfigError, EngineConfig
 from engine.errors import UserError
+from engine.executors.cost_model import named_cost_model
 from tune.evaluate import COMPLETE, PRUNE_MODES, PRUNED, PointResult, SearchContext
 from tune.space import Axis, check_axes, grid, parse_axis
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from tune.source import SearchSource
 
 
 def parse_target(text: str) -> tuple[int, int]:
@@ -123,12 +133,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _source_from_args(args: argparse.Namespace, writer: Engine | None) -> SearchSource:
+    """The workload, base configuration and cost model the flags name (writer: the database, where
+    --from-run reads its base run and may store the model fitted to it)."""
+    from tune.source import from_run, from_workload
+
+    chosen = chosen_cost_model(args)
+    if args.from_run is not None:
+        if args.workload is not None:
+            raise ConfigError("--from-run replays the recorded requests; drop --workload")
+        assert writer is not None, "--from-run needs the database"
+        return from_run(writer, args.from_run, lambda base: engine_config_from_args(args, base=base), chosen)
+    config = engine_config_from_args(args, num_gpu_blocks=DEFAULT_SIM_GPU_BLOCKS)
+    return from_workload(args.workload or "mixed", workload_options_from_args(args), config,
+                         chosen or named_cost_model("default"))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.materialize is not None:
         return _materialize(args)
     from storage.database import open_for_write
     from tune.slo import parse_slo
-    from tune.source import from_args
 
     if not args.slo:
         raise ConfigError("tune needs --slo, e.g. --slo ttft=500,e2e=5000 (milliseconds)")
@@ -143,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         writer = open_for_write(args.db, create=False)
     elif not args.no_record:
         writer = open_for_write(args.db)
-    source = from_args(args, writer)
+    source = _source_from_args(args, writer)
     points = grid(args.search, source.base_config)
     if not any(p.config is not None for p in points):
         raise ConfigError(f"no combination of --search is a valid configuration, e.g. "
