@@ -6,12 +6,12 @@ so `python -m engine simulate --no-record` starts in well under a second.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from collections.abc import Sequence
 
 from cli import delete, export, profile, run, runs, simulate, sweep, tune, upgrade_db
 from cli.args import OneLineParser
-from engine.errors import UserError
+from cli.exit_codes import run_command
 from serving.cli import add_bench_parser, add_serve_parser
 
 
@@ -27,18 +27,13 @@ def build_parser() -> OneLineParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if getattr(args, "from_run", None) is not None:
-            _require_database(args.db)
-        return int(args.func(args))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 1
+    return run_command(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    if getattr(args, "from_run", None) is not None:
+        _require_database(args.db)
+    return int(args.func(args))
 
 
 def _require_database(db: str | None) -> None:

@@ -30,6 +30,7 @@ from cli.args import (
     positive_int,
     workload_options_from_args,
 )
+from cli.exit_codes import run_command
 from engine.config import ConfigError, EngineConfig
 from engine.errors import UserError
 from engine.executors.cost_model import named_cost_model
@@ -117,20 +118,17 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m engine tune ARGS` without engine/cli/main.py (tests, scripts): same exit codes."""
+    """`python -m engine tune ARGS` without cli/main.py (tests, scripts): the same exit codes."""
     args = build_parser().parse_args(["tune", *(sys.argv[1:] if argv is None else argv)])
-    try:
+
+    def command() -> int:
         if args.from_run is not None:
             from storage.database import require_database
 
             require_database(args.db)
         return run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-        return 130
+
+    return run_command(command)
 
 
 def _source_from_args(args: argparse.Namespace, writer: Engine | None) -> SearchSource:
@@ -323,27 +321,12 @@ def _materialize(args: argparse.Namespace) -> int:
     return 0
 
 
-LABELS = {"output_tokens_per_s": "output tokens/s", "ttft_p50": "TTFT p50 (ms)", "ttft_p99": "TTFT p99 (ms)",
-          "e2e_p50": "E2E p50 (ms)", "e2e_p99": "E2E p99 (ms)"}
-
-
-def _fmt(key: str, value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.1f}" if key == "output_tokens_per_s" else f"{value * 1e3:.1f}"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.1f}%"
-
-
 def _print_validation(v: dict[str, Any]) -> None:
+    from cli.what_if import print_validation_table
+
     print(f"\nvalidation: point {v['point']} simulated as run {v['simulated_run_id']}, served for real on {v['model']} "
           f"as run {v['real_run_id']}")
-    print(f"  {'metric':<18}{'predicted':>12}{'real':>12}{'error':>9}")
-    for key, label in LABELS.items():
-        print(f"  {label:<18}{_fmt(key, v['predicted'][key]):>12}{_fmt(key, v['real'][key]):>12}"
-              f"{_pct(v['error_pct'][key]):>9}")
+    print_validation_table(v["predicted"], v["real"], v["error_pct"])
     if "real_goodput" in v:
         print(f"  {'goodput (req/s)':<18}{v['predicted_goodput'] or 0:>12.2f}{v['real_goodput']:>12.2f}")
         print(f"  the real run {'meets' if v['real_meets_slo'] else 'misses'} the SLOs "

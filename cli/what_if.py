@@ -131,7 +131,11 @@ def print_report(base: BaseRun, report: dict[str, Any]) -> None:
     validation = report.get("validation")
     if validation:
         print(f"\nvalidation: real run {validation['real_run_id']}")
-        print(f"  {'metric':<18}{'predicted':>12}{'real':>12}{'error':>9}")
-        for key, label in LABELS.items():
-            print(f"  {label:<18}{_fmt(key, validation['predicted'][key]):>12}{_fmt(key, validation['real'][key]):>12}"
-                  f"{_pct(validation['error_pct'][key]):>9}")
+        print_validation_table(validation["predicted"], validation["real"], validation["error_pct"])
+
+
+def print_validation_table(predicted: dict[str, Any], real: dict[str, Any], error_pct: dict[str, Any]) -> None:
+    """Predicted vs real, metric by metric, and the prediction's error."""
+    print(f"  {'metric':<18}{'predicted':>12}{'real':>12}{'error':>9}")
+    for key, label in LABELS.items():
+        print(f"  {label:<18}{_fmt(key, predicted[key]):>12}{_fmt(key, real[key]):>12}{_pct(error_pct[key]):>9}")

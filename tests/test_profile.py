@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from cli.profile import Shape, build_output, default_grid
 from engine.executors.cost_model import FEATURES
+from engine.executors.shape_profile import Shape, build_output, default_grid
 
 
 def test_hand_made_outputs_have_real_block_tables() -> None:
