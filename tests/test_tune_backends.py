@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,20 @@ def test_a_process_pool_gives_what_one_process_gives(prune: str) -> None:
     assert alone.recommended is not None and pooled.recommended is not None
     assert alone.recommended.index == pooled.recommended.index
     assert [r.index for r in alone.frontier] == [r.index for r in pooled.frontier]
+
+
+def test_pool_workers_do_not_run_the_parents_main_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under Streamlit or its AppTest, `__main__` is the dashboard's app.py (no __spec__, a __file__);
+    spawned workers re-ran that script and died (BrokenProcessPool), as CI found after the AppTests."""
+    script = tmp_path / "app_like.py"
+    script.write_text("raise SystemExit('a spawned worker ran the parent script')\n")
+    stand_in = types.ModuleType("__main__")
+    stand_in.__file__ = str(script)
+    stand_in.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", stand_in)
+    alone, pooled = _search(Sequential(), "best"), _search(ProcessPool(2), "best")
+    assert _figures(alone) == _figures(pooled)
+    assert sys.modules["__main__"] is stand_in  # put back after the workers started
 
 
 def test_chunks_cover_every_point_once() -> None:

@@ -15,7 +15,10 @@ import logging
 import multiprocessing
 import os
 import socket
-from collections.abc import Callable, Sequence
+import sys
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -93,6 +96,23 @@ def _pool_chunk(points: list[Point], prune: bool, beat: float | None) -> list[Po
     return evaluate_chunk(_worker_context, points, prune, beat)
 
 
+@contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """While pool workers start, `__main__` is a bare module, so a spawned child does not re-run the
+    parent's script: under Streamlit (or its AppTest) `__main__` is the dashboard's app.py, which a
+    child would execute and die in. The workers need nothing from it: the chunk function and the
+    context live in tune/."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:  # `python -m ...`: children skip it
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 class ProcessPool:
     """`--jobs N` local processes. spawn, not fork: the parent may hold a database connection and a
     heartbeat thread, which a forked child would inherit mid-state."""
@@ -127,7 +147,8 @@ class ProcessPool:
         if not points:
             return
         pool = self._pool(context)
-        futures = [pool.submit(_pool_chunk, chunk, prune, beat) for chunk in chunks(points, self.jobs)]
+        with _workers_skip_main():  # spawn starts workers on submit
+            futures = [pool.submit(_pool_chunk, chunk, prune, beat) for chunk in chunks(points, self.jobs)]
         try:
             for future in cf.as_completed(futures):
                 for result in future.result():
