@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from cli import delete, export, profile, run, runs, simulate, sweep, tune, upgrade_db
+from cli import delete, export, profile, run, runs, serve, simulate, sweep, tune, upgrade_db
 from cli.args import OneLineParser
 from cli.exit_codes import run_command
-from serving.cli import add_bench_parser, add_serve_parser
 
 
 def build_parser() -> OneLineParser:
@@ -20,8 +19,8 @@ def build_parser() -> OneLineParser:
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for module in (simulate, run, runs, export, delete, sweep, profile, upgrade_db, tune):
         module.add_parser(subparsers)
-    add_serve_parser(subparsers)  # the OpenAI-compatible server and its benchmark client (serving/)
-    add_bench_parser(subparsers)
+    serve.add_serve_parser(subparsers)  # the OpenAI-compatible server and its benchmark client (serving/)
+    serve.add_bench_parser(subparsers)
     return parser
 
 

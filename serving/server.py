@@ -2,7 +2,7 @@
 
 Both the command line and the tests build servers here. The listening socket is bound first (a busy
 port fails before a model loads) and handed to uvicorn; uvicorn runs off the main thread so it
-installs no signal handlers: the command line decides what SIGINT/SIGTERM do (serving.cli).
+installs no signal handlers: the command line decides what SIGINT/SIGTERM do (cli/serve.py).
 """
 
 from __future__ import annotations

@@ -118,3 +118,17 @@ def test_no_module_reaches_into_private_attributes(package: str) -> None:
                     and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
                 offending.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert offending == []
+
+
+def test_only_the_command_line_imports_the_command_line() -> None:
+    """cli/ parses flags and prints; what it runs (sessions, whatif, serving, tune, storage, the
+    dashboard) takes plain values, so none of it imports cli back (`python -m engine` is the shim)."""
+    offending = []
+    for module, path in MODULES.items():
+        if module.split(".")[0] in ("cli",) or module == "engine.__main__":
+            continue
+        for imported in _imports(path, module_level_only=False):
+            target = _project_module(imported)
+            if target and target.split(".")[0] == "cli":
+                offending.append(f"{module} imports {target}")
+    assert offending == []

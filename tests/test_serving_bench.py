@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from cli.main import main
 from serving.bench_metrics import parse_goodput, send_times
-from serving.cli import main
 from storage.database import open_for_read
 from tests.serving_helpers import recorded_requests, recorded_run, serve, simulated
 

@@ -28,7 +28,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     cost.write_text(json.dumps({"name": "slow", "coefficients": {"intercept": STEP_S}}))
     db = tmp_path / "s.db"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "serve", "--simulate", "--cost-model-file", str(cost), "--port", "0",
+        [sys.executable, "-m", "engine", "serve", "--simulate", "--cost-model-file", str(cost), "--port", "0",
          "--db", str(db), "--drain-timeout", "60"],
         cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = None

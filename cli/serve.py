@@ -1,10 +1,8 @@
-"""`serve` and `bench serve` on the command line, in the style of engine/cli (vLLM's flag names).
+"""`serve` and `bench serve` on the command line (vLLM's flag names); the server and client live in serving/.
 
     python -m engine serve --model tiny [engine flags] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
     python -m engine serve --simulate [--cost-model-file F | --from-run N] [engine flags]
     python -m engine bench serve --base-url http://127.0.0.1:8000 --workload mixed --request-rate 10
-
-Until `python -m engine` registers them, `python -m serving` runs the same two commands.
 
 serve: SIGINT/SIGTERM drains (stops accepting, lets what runs finish, at most --drain-timeout
 seconds, then aborts the rest); a second signal aborts everything at once. The run is marked
@@ -37,7 +35,6 @@ from cli.args import (
 )
 from engine.config import ConfigError, EngineConfig
 from engine.engine_args import DEFAULT_CPU_MEMORY_GIB, EngineArgs
-from engine.errors import UserError
 from engine.executors.cost_model import CostModel
 from engine.online import Rotation
 
@@ -264,24 +261,3 @@ def _store(db: str, base_url: str, model: str, workload: str, result: dict[str, 
         engine.dispose()
     note = f" (runs {', '.join(map(str, missing))} are not in this database: stored without a run)" if missing else ""
     print(f"stored as client benchmark {bench_id} in {db}{note}", file=sys.stderr)
-
-
-# -- python -m serving ----------------------------------------------------------------------------------
-def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="python -m serving", description="Batchscope's OpenAI-compatible server and client.")
-    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    add_serve_parser(subparsers)
-    add_bench_parser(subparsers)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-        return 130
