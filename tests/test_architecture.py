@@ -132,3 +132,28 @@ def test_only_the_command_line_imports_the_command_line() -> None:
             if target and target.split(".")[0] == "cli":
                 offending.append(f"{module} imports {target}")
     assert offending == []
+
+
+def test_pages_know_only_the_dashboard_helpers() -> None:
+    """A page is widgets and layout: its data, charts and command lines come from dashboard/; from
+    storage it may name the error types it reports."""
+    ours = {m.split(".")[0] for m in MODULES}
+    offending = []
+    for module, path in MODULES.items():
+        if module.split(".")[0] not in ("pages", "app"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found = [(alias.name, "") for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found = [(node.module, alias.name) for alias in node.names]
+            else:
+                continue
+            for source, name in found:
+                top = source.split(".")[0]
+                if top not in ours or top in ("dashboard", "pages"):
+                    continue
+                if source == "storage.database" and name.endswith("Error"):
+                    continue
+                offending.append(f"{module} imports {source}{'.' + name if name else ''}")
+    assert offending == []
