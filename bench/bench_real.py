@@ -1,13 +1,18 @@
-"""Real-model throughput: HF generate (static batches), transformers' continuous batching, and ours.
+"""Real-model throughput and compute utilization: HF generate (static batches), our engine static and
+continuous, transformers' continuous batching, all in one run, taking turns on the same machine.
 
-    .venv/bin/python bench/bench_real.py                    # tiny and smollm2, 3 clean runs each
-    .venv/bin/python bench/bench_real.py --models tiny --repeats 5
+    .venv/bin/python bench/bench_real.py                    # tiny and smollm2, seqs 16 32 64, 3 rounds
+    .venv/bin/python bench/bench_real.py --models tiny --seqs 16 --repeats 1 --out /tmp/smoke.md
 
 The workload of NOTES.md: 64 requests at t=0, prompts 16..128 tokens, outputs 70% 10..20 /
 30% 80..100 tokens, exact lengths (EOS ignored). Every system gets the same prompt token ids.
-Each configuration runs --repeats times with the other processes' CPU load recorded (this machine
-is shared); runs where it passed --max-other-load cores are redone (up to a limit) and reported.
-Writes a markdown table (medians, ratios against HF static measured in this same session).
+For each max_num_seqs: HF generate in static batches of that size, our engine with static batching
+at that max_num_seqs (the same algorithm: a batch of min(max_num_seqs, waiting), prompts left-padded
+to the longest, finished members computing pad rows until the batch ends), our engine continuous;
+then transformers' CB at each --hf-cb setting. Each round runs every system once (odd rounds in
+reverse order), so drift on a shared machine hits all of them alike; other processes' CPU load is
+recorded per run, runs above --max-other-load are redone (up to --max-tries), medians are reported.
+A fixed fp32 1024^3 matmul peak is timed before and after each model's runs for utilization.
 """
 
 from __future__ import annotations
@@ -16,12 +21,11 @@ import argparse
 import datetime as dt
 import os
 import platform
-import statistics
 import sys
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,21 +33,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from bench.cpu_load import CpuLoadMeter, wait_for_quiet  # noqa: E402
-from bench.real_systems import BenchRequest, RunResult, run_hf_cb, run_hf_static, run_ours  # noqa: E402
+from bench.cpu_load import CpuLoadMeter, wait_for_quiet, write_report  # noqa: E402
+from bench.flop_budget import PeakReading, hf_static_flops, matmul_peak, workload_flops  # noqa: E402
+from bench.real_report import (  # noqa: E402
+    HF_CB,
+    HF_STATIC,
+    OURS_CONT,
+    OURS_STATIC,
+    OURS_STOCK,
+    Attempt,
+    Contender,
+    ModelReport,
+    format_header,
+    format_model,
+)
+from bench.real_systems import (  # noqa: E402
+    BenchRequest,
+    RunResult,
+    give_chunked_lm_head,
+    run_hf_cb,
+    run_hf_static,
+    run_ours,
+    stock_lm_head,
+)
+from engine.executors.flops import FlopModel  # noqa: E402
 from engine.workload.generators import synthetic_workload  # noqa: E402
 from engine.workload.synthetic import SyntheticPrompt  # noqa: E402
-
-
-@dataclass
-class Measured:
-    label: str
-    runs: list[RunResult] = field(default_factory=list)
-    loads: list[float] = field(default_factory=list)  # other processes' cores during each kept run
-    num_redone: int = 0
-
-    def median(self, key: Callable[[RunResult], float]) -> float:
-        return statistics.median(key(r) for r in self.runs)
 
 
 def bench_workload(vocab_size: int, num_requests: int = 64) -> list[BenchRequest]:
@@ -52,53 +67,84 @@ def bench_workload(vocab_size: int, num_requests: int = 64) -> list[BenchRequest
                                                             vocab_size)), s.max_tokens) for s in wl.requests]
 
 
-Runner = Callable[[list[BenchRequest]], RunResult]
-
-
-def measure(label: str, run: Runner, reqs: list[BenchRequest], repeats: int, max_load: float,
-            max_attempts: int) -> Measured:
-    m = Measured(label)
-    run(reqs[:8])  # warm-up on a few requests: first-call allocations, thread pools
-    attempts = 0
-    while len(m.runs) < repeats and attempts < max_attempts:
-        attempts += 1
+def run_clean(c: Contender, reqs: list[BenchRequest], rnd: int, max_load: float, max_tries: int) -> None:
+    """One kept run of c: redone while other processes used more than max_load cores, the last try kept anyway."""
+    for attempt in range(max_tries):
         wait_for_quiet(max_load, timeout_s=60)
         with CpuLoadMeter() as meter:
-            result = run(reqs)
-        if meter.others_cores > max_load and attempts < max_attempts - (repeats - len(m.runs)) + 1:
-            m.num_redone += 1
-            print(f"  {label}: redo (other processes used {meter.others_cores:.2f} cores)", file=sys.stderr)
-            continue
-        m.runs.append(result)
-        m.loads.append(meter.others_cores)
-        print(f"  {label}: {result.output_tokens_per_s:8.1f} tok/s  ({result.duration_s:.2f} s, "
-              f"others {meter.others_cores:.2f} cores)", file=sys.stderr)
-    return m
+            result = c.run(reqs)
+        kept = meter.others_cores <= max_load or attempt == max_tries - 1
+        c.attempts.append(Attempt(rnd, result, meter.others_cores, kept))
+        print(f"  [{rnd + 1}] {c.label}: {result.output_tokens_per_s:8.1f} tok/s  ({result.duration_s:.2f} s, "
+              f"others {meter.others_cores:.2f} cores){'' if kept else ' -> redo'}", file=sys.stderr)
+        if kept:
+            return
 
 
-def bench_model(name: str, args: argparse.Namespace) -> list[Measured]:
+def build_contenders(loaded: Any, reference: Any, reqs: list[BenchRequest],
+                     args: argparse.Namespace) -> list[Contender]:
+    longest_prompt = max(len(r.prompt) for r in reqs)
+    out: list[Contender] = []
+    for seqs in args.seqs:
+        # Static gets a budget for its whole padded batch, so it prefills in one forward like generate.
+        static_budget = max(args.our_budget, seqs * longest_prompt)
+        out += [
+            Contender(f"HF generate, static batches of {seqs}", HF_STATIC, seqs,
+                      partial(run_hf_static, reference, batch_size=seqs)),
+            Contender(f"ours static ({seqs} seqs, budget {static_budget})", OURS_STATIC, seqs,
+                      partial(run_ours, loaded, budget=static_budget, max_seqs=seqs, chunked=False,
+                              batching="static")),
+            Contender(f"ours continuous ({seqs} seqs, budget {args.our_budget})", OURS_CONT, seqs,
+                      partial(run_ours, loaded, budget=args.our_budget, max_seqs=seqs, chunked=False,
+                              batching="continuous")),
+        ]
+    for budget, seqs in args.hf_cb_settings:
+        out.append(Contender(f"transformers CB (max_batch_tokens {budget}, {seqs} seqs)", HF_CB, seqs,
+                             partial(run_hf_cb, reference, max_batch_tokens=budget, max_seqs=seqs)))
+    if args.stock_head_run:
+        seqs = max(args.seqs)
+        out.append(Contender(f"ours continuous, stock LM head ({seqs} seqs)", OURS_STOCK, seqs,
+                             partial(_run_stock_head, loaded, budget=args.our_budget, seqs=seqs)))
+    return out
+
+
+def _run_stock_head(loaded: Any, reqs: list[BenchRequest], budget: int, seqs: int) -> RunResult:
+    with stock_lm_head(loaded.model):
+        return run_ours(loaded, reqs, budget, seqs, False, "continuous")
+
+
+def bench_model(name: str, args: argparse.Namespace) -> ModelReport:
     from transformers import AutoModelForCausalLM
 
     from engine.executors.model_loading import load_model
 
     loaded = load_model(name, device="cpu")  # our copy: its attention gets switched to the paged one
-    folder = _model_folder(name)
-    reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()  # HF's own (SDPA)
+    reference = AutoModelForCausalLM.from_pretrained(str(_model_folder(name)), dtype=torch.float32).eval()  # SDPA
+    if args.baseline_lm_head == "chunked" and not give_chunked_lm_head(reference):
+        print(f"{name}: the baselines' LM head is not a plain Linear; they keep their own", file=sys.stderr)
     reqs = bench_workload(loaded.vocab_size, args.num_requests)
-    print(f"{name}: {len(reqs)} requests, {sum(len(r.prompt) for r in reqs)} prompt + "
-          f"{sum(r.max_tokens for r in reqs)} output tokens", file=sys.stderr)
-    common = (reqs, args.repeats, args.max_other_load, args.repeats * 3)
-    results = [measure("HF generate, static batches of 16", lambda rs: run_hf_static(reference, rs, 16), *common)]
-    for budget, seqs in args.hf_cb_settings:
-        results.append(measure(f"transformers CB (max_batch_tokens {budget}, {seqs} seqs)",
-                               lambda rs, b=budget, s=seqs: run_hf_cb(reference, rs, b, s), *common))
-    for budget, seqs, chunked in args.our_settings:
-        label = f"ours continuous (budget {budget}, {seqs} seqs{', chunked' if chunked else ''})"
-        results.append(measure(label, lambda rs, b=budget, s=seqs, c=chunked: run_ours(loaded, rs, b, s, c,
-                                                                                       "continuous"), *common))
-    results.append(measure("ours static (batches of 16)",
-                           lambda rs: run_ours(loaded, rs, 2048, 16, False, "static"), *common))
-    return results
+    lengths = [(len(r.prompt), r.max_tokens) for r in reqs]
+    flop_model = FlopModel.of(loaded.model, loaded.num_layers, loaded.num_heads, loaded.head_dim)
+    useful = workload_flops(flop_model, lengths)
+    print(f"{name}: {len(reqs)} requests, {sum(p for p, _ in lengths)} prompt + {sum(o for _, o in lengths)} "
+          f"output tokens, {useful / 1e9:.1f} useful GFLOP", file=sys.stderr)
+    contenders = build_contenders(loaded, reference, reqs, args)
+    for c in contenders:  # warm-up on a few requests: first-call allocations, thread pools, our KV pool
+        c.run(reqs[:8])
+    before = _peak(name, "before", args)
+    for rnd in range(args.repeats):
+        for c in contenders if rnd % 2 == 0 else contenders[::-1]:
+            run_clean(c, reqs, rnd, args.max_other_load, args.max_tries)
+    after = _peak(name, "after", args)
+    hf_flops = {s: hf_static_flops(flop_model, lengths, s) for s in args.seqs}
+    return ModelReport(name, lengths, useful, contenders, before, after, hf_flops, args.max_other_load)
+
+
+def _peak(name: str, when: str, args: argparse.Namespace) -> PeakReading:
+    peak = matmul_peak(args.max_other_load)
+    print(f"{name}: fp32 1024^3 matmul peak {when} the runs: {peak.flops / 1e9:.1f} GFLOP/s "
+          f"(others {peak.others_cores:.2f} cores)", file=sys.stderr)
+    return peak
 
 
 def _model_folder(name: str) -> Path:
@@ -109,67 +155,44 @@ def _model_folder(name: str) -> Path:
     return folder
 
 
-def format_table(name: str, results: list[Measured]) -> str:
-    base = results[0].median(lambda r: r.output_tokens_per_s)
-    hf_cb = [m for m in results if m.label.startswith("transformers CB")]
-    best_cb = max((m.median(lambda r: r.output_tokens_per_s) for m in hf_cb), default=float("nan"))
-    lines = [f"### {name}", "",
-             "| system | output tok/s | x HF static | x best HF CB | p50 latency s | p99 latency s | duration s "
-             "| runs | other load (cores, max) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for m in results:
-        tps = m.median(lambda r: r.output_tokens_per_s)
-        lines.append(
-            f"| {m.label} | {tps:,.0f} | {tps / base:.2f} | {tps / best_cb:.2f} | {m.median(lambda r: r.p50_s):.2f} "
-            f"| {m.median(lambda r: r.p99_s):.2f} | {m.median(lambda r: r.duration_s):.2f} | {len(m.runs)}"
-            f"{f' ({m.num_redone} redone)' if m.num_redone else ''} | {max(m.loads, default=0):.2f} |")
-    ours = [m for m in results if m.runs and m.runs[0].breakdown]
-    if ours:
-        parts = list(ours[0].runs[0].breakdown)
-        lines += ["", "Where our engine's time goes (median seconds per run; share of the run):", "",
-                  "| system | " + " | ".join(parts) + " |", "|---|" + "---:|" * len(parts)]
-        for m in ours:
-            dur = m.median(lambda r: r.duration_s)
-            secs = [m.median(lambda r, p=p: r.breakdown[p]) for p in parts]
-            cells = [f"{s:.3f} ({s / dur:.0%})" for s in secs]
-            lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def parse_pairs(text: str) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in (p.split(":") for p in text.split(","))]
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["tiny", "smollm2"])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seqs", nargs="+", type=int, default=[16, 32, 64],
+                   help="max_num_seqs values (= HF static batch sizes)")
+    p.add_argument("--repeats", type=int, default=3, help="rounds: every system runs once per round")
     p.add_argument("--num-requests", type=int, default=64)
     p.add_argument("--max-other-load", type=float, default=0.15, help="redo runs above this many other cores")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--max-tries", type=int, default=3, help="tries per kept run (the last is kept however loaded)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (NOTES.md's figures are at 2)")
     p.add_argument("--hf-cb", default="256:16,512:64,1024:64", help="transformers CB settings BUDGET:SEQS,...")
-    p.add_argument("--ours", default="2048:64,512:64", help="our settings BUDGET:SEQS,... (chunked when < 2048)")
+    p.add_argument("--our-budget", type=int, default=2048, help="our continuous max_num_batched_tokens")
+    p.add_argument("--baseline-lm-head", choices=["chunked", "stock"], default="chunked",
+                   help="chunked: the baselines get our CPU LM-head kernel too; stock: their own nn.Linear")
+    p.add_argument("--no-stock-head-run", dest="stock_head_run", action="store_false",
+                   help="skip our continuous run with the stock LM head (what the kernel alone is worth)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results_real.md"))
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = p.parse_args(argv)
     args.hf_cb_settings = parse_pairs(args.hf_cb)
-    args.our_settings = [(b, s, b < 2048) for b, s in parse_pairs(args.ours)]
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
     sections = []
     for name in args.models:
-        sections.append(format_table(name, bench_model(name, args)))
+        sections.append(format_model(bench_model(name, args)))
         print(sections[-1], file=sys.stderr)
-    header = [
-        "# Real-model benchmark", "",
-        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- date: {dt.datetime.now().isoformat(timespec='minutes')}",
-        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-        f"with {args.threads} threads, fp32",
-        "- workload: 64 requests at t=0, prompts 16..128, outputs 70% 10..20 / 30% 80..100, EOS ignored",
-        f"- medians of {args.repeats} runs after one warm-up; runs where other processes used more than "
-        f"{args.max_other_load} cores were redone (the max load of the kept runs is shown)",
-        "- latency: end-to-end per request (all arrive at t=0); HF static returns a batch at once", "",
-    ]
-    Path(args.out).write_text("\n".join(header) + "\n" + "\n\n".join(sections) + "\n")
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    header = format_header(command, dt.datetime.now().isoformat(timespec="minutes"),
+                           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                           f"torch {torch.__version__} with {args.threads} threads, fp32", args)
+    write_report(header + "\n\n" + "\n\n".join(sections), args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -2,22 +2,31 @@
 
 - HF generate in static batches (left padding, greedy, every request forced to its length),
 - transformers' own continuous batching (its manager API, per-request max_new_tokens),
-- our engine (continuous or static), with where each step's time went.
+- our engine (continuous or static), with where each step's time went and what it padded.
+
+Both baselines already compute the LM head on sampling rows only (generate passes logits_to_keep=1,
+transformers' CB passes its logits indices); what our engine has and they lack is the CPU LM-head
+kernel (engine/executors/lm_head.py), which bench_real.py gives them or measures apart.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from bench.flop_budget import hf_static_padding
 from engine.clock import WallClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine_loop import Engine
+from engine.executors.lm_head import ChunkedLMHead
 from engine.executors.model_loading import LoadedModel
 from engine.executors.torch_executor import TorchExecutor
 from engine.outputs import ModelRunnerOutput, SchedulerOutput
@@ -41,10 +50,19 @@ class RunResult:
     output_tokens: int
     latencies_s: list[float]  # end to end, per request
     breakdown: dict[str, float] = field(default_factory=dict)  # seconds per part (ours only)
+    padding_rows: int = 0  # token rows computed and thrown away (static batching)
+    computed_rows: int = 0  # every token row computed, padding included; 0: not known
+    engine_flops: float | None = None  # ours: useful FLOPs as the engine counted them, step by step
+    static_pad_flops: float = 0.0  # ours: FLOPs of static pad rows
+    bucket_pad_flops: float = 0.0  # ours: FLOPs of keys attention length buckets padded with
 
     @property
     def output_tokens_per_s(self) -> float:
         return self.output_tokens / self.duration_s
+
+    @property
+    def padding_share(self) -> float | None:
+        return self.padding_rows / self.computed_rows if self.computed_rows else None
 
     @property
     def p50_s(self) -> float:
@@ -77,7 +95,9 @@ def run_hf_static(model: Any, reqs: list[BenchRequest], batch_size: int,
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         latencies += [time.perf_counter() - t0] * len(batch)
-    return RunResult(time.perf_counter() - t0, sum(r.max_tokens for r in reqs), latencies)
+    pad, computed = hf_static_padding([(len(r.prompt), r.max_tokens) for r in reqs], batch_size)
+    return RunResult(time.perf_counter() - t0, sum(r.max_tokens for r in reqs), latencies,
+                     padding_rows=pad, computed_rows=computed)
 
 
 def run_hf_cb(model: Any, reqs: list[BenchRequest], max_batch_tokens: int, max_seqs: int) -> RunResult:
@@ -166,4 +186,36 @@ def run_ours(loaded: LoadedModel, reqs: list[BenchRequest], budget: int, max_seq
         "rest": summary.duration_s - steps_wall,
     }
     latencies = [r.finish_time - r.arrival_time for r in engine.requests.values() if r.finish_time is not None]
-    return RunResult(summary.duration_s, summary.output_tokens, latencies, breakdown)
+    stats = engine.stats
+    static_pad = executor.inner.flop_model.padding_flops(stats.sum_padding_tokens, 0)
+    return RunResult(summary.duration_s, summary.output_tokens, latencies, breakdown,
+                     padding_rows=stats.sum_padding_tokens,
+                     computed_rows=stats.sum_batched_tokens + stats.sum_padding_tokens,
+                     engine_flops=stats.model_flops, static_pad_flops=static_pad,
+                     bucket_pad_flops=stats.padding_flops - static_pad)
+
+
+def give_chunked_lm_head(model: Any) -> bool:
+    """Give a baseline our CPU LM-head kernel (same weight, same logits); False if its head is not a plain Linear."""
+    head = model.get_output_embeddings()
+    if type(head) is not nn.Linear:
+        return isinstance(head, ChunkedLMHead)
+    model.set_output_embeddings(ChunkedLMHead(head))
+    return True
+
+
+@contextmanager
+def stock_lm_head(model: Any) -> Iterator[None]:
+    """Our engine's model with the plain nn.Linear head on the same weight, for as long as the block runs."""
+    head = model.get_output_embeddings()
+    if not isinstance(head, ChunkedLMHead):
+        yield
+        return
+    linear = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None, device="meta")
+    linear.weight = head.weight
+    linear.bias = head.bias
+    model.set_output_embeddings(linear)
+    try:
+        yield
+    finally:
+        model.set_output_embeddings(head)
