@@ -1,4 +1,4 @@
-"""Command-line options shared by simulate, run, sweep and profile: vLLM's flag names."""
+"""Command-line options shared by the commands (simulate, run, serve, sweep, profile, tune): vLLM's flag names."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import BATCHING_MODES, POLICIES, PREEMPTION_MODES, ConfigError, EngineConfig
+from engine.engine_args import DEFAULT_CPU_MEMORY_GIB
 from engine.executors.cost_model import CostModel, cost_model_from_dict, named_cost_model
 from engine.workload import NAMED_WORKLOADS, WorkloadOptions
 
@@ -117,6 +118,23 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-tokens-cap", type=positive_int, default=None,
                    help="generated and trace workloads: every request declares max_tokens N and stops at its own "
                         "length, so sjf does not know lengths (default: declared max_tokens = length)")
+
+
+MODEL_HELP = "tiny (random 11M Llama), smollm2 (SmolLM2-135M-Instruct), a model directory or a .gguf file"
+
+
+def add_model_args(parser: argparse.ArgumentParser, model_default: str | None, model_help: str = MODEL_HELP
+                   ) -> argparse._ArgumentGroup:
+    """--model, --device, --dtype and the pool's memory budget (run and serve); the group, for more."""
+    g = parser.add_argument_group("model and device")
+    g.add_argument("--model", default=model_default, help=model_help)
+    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)")
+    g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on GPU)")
+    g.add_argument("--gpu-memory-utilization", type=positive_float, default=None,
+                   help="share of device memory for weights + KV cache when sizing the pool (0.9)")
+    g.add_argument("--cpu-memory-gib", type=positive_float, default=DEFAULT_CPU_MEMORY_GIB,
+                   help=f"on CPU: the memory budget the pool is sized from ({DEFAULT_CPU_MEMORY_GIB:g})")
+    return g
 
 
 def add_db_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -10,29 +10,20 @@ import argparse
 
 from cli.args import (
     add_engine_args,
+    add_model_args,
     add_output_args,
     add_workload_args,
     engine_config_from_args,
-    positive_float,
     workload_options_from_args,
 )
 from cli.simulate import print_rejections, print_summary
-from engine.engine_args import DEFAULT_CPU_MEMORY_GIB
 from engine.workload import resolve_workload
 from sessions.real import run_real_session
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("run", help="serve a workload with a real model (torch), recorded step by step")
-    g = p.add_argument_group("model and device")
-    g.add_argument("--model", default="tiny",
-                   help="tiny (random 11M Llama), smollm2 (SmolLM2-135M-Instruct), a model directory or a .gguf file")
-    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)")
-    g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on GPU)")
-    g.add_argument("--gpu-memory-utilization", type=positive_float, default=None,
-                   help="share of device memory for weights + KV cache when sizing the pool (0.9)")
-    g.add_argument("--cpu-memory-gib", type=positive_float, default=DEFAULT_CPU_MEMORY_GIB,
-                   help=f"on CPU: the memory budget the pool is sized from ({DEFAULT_CPU_MEMORY_GIB:g})")
+    add_model_args(p, model_default="tiny")
     add_engine_args(p)
     add_workload_args(p)
     add_output_args(p)

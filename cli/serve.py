@@ -24,9 +24,11 @@ from typing import Any
 
 from cli.args import (
     DEFAULT_SIM_GPU_BLOCKS,
+    MODEL_HELP,
     OneLineParser,
     add_db_arg,
     add_engine_args,
+    add_model_args,
     add_workload_args,
     engine_config_from_args,
     positive_float,
@@ -34,7 +36,7 @@ from cli.args import (
     workload_options_from_args,
 )
 from engine.config import ConfigError, EngineConfig
-from engine.engine_args import DEFAULT_CPU_MEMORY_GIB, EngineArgs
+from engine.engine_args import EngineArgs
 from engine.executors.cost_model import CostModel
 from engine.online import Rotation
 
@@ -56,16 +58,8 @@ def rotation_arg(text: str) -> Rotation:
 # -- serve -----------------------------------------------------------------------------------------
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("serve", help="an OpenAI-compatible server, every step recorded as a run")
-    g = p.add_argument_group("model and device")
-    g.add_argument("--model", default=None,
-                   help="tiny (random 11M Llama), smollm2 (SmolLM2-135M-Instruct), a model directory or a .gguf file "
-                        "(default: tiny; with --simulate, a name for the simulated model)")
-    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)")
-    g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on GPU)")
-    g.add_argument("--gpu-memory-utilization", type=positive_float, default=None,
-                   help="share of device memory for weights + KV cache when sizing the pool (0.9)")
-    g.add_argument("--cpu-memory-gib", type=positive_float, default=DEFAULT_CPU_MEMORY_GIB,
-                   help=f"on CPU: the memory budget the pool is sized from ({DEFAULT_CPU_MEMORY_GIB:g})")
+    g = add_model_args(p, model_default=None,
+                       model_help=f"{MODEL_HELP} (default: tiny; with --simulate, a name for the simulated model)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed for requests without one (0)")
     add_engine_args(p)
     s = p.add_argument_group("server")
