@@ -49,7 +49,7 @@ def effective_status(status: str, heartbeat_at: Any, now: datetime | None = None
 
 # -- runs ------------------------------------------------------------------------------------------
 _RUNS_SQL = """
-SELECT r.id, r.name, r.created_at, r.status, r.error, r.mode, r.batching, r.model, r.workload,
+SELECT r.id, r.name, r.created_at, r.status, r.error, r.mode, r.batching, r.model, r.workload, r.source,
        r.heartbeat_at, r.finished_at, r.base_run_id, r.sweep_id, r.sweep_param, r.sweep_value,
        r.num_steps, r.last_time, r.summary,
        COALESCE(q.num_requests, 0) AS num_requests,
