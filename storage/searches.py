@@ -144,6 +144,8 @@ def write_points(db: Engine, search_id: int, rows: list[dict[str, Any]]) -> None
     simulated again in full), in one transaction; the search's heartbeat with them."""
     if not rows:
         return
+    # A pruned point re-simulated in full can sit in the same batch as its first row: the last one wins.
+    rows = list({int(r["point"]): r for r in rows}.values())
     numbers = [int(r["point"]) for r in rows]
     with db.begin() as conn:
         kept = {int(p): run for p, run in conn.execute(

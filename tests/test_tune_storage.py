@@ -180,3 +180,26 @@ def test_a_fresh_process_creates_the_search_tables(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     searches = list_searches(open_for_read(str(db)))
     assert searches["points_written"].tolist() == [2]
+
+
+def test_a_point_written_twice_in_one_batch_keeps_its_last_row(tmp_path: Path) -> None:
+    """A pruned point simulated again in full can reach write_points in the same batch as its first
+    row: one row is kept, the last one, and the other points are untouched."""
+    from storage.searches import create_search, write_points
+
+    db = open_for_write(str(tmp_path / "t.db"))
+    sid = create_search(db, {"name": "s", "pid": None, "base_run_id": None, "workload": "w",
+                             "workload_source": {}, "workload_digest": "d", "base_config": {}, "cost_model": {},
+                             "cost_notes": {}, "space": {"max_num_seqs": [2, 4]}, "slo": {}, "backend": "b",
+                             "prune": "best", "num_points": 2})
+
+    def row(point: int, status: str, goodput: float | None) -> dict[str, Any]:
+        return {"point": point, "params": {"max_num_seqs": 2 + 2 * point}, "config": {}, "status": status,
+                "reason": None, "meets_slo": goodput is not None, "goodput": goodput, "attainment": None,
+                "output_tokens_per_s": None, "e2e_p99": None, "ttft_p99": None, "tpot_p99": None, "result": {},
+                "summary": None}
+
+    write_points(db, sid, [row(0, "pruned", None), row(1, "complete", 3.0), row(0, "complete", 5.0)])
+    points = search_points(open_for_read(str(tmp_path / "t.db")), sid)
+    assert points[["point", "status", "goodput"]].to_dict("records") == [
+        {"point": 0, "status": "complete", "goodput": 5.0}, {"point": 1, "status": "complete", "goodput": 3.0}]
