@@ -15,6 +15,7 @@ PAGES = [
     st.Page("pages/replay.py", title="Replay", icon=":material/replay:", url_path="Replay"),
     st.Page("pages/what_if.py", title="What-if", icon=":material/science:", url_path="What-if"),
     st.Page("pages/curves.py", title="Curves", icon=":material/show_chart:", url_path="Curves"),
+    st.Page("pages/tune.py", title="Tune", icon=":material/tune:", url_path="Tune"),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="Learn"),
 ]
 

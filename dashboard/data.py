@@ -13,6 +13,7 @@ import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from dashboard import tune_view
 from storage import queries, timeline_queries
 from storage.database import open_for_read
 
@@ -56,6 +57,31 @@ def runs(target: str) -> pd.DataFrame:
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=32, show_spinner=False)
 def run(target: str, run_id: int) -> dict[str, Any] | None:
     return queries.get_run(reader(target), run_id)
+
+
+@_stop_on_db_error
+@st.cache_data(ttl=LIVE_TTL_S, max_entries=8, show_spinner=False)
+def grouped_runs(target: str) -> pd.DataFrame:
+    """run_id, search_id, point, role of the runs that belong to a search (not the Runs list's)."""
+    return tune_view.grouped_runs(reader(target))
+
+
+@_stop_on_db_error
+@st.cache_data(ttl=LIVE_TTL_S, max_entries=8, show_spinner=False)
+def searches(target: str) -> pd.DataFrame:
+    return tune_view.search_table(reader(target))
+
+
+@_stop_on_db_error
+@st.cache_data(ttl=LIVE_TTL_S, max_entries=16, show_spinner=False)
+def search(target: str, search_id: int) -> dict[str, Any] | None:
+    return tune_view.search_summary(reader(target), search_id)
+
+
+@_stop_on_db_error
+@st.cache_data(ttl=LIVE_TTL_S, max_entries=16, show_spinner=False)
+def search_points(target: str, search_id: int) -> pd.DataFrame:
+    return tune_view.points_table(reader(target), search_id)
 
 
 @_stop_on_db_error

@@ -1,7 +1,7 @@
 """Every `python -m engine` command line the dashboard starts, built from typed inputs, and the
 processes that run them.
 
-A form's values become a typed request (RunForm, WhatIfRequest, SweepRequest) whose validate()
+A form's values become a typed request (RunForm, WhatIfRequest, SweepRequest, TuneRequest) whose validate()
 checks them without loading a model (the engine's own config rules, through EngineArgs, plus the
 form's bounds) and whose argv() is an argument list, never a shell string, never a user-chosen
 path or model file. A started engine runs in its own session, so it outlives the page and a
@@ -197,6 +197,51 @@ def _is_float(text: str) -> bool:
 
 def delete_run_argv(run_id: int, db: str) -> list[str]:
     return [sys.executable, "-m", "engine", "delete", str(int(run_id)), "--db", db]
+
+
+def materialize_argv(search_id: int, point: int, db: str) -> list[str]:
+    """Record a search point's steps as a normal run (it was stored as a summary only)."""
+    return [sys.executable, "-m", "engine", "tune", "--materialize", f"{int(search_id)}:{int(point)}", "--db", db]
+
+
+MAX_TUNE_POINTS = 512  # a search the form may start: seconds to a minute of simulation here
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    """Search configurations over a recorded run's requests for the best goodput within the SLOs."""
+
+    base_run_id: int
+    slo_ms: dict[str, float]  # ttft / tpot / e2e -> threshold; a key left out is not constrained
+    attainment_pct: float = 99.0
+    max_num_seqs: str = "4,8,16,32,64"  # comma-separated, as typed
+    max_num_batched_tokens: str = "256,512,1024,2048"
+    try_chunked: bool = False  # also search enable_chunked_prefill=true,false
+
+    def search_args(self) -> list[str]:
+        """The --search axes, validated; LaunchError naming what is wrong."""
+        axes = [f"{name}={','.join(SweepRequest(name, getattr(self, name)).cleaned_values())}"
+                for name in ("max_num_seqs", "max_num_batched_tokens")]
+        axes += ["enable_chunked_prefill=true,false"] if self.try_chunked else []
+        sizes = [len(a.split(",")) for a in axes]
+        if math.prod(sizes) > MAX_TUNE_POINTS:
+            raise LaunchError(f"that is {math.prod(sizes)} configurations; at most {MAX_TUNE_POINTS} from here "
+                              "(the command line takes more)")
+        return axes
+
+    def slo_arg(self) -> str:
+        if not self.slo_ms or set(self.slo_ms) - {"ttft", "tpot", "e2e"}:
+            raise LaunchError("give at least one SLO threshold: TTFT, TPOT or E2E in milliseconds")
+        for key, value in self.slo_ms.items():
+            if not (math.isfinite(value) and 0 < value <= 3_600_000):
+                raise LaunchError(f"the {key.upper()} threshold must be a positive number of milliseconds")
+        return ",".join(f"{k}={v:g}" for k, v in self.slo_ms.items())
+
+    def argv(self, db: str) -> list[str]:
+        if not (math.isfinite(self.attainment_pct) and 0 < self.attainment_pct <= 100):
+            raise LaunchError("the attainment must be a percentage above 0 and at most 100")
+        return [sys.executable, "-m", "engine", "tune", "--db", db, "--from-run", str(int(self.base_run_id)),
+                "--slo", self.slo_arg(), "--attainment", f"{self.attainment_pct:g}", "--search", *self.search_args()]
 
 
 # -- processes -------------------------------------------------------------------------------------

@@ -11,27 +11,24 @@ st.caption("See how a continuous-batching LLM server schedules its work: every e
            "replayable, and re-runnable under other parameters.")
 target = settings.db_target()
 try:
-    runs = data.runs(target)
+    every_run, grouped = data.runs(target), data.grouped_runs(target)
 except (DatabaseMissingError, EmptyDatabaseError):
-    runs = None
+    every_run = grouped = None
 except StorageError as exc:
     st.error(f"Cannot read the database: {exc}")
     st.stop()
 
-if runs is None or runs.empty:
+if every_run is None or grouped is None or every_run.empty:
     st.subheader("No runs yet")
     ui.wait_for_first_run(target)
 else:
     st.subheader("Runs")
+    runs = runs_table.outside_searches(every_run, grouped)
     selection = st.dataframe(runs_table.display(runs), hide_index=True, on_select="rerun", selection_mode="single-row",
                              key="runs_table", column_config=runs_table.COLUMN_CONFIG, height=runs_table.height(runs))
     st.caption("Select a row to open it. *interrupted*: the engine stopped writing without finishing "
-               "(killed or crashed); its steps up to the last write are all there.")
-    running = runs[runs["status"] == "running"]
-    if not running.empty:
-        newest = int(running["id"].iloc[0])
-        st.page_link("pages/live.py", label=f"Watch run #{newest} live", icon=":material/radio_button_checked:",
-                     query_params={"run": str(newest)})
+               "(killed or crashed); its steps up to the last write are all there. The runs of a configuration "
+               "search (its points recorded step by step, real runs validating them) are under their search below.")
     rows = selection.selection.rows if selection is not None else []
     if rows:
         chosen = runs.iloc[rows[0]]
@@ -45,6 +42,17 @@ else:
         ui.delete_run(cols[3], run_id, target)
         if chosen["status"] == "failed" and isinstance(chosen["error"], str):
             st.error(f"Run #{run_id} failed: {chosen['error']}")
+    running = every_run[every_run["status"] == "running"]
+    if not running.empty:
+        newest = int(running["id"].iloc[0])
+        st.page_link("pages/live.py", label=f"Watch run #{newest} live", icon=":material/radio_button_checked:",
+                     query_params={"run": str(newest)})
+    for group in runs_table.search_groups(every_run, grouped, data.searches(target)):
+        with st.expander(group.label, icon=":material/tune:"):
+            st.page_link("pages/tune.py", label=f"Open search {group.search_id} in Tune", icon=":material/tune:",
+                         query_params={"search": str(group.search_id)})
+            st.dataframe(group.runs, hide_index=True, column_config=runs_table.SEARCH_COLUMN_CONFIG,
+                         height=runs_table.height(group.runs))
 
 st.subheader("Start a run")
 preset_name = st.selectbox("Use case", [*PRESETS, CUSTOM], help="Presets fill the fields below; change any of them.")

@@ -97,6 +97,11 @@ def _trust(data: dict[str, Any]) -> Trust:
                  _comparison(data.get("consistency")), list(data.get("borrowed") or []))
 
 
+def trust_from_json(data: dict[str, Any] | None) -> Trust | None:
+    """Trust figures stored on their own (a search's report keeps its recommendation's)."""
+    return _trust(data) if data else None
+
+
 def what_if_from_json(data: dict[str, Any] | None) -> WhatIfNote | None:
     if not data:
         return None

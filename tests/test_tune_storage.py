@@ -149,7 +149,7 @@ def test_validate_records_the_winner_and_a_real_run_of_it_under_the_search(
 
 
 def test_the_tune_view_helpers_read_a_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from dashboard import tune_view
+    from dashboard import launcher, tune_view
 
     db = tmp_path / "t.db"
     report = _tune(capsys, db, "--workload", "mixed", "--num-prompts", "60", "--request-rate", "30",
@@ -161,7 +161,7 @@ def test_the_tune_view_helpers_read_a_search(tmp_path: Path, capsys: pytest.Capt
     assert tune_view.frontier_table(table)["point"].tolist() == [p["index"] for p in report["frontier"]]
     assert tune_view.search_table(reader)["id"].tolist() == [report["search_id"]]
     assert tune_view.runs_of_search(reader, report["search_id"]).empty
-    argv = tune_view.materialize_argv(report["search_id"], 3, str(db))
+    argv = launcher.materialize_argv(report["search_id"], 3, str(db))
     assert argv[-4:] == ["--materialize", f"{report['search_id']}:3", "--db", str(db)]
 
 
