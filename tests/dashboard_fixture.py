@@ -116,6 +116,8 @@ def build(path: Path) -> dict[str, int]:
     ids["what_if"] = ids["interrupted"] + 1
     assert cli(["sweep", "--db", db, "--param", "max_num_seqs", "--values", "2,8,32", *COMMON]) == 0
     ids["served"] = _record_served(db)
+    assert cli(["tune", "--db", db, "--from-run", str(ids["continuous"]), "--slo", "ttft=200,e2e=2000",
+                "--search", "max_num_seqs=4,8,16,32", "num_gpu_blocks=256,2048"]) == 0
     return ids
 
 

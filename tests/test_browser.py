@@ -23,7 +23,7 @@ if MISSING and os.environ.get("BATCHSCOPE_REQUIRE_BROWSER") == "1":
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(MISSING, reason="needs Debian's chromium and the playwright package")]
 
-MIN_CHARTS = {"runs": 0, "live": 5, "replay": 8, "what_if": 4, "curves": 5}
+MIN_CHARTS = {"runs": 0, "live": 5, "replay": 8, "what_if": 4, "curves": 5, "tune": 1}
 SHOWN_RUN = {"live": "live", "replay": "swap"}  # the fixture run each page opens on (else "continuous")
 
 

@@ -14,7 +14,7 @@ from tests.dashboard_fixture import SERVED_URL, build
 from tests.recording import record_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("pages/runs.py", "pages/live.py", "pages/replay.py", "pages/what_if.py", "pages/curves.py")
+PAGES = ("pages/runs.py", "pages/live.py", "pages/replay.py", "pages/what_if.py", "pages/curves.py", "pages/tune.py")
 
 
 @pytest.fixture(scope="module")
