@@ -56,7 +56,9 @@ def new_search_form(target: str, runs: pd.DataFrame, expanded: bool) -> None:
             seqs = c1.text_input("max_num_seqs values", launcher.TuneRequest.max_num_seqs, key="tune_seqs")
             tokens = c2.text_input("max_num_batched_tokens values", launcher.TuneRequest.max_num_batched_tokens,
                                    key="tune_tokens")
-            chunked = c3.checkbox("also with and without chunked prefill")
+            chunked = c3.checkbox("also with and without chunked prefill", value=True,
+                                  help="without chunked prefill a budget below max_model_len is invalid; with it "
+                                       "every budget above runs")
             submitted = st.form_submit_button("Search", type="primary", icon=":material/search:")
         if submitted:
             request = launcher.TuneRequest(base_id, {k: v for k, v in slo.items() if v > 0}, attainment, seqs, tokens,

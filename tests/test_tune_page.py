@@ -168,7 +168,8 @@ def test_the_form_starts_a_search_from_a_recorded_run(tune_db, monkeypatch, laun
     argv = launched[0]
     assert argv[argv.index("--from-run") + 1] == "1"
     assert argv[argv.index("--slo") + 1] == "ttft=500,e2e=5000"
-    assert argv[argv.index("--search") + 1:] == ["max_num_seqs=4,8", "max_num_batched_tokens=256,512,1024,2048"]
+    assert argv[argv.index("--search") + 1:] == ["max_num_seqs=4,8", "max_num_batched_tokens=256,512,1024,2048",
+                                                 "enable_chunked_prefill=true,false"]  # the default: any base works
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
