@@ -143,6 +143,7 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[
     from whatif.base_run import engine_config_from_record, load_base_run, simulate_quietly, summary_metrics
     from whatif.predict import base_profile
     from whatif.pricing import price_for_prediction
+    from whatif.trust import extrapolation_warnings
 
     db_engine = open_for_write(db)
     listed = list_runs(db_engine)
@@ -164,6 +165,7 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[
                     target_runs = real[workload.name][target.name]
                     config = engine_config_from_record(get_run(db_engine, target_runs[0][0])["config"])  # type: ignore[index]
                     predicted = summary_metrics(simulate_quietly(config, priced.model, base.workload))
+                    warnings = extrapolation_warnings(base, config, priced)  # what the trust indicator says
                     truth = {m: statistics.median(r[1][m] for r in target_runs) for m in METRICS}
                     spread = {m: rel(target_runs[0][1][m], target_runs[1][1][m]) if len(target_runs) > 1
                               else float("nan") for m in METRICS}
@@ -173,7 +175,7 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[
                         "predicted": predicted, "truth": truth, "base_recorded": base_metrics,
                         "sim_error_pct": {m: rel(predicted[m] or 0.0, truth[m]) for m in METRICS},
                         "null_error_pct": {m: rel(base_metrics[m], truth[m]) for m in METRICS},
-                        "spread_pct": spread,
+                        "spread_pct": spread, "warnings": warnings,
                     })
     return pairs, real
 
@@ -260,6 +262,7 @@ def report(args: argparse.Namespace, groups: list[tuple[Workload, list[Config]]]
         lines.append(f"| {LABELS[m]} | {r['median_sim_error']:.1f} | {r['median_null_error']:.1f} | "
                      f"{r['median_spread']:.1f} | {r['qualifying']} | {r['median_skill']:.2f} | "
                      f"{r['median_sim_error_quiet']:.1f} ({r['quiet_pairs']}) |")
+    lines += _warned_table(pairs)
     lines += ["", "Per target configuration (median over bases; sim / null error %):", "",
               "| workload | target | " + " | ".join(LABELS[m] for m in METRICS) + " |",
               "|---|---|" + "---:|" * len(METRICS)]
@@ -271,6 +274,34 @@ def report(args: argparse.Namespace, groups: list[tuple[Workload, list[Config]]]
             lines.append(f"| {workload.name} | {config.name} | {cells} |")
     lines += ["", f"Every pair: `{Path(args.pairs_out).relative_to(ROOT)}`."]
     return "\n".join(lines)
+
+
+def _warned_table(pairs: list[dict]) -> list[str]:  # type: ignore[type-arg]
+    """Does the trust indicator know when to be doubted? The pairs it gave an extrapolation warning
+    for (the target leaves what the base exercised) against those it did not."""
+    warned = [p for p in pairs if p.get("warnings")]
+    clear = [p for p in pairs if not p.get("warnings")]
+    lines = ["", f"Split by the trust indicator: {len(clear)} pairs without an extrapolation warning, {len(warned)} "
+             "with one (e.g. a max_num_seqs 2 base predicting max_num_seqs 64):", "",
+             "| metric | no warning: median sim error % | no warning: median skill | warned: median sim error % "
+             "| warned: median skill |", "|---|---:|---:|---:|---:|"]
+    for m in METRICS:
+        cells = []
+        for group in (clear, warned):
+            errors = [p["sim_error_pct"][m] for p in group]
+            skills = [1 - p["sim_error_pct"][m] / p["null_error_pct"][m] for p in group
+                      if p["null_error_pct"][m] > 2 * p["spread_pct"][m] and p["null_error_pct"][m] > 0]
+            cells += [f"{statistics.median(errors):.1f}" if errors else "n/a",
+                      f"{statistics.median(skills):.2f} ({len(skills)})" if skills else "n/a"]
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    counts: dict[str, int] = {}
+    for p in warned:
+        for w in p["warnings"]:
+            key = w.split(":")[0]
+            counts[key] = counts.get(key, 0) + 1
+    lines += ["", "Warnings given: " + ", ".join(f"{k} ({n})" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+              + "." if counts else ""]
+    return lines
 
 
 if __name__ == "__main__":
