@@ -4,7 +4,7 @@ per-step cost, the simulator's speed, and the recording overhead.
     python bench/bench_regression.py --base b2bb39f [--runs 5] [--out bench/results_regression.md]
 
 The base commit is checked out with `git worktree` beside this one (removed at the end). Each
-measurement is a fresh `python -c` process in one checkout or the other, A B A B ..., timing only
+measurement is a fresh `python -c` process in one checkout or the other, A B B A A B ..., timing only
 the work inside the process (imports and workload loading excluded), through APIs both versions
 have. Other processes' CPU use is recorded per run (the machine is shared); ratios are new / base.
 """
@@ -123,8 +123,9 @@ def main() -> None:
             if args.only and args.only not in label:
                 continue
             results[label] = {"new": [], "base": []}
-            for _ in range(args.runs):
-                for side, checkout in (("base", worktree), ("new", ROOT)):
+            for run in range(args.runs):
+                order = (("base", worktree), ("new", ROOT))
+                for side, checkout in order if run % 2 == 0 else order[::-1]:  # A B B A: neither side always second
                     value, others = measure(checkout, code, needs_db, sys.executable)
                     results[label][side].append(value)
                     loads.append(others)
