@@ -27,8 +27,9 @@ else:
     selection = st.dataframe(runs_table.display(runs), hide_index=True, on_select="rerun", selection_mode="single-row",
                              key="runs_table", column_config=runs_table.COLUMN_CONFIG, height=runs_table.height(runs))
     st.caption("Select a row to open it. *interrupted*: the engine stopped writing without finishing "
-               "(killed or crashed); its steps up to the last write are all there. The runs of a configuration "
-               "search (its points recorded step by step, real runs validating them) are under their search below.")
+               "(killed or crashed); its steps up to the last write are all there."
+               + (" The runs of a configuration search (its points recorded step by step, real runs validating "
+                  "them) are under their search below." if not grouped.empty else ""))
     rows = selection.selection.rows if selection is not None else []
     if rows:
         chosen = runs.iloc[rows[0]]
