@@ -63,16 +63,7 @@ def new_search_form(target: str, runs: pd.DataFrame, expanded: bool) -> None:
         if submitted:
             request = launcher.TuneRequest(base_id, {k: v for k, v in slo.items() if v > 0}, attainment, seqs, tokens,
                                            chunked)
-            try:
-                argv = request.argv(target)
-            except launcher.LaunchError as exc:
-                st.error(f"Not started: {exc}")
-            else:
-                with st.spinner("Searching…"):
-                    failure = launcher.early_failure(launcher.launch(argv, f"tune-{base_id}"), wait_s=300)
-                if failure:
-                    st.error(f"The search failed: {failure}")
-                else:
-                    data.searches.clear()
-                    st.query_params.pop("search", None)  # open on the new search, the newest
-                    st.rerun()
+            if ui.start_and_wait(lambda: request.argv(target), f"tune-{base_id}", "Searching…", "search", wait_s=300):
+                data.searches.clear()
+                st.query_params.pop("search", None)  # open on the new search, the newest
+                st.rerun()

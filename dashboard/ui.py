@@ -4,7 +4,7 @@ first run, picking a run, formatting numbers."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -141,3 +141,19 @@ def summary_line(run: run_meta.RunRow) -> str | None:
 def index_of(options: Sequence[Any], value: Any, fallback: int = 0) -> int:
     """A selectbox index for value, or fallback when it is not among the options."""
     return list(options).index(value) if value in options else fallback
+
+
+def start_and_wait(build_argv: Callable[[], list[str]], label: str, doing: str, what: str, wait_s: float) -> bool:
+    """Build a command line from a typed request and run it to its end (or wait_s): a bad input says
+    "Not started: ..." and starts nothing; a failed command says why. True when it went through."""
+    try:
+        argv = build_argv()
+    except launcher.LaunchError as exc:
+        st.error(f"Not started: {exc}")
+        return False
+    with st.spinner(doing):
+        failure = launcher.early_failure(launcher.launch(argv, label), wait_s=wait_s)
+    if failure:
+        st.error(f"The {what} failed: {failure}")
+        return False
+    return True

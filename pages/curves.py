@@ -16,19 +16,10 @@ with st.expander("Record a new sweep (simulated, seconds)", expanded=groups.empt
     num_prompts = c3.number_input("Requests", 10, 5000, 400)
     if st.button("Run sweep", icon=":material/show_chart:"):
         request = launcher.SweepRequest(param, values, int(num_prompts))
-        try:
-            argv = request.argv(target)
-        except launcher.LaunchError as exc:
-            st.error(f"Not started: {exc}")
-        else:
-            with st.spinner("Sweeping…"):
-                failure = launcher.early_failure(launcher.launch(argv, f"sweep-{param}"), wait_s=300)
-            if failure:
-                st.error(f"The sweep failed: {failure}")
-            else:
-                data.sweep_groups.clear()
-                data.runs.clear()
-                st.rerun()
+        if ui.start_and_wait(lambda: request.argv(target), f"sweep-{param}", "Sweeping…", "sweep", wait_s=300):
+            data.sweep_groups.clear()
+            data.runs.clear()
+            st.rerun()
 
 if groups.empty:
     st.info("No sweeps recorded yet. Record one above, or from the command line: "
