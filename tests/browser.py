@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PAGES = {"runs": "", "live": "Live", "replay": "Replay", "what_if": "What-if", "curves": "Curves", "tune": "Tune"}  # URL paths
+# URL paths
+PAGES = {"runs": "", "live": "Live", "replay": "Replay", "what_if": "What-if", "curves": "Curves", "tune": "Tune"}
 
 
 def chromium_path() -> str | None:

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import launcher, learn_view
 from dashboard.learn_lessons import LESSONS
 from tests.dashboard_fixture import build_lessons
+from tests.fake_launches import record_launches
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,15 +28,8 @@ def lessons_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def launched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Buttons start engines: record the command lines instead, as if each were still running."""
-    started: list[list[str]] = []
-
-    def fake_launch(argv: list[str], label: str) -> launcher.Launched:
-        started.append(argv)
-        return launcher.Launched(pid=999_999, log_path=tmp_path / f"{label}.log", argv=argv)
-
-    monkeypatch.setattr(launcher, "launch", fake_launch)
-    monkeypatch.setattr(launcher, "early_failure", lambda launched, wait_s=2.0: None)
-    monkeypatch.setattr(launcher, "wait_for_exit", lambda pid, timeout_s: False)
+    started = record_launches(tmp_path, monkeypatch)
+    monkeypatch.setattr(launcher, "wait_for_exit", lambda pid, timeout_s: False)  # still running
     return started
 
 

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from cli.main import main as engine_main
 from cli.tune import main as tune_main
 from dashboard import launcher
+from tests.fake_launches import record_launches
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH = ("--search", "max_num_seqs=2,8,32", "enable_chunked_prefill=true,false")
@@ -53,14 +54,7 @@ def tune_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
 @pytest.fixture(autouse=True)
 def launched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Buttons start engines: record the command lines instead, as if each had finished."""
-    started: list[list[str]] = []
-
-    def fake_launch(argv: list[str], label: str) -> launcher.Launched:
-        started.append(argv)
-        return launcher.Launched(pid=999_999, log_path=tmp_path / f"{label}.log", argv=argv)
-
-    monkeypatch.setattr(launcher, "launch", fake_launch)
-    monkeypatch.setattr(launcher, "early_failure", lambda launched, wait_s=2.0: None)
+    started = record_launches(tmp_path, monkeypatch)
     return started
 
 
