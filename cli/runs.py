@@ -29,22 +29,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def run(args: argparse.Namespace) -> int:
     from storage.database import DatabaseMissingError, EmptyDatabaseError, open_for_read
     from storage.queries import list_runs
-    from storage.searches import grouped_runs
+    from storage.searches import grouped_runs, without_search_runs
 
     try:
         engine = open_for_read(args.db)
     except (DatabaseMissingError, EmptyDatabaseError) as exc:
         print(f"no runs recorded yet ({exc})", file=sys.stderr)
         return 0
-    frame, grouped = list_runs(engine), grouped_runs(engine)
-    in_searches = frame["id"].isin(set(grouped["run_id"].astype(int)))
-    hidden = int(in_searches.sum())
+    every, grouped = list_runs(engine), grouped_runs(engine)
+    outside = without_search_runs(every, grouped)
+    hidden = len(every) - len(outside)
     if args.all:
         where = {int(r.run_id): f"{int(r.search_id)}:{int(r.point)}" + (" validation" if r.role == "validation" else "")
                  for r in grouped.itertuples()}
-        frame = frame.assign(search=[where.get(int(i)) for i in frame["id"]])
-    elif hidden:
-        frame = frame[~in_searches]
+        frame = every.assign(search=[where.get(int(i)) for i in every["id"]])
+    else:
+        frame = outside
     note = (f"{hidden} run{'s' if hidden != 1 else ''} of configuration searches not shown "
             "(--all shows them; the dashboard lists them under their search)") if hidden and not args.all else None
     if args.json:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
+from storage import searches
+
 COLUMNS = ["id", "status", "name", "source", "engine", "batching", "requests", "output_tokens_per_s", "ttft_ms",
            "itl_ms", "e2e_ms", "num_preemptions", "num_steps", "based_on", "created_at"]
 OPEN_IN = (("Live", ":material/radio_button_checked:", "pages/live.py"),  # the views a selected run opens in
@@ -62,9 +64,7 @@ def height(runs: pd.DataFrame) -> int:
 
 def outside_searches(runs: pd.DataFrame, grouped: pd.DataFrame) -> pd.DataFrame:
     """The Runs list: every run but those that belong to a search (they show under their search)."""
-    if grouped.empty:
-        return runs
-    return runs[~runs["id"].isin(set(grouped["run_id"].astype(int)))].reset_index(drop=True)
+    return searches.without_search_runs(runs, grouped)
 
 
 @dataclass(frozen=True)

@@ -51,11 +51,6 @@ def frontier_table(points: pd.DataFrame, meeting_only: bool = True) -> pd.DataFr
     return rows.loc[kept].sort_values(["e2e_p99", "point"])
 
 
-def runs_list(db: Engine) -> pd.DataFrame:
-    """The Runs list without the runs that belong to a search (they show under their search)."""
-    return searches.runs_outside_searches(db)
-
-
 def grouped_runs(db: Engine) -> pd.DataFrame:
     """run_id, search_id, point, role of every run that belongs to a search."""
     return searches.grouped_runs(db)

@@ -340,8 +340,11 @@ def grouped_runs(db: Engine) -> pd.DataFrame:
 def runs_outside_searches(db: Engine) -> pd.DataFrame:
     """storage.queries.list_runs without the runs that belong to a search (the Runs list; those show
     under their search)."""
-    runs = list_runs(db)
-    grouped = grouped_runs(db)
+    return without_search_runs(list_runs(db), grouped_runs(db))
+
+
+def without_search_runs(runs: pd.DataFrame, grouped: pd.DataFrame) -> pd.DataFrame:
+    """A runs list (list_runs' columns) less the runs in `grouped` (grouped_runs' rows)."""
     if runs.empty or grouped.empty:
         return runs
     return runs[~runs["id"].isin(set(grouped["run_id"].astype(int)))].reset_index(drop=True)
