@@ -78,8 +78,8 @@ class BurstRunner:
                 now = clock.now()
                 if pending and pending[0].arrival_time <= now:
                     engine.add_arrivals(pending, now)
-                if quiet and not (new_decoders or padding_dirty or irregular):
-                    stretch = self._quiet_stretch(burst, pending)
+                if quiet and not (new_decoders or padding_dirty or irregular) and (k := burst.quiet_steps()) > 1:
+                    stretch = self._quiet_stretch(burst, k, pending)
                     if stretch:
                         taken, last_end = taken + stretch, clock.now()
                         continue
@@ -130,13 +130,10 @@ class BurstRunner:
                     itl.set_last_token(req.request_id, scheduler.step_index - 1, last_end)
         return taken
 
-    def _quiet_stretch(self, burst: DecodeBurst, pending: deque[RequestSpec]) -> int:
-        """Take the steps that change nothing but times (no block crossing, finish, admission or
-        arrival) in a tight loop, each priced and timed exactly as a burst step would be; the number
-        taken (0: fewer than two are quiet)."""
-        k = burst.quiet_steps()
-        if k < 2:
-            return 0
+    def _quiet_stretch(self, burst: DecodeBurst, k: int, pending: deque[RequestSpec]) -> int:
+        """Take the next k steps, which change nothing but times (no block crossing, finish or
+        admission), in a tight loop, each priced and timed exactly as a burst step would be, up to
+        the next arrival; the number taken."""
         engine, clock = self._engine, self._engine.clock
         first, n, context, padding = burst.decode_shape()
         time_of = self._predictor.decode_step_time(n, padding)

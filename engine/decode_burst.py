@@ -4,8 +4,10 @@ While every running request is decoding, a step depends only on counts (how many
 context they attend) and on a few events: a request crossing into a KV block it does not hold yet,
 a request sampling its last token, an admission whose whole prompt fits in the step. The burst
 keeps the running requests' token counts implicit (each exact as of its anchor step, plus one per
-step since) and keeps crossings and finishes in heaps ordered by (step, running order), so a step
-costs O(events) instead of O(running requests). It changes what Scheduler.schedule() and
+step since). Finishes wait in a heap ordered by (step, running order). Crossings are periodic: a
+decoding request crosses every block_size steps, so each waits in the bucket of its crossing step
+modulo block_size, kept in running order; a step visits one bucket and no heap. So a step costs
+O(events) instead of O(running requests). It changes what Scheduler.schedule() and
 update_from_output() would change, through the Scheduler's public members; before any step that
 needs more (a preemption, a prefill split over steps, a swap, a possible stop token) it declines,
 the counts are written back, and the engine takes that step the ordinary way.
@@ -29,6 +31,10 @@ from engine.step_counts import StepCounts
 
 OrderKey = tuple[float, ...]
 _NEVER = 1 << 62  # a step index no run reaches
+
+
+def _entry_order(entry: list) -> OrderKey:
+    return entry[1]
 
 
 @dataclass(slots=True)
@@ -59,7 +65,9 @@ class DecodeBurst:
         self._sjf_oracle = policy == "sjf-oracle"
         self._anchor: dict[str, int] = {}  # step from which a request's counts are implicit
         self._order: dict[str, OrderKey] = {}  # running order, constant while decoding (see _order_key)
-        self._crossings: list[tuple[int, OrderKey, int, Request]] = []  # (step, order, last step, request)
+        # Per step modulo block_size, in running order: [next crossing step, order, last step, request]
+        # for every request with a crossing left (one entry each, advanced by block_size as it crosses).
+        self._buckets: list[list[list]] = [[] for _ in range(scheduler.block_manager.block_size)]
         self._finishes: list[tuple[int, OrderKey, Request]] = []  # (step of its last token, order, request)
         self._sum_computed = 0  # computed tokens of the running requests at the current step's start
         self._step = 0  # the next step's index while in a burst (the Scheduler's is brought up at leave())
@@ -114,7 +122,8 @@ class DecodeBurst:
         heapq.heappush(self._finishes, (last, order, req))
         crossing = step + req.kv_capacity - req.num_computed_tokens  # first step whose token has no slot
         if crossing <= last:
-            heapq.heappush(self._crossings, (crossing, order, last, req))
+            buckets = self._buckets
+            bisect.insort(buckets[crossing % len(buckets)], [crossing, order, last, req], key=_entry_order)
 
     def leave(self) -> None:
         """Write the implicit counts back into the Request objects; the Scheduler counts the steps."""
@@ -129,7 +138,8 @@ class DecodeBurst:
                 req.output_token_ids.extend([token] * k)
         anchor.clear()
         self._order.clear()
-        self._crossings.clear()
+        for bucket in self._buckets:
+            bucket.clear()
         self._finishes.clear()
         self._sum_computed = 0
 
@@ -137,12 +147,30 @@ class DecodeBurst:
     def quiet_steps(self) -> int:
         """How many steps from the next one are certain to change nothing but counts and times: no
         block crossing, no finish, no admission, nothing pending (0: the next step is not)."""
+        # Crossings and finishes first: at high concurrency one is due almost every step.
+        step = self._step
+        finishes = self._finishes
+        if finishes and finishes[0][0] <= step + 1:
+            return 0
+        crossing = self._next_crossing()
+        if crossing <= step + 1:
+            return 0
         s = self._s
         if s.has_pending or (s.waiting and not self._static and len(s.running) < self._max_num_seqs):
             return 0
-        crossing = self._crossings[0][0] if self._crossings else _NEVER
-        finish = self._finishes[0][0] if self._finishes else _NEVER
-        return min(crossing, finish) - self._step
+        finish = finishes[0][0] if finishes else _NEVER
+        return (crossing if crossing < finish else finish) - step
+
+    def _next_crossing(self) -> int:
+        """The first step from the next one at which some request crosses into a new block."""
+        step, buckets = self._step, self._buckets
+        size = len(buckets)
+        for ahead in range(step, step + size):
+            for entry in buckets[ahead % size]:
+                if entry[0] == ahead:
+                    return ahead
+        # Only requests more than a block from their next crossing (blocks reserved ahead) are left.
+        return min((entry[0] for bucket in buckets for entry in bucket), default=_NEVER)
 
     def decode_shape(self) -> tuple[int, int, int, int]:
         """(next step, decodes, context they attend in it, pad rows) of a quiet step."""
@@ -193,35 +221,35 @@ class DecodeBurst:
             return None
         step = self._step
         bm = s.block_manager
-        heap = self._crossings
-        crossing: list[tuple[int, OrderKey, int, Request]] = []
-        while heap and heap[0][0] == step:
-            crossing.append(heapq.heappop(heap))
+        block_size = bm.block_size
+        bucket = self._buckets[step % block_size]
+        crossing = [entry for entry in bucket if entry[0] == step] if bucket else bucket  # in running order
         free = bm.num_free_gpu_blocks
         if len(crossing) > free:
-            for entry in crossing:
-                heapq.heappush(heap, entry)
             return None  # the scheduler preempts here
         admitted: list[Request] = []
         if s.waiting and not self._static and n < self._max_num_seqs:
             maybe = self._admissions(free - len(crossing), self._budget - n)
             if maybe is None:
-                for entry in crossing:
-                    heapq.heappush(heap, entry)
                 return None
             admitted = maybe
 
         # An abort's frees are reported by the first step after it.
         kv_events = s.take_pending()[0] if s.has_pending else []
-        block_size = bm.block_size
-        for _, entry_order, last, req in crossing:
-            rid = req.request_id
-            block = bm.append_block(rid)
-            if with_block_events:
-                kv_events.append(KVBlockEvent(rid, "allocate", "gpu", (block,)))
-            req.kv_capacity += block_size
-            if step + block_size <= last:
-                heapq.heappush(heap, (step + block_size, entry_order, last, req))
+        if crossing:
+            done_crossing = False
+            for entry in crossing:
+                req = entry[3]
+                rid = req.request_id
+                block = bm.append_block(rid)
+                if with_block_events:
+                    kv_events.append(KVBlockEvent(rid, "allocate", "gpu", (block,)))
+                req.kv_capacity += block_size
+                entry[0] = step + block_size
+                if entry[0] > entry[2]:
+                    done_crossing = True  # its last token has a slot now
+            if done_crossing:
+                bucket[:] = [entry for entry in bucket if entry[0] <= entry[2]]
         prefill_tokens = prefill_pairs = 0
         if admitted:
             prefill_tokens, prefill_pairs = self._start_prefills(admitted, step, now, kv_events)
@@ -233,7 +261,11 @@ class DecodeBurst:
                             self._pool, self._used_cpu)
         cost = price(counts)
         planned = BurstStep(step, counts, cost, now + cost, admitted, kv_events, tuple(padding) if num_pad else ())
-        self._sample(planned)
+        # Every running request sampled one token at the step's end (its count stays implicit).
+        self._sum_computed += n
+        done = self._finishes
+        if admitted or (done and done[0][0] == step):
+            self._finish_and_join(planned)
         self._step = step + 1
         self._taken += 1
         return planned
@@ -264,12 +296,12 @@ class DecodeBurst:
             prefill_pairs += target * (target + 1) // 2
         return prefill_tokens, prefill_pairs
 
-    def _sample(self, planned: BurstStep) -> None:
-        """Every request sampled one token at the step's end; some finish where they stop."""
+    def _finish_and_join(self, planned: BurstStep) -> None:
+        """After the step's sampling: the requests whose last token it was finish, and the admitted
+        ones take their first token and join the decodes (or finish at it)."""
         step, end = planned.step, planned.end
         token = self._token
         anchor = self._anchor
-        self._sum_computed += planned.counts.num_decode_seqs
         done = self._finishes
         finished: list[Request] = []
         while done and done[0][0] == step:
