@@ -17,7 +17,9 @@ import json
 import re
 import signal
 import sys
+import threading
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -108,7 +110,7 @@ def run_serve(args: argparse.Namespace) -> int:
                                 max_waiting=args.max_waiting, db=args.db, record=not args.no_record,
                                 rotation=args.rotate_every, name=args.name)
         server = ServingServer(backend, sock, options)
-        server.start()
+        server.start(engine_thread=False)  # the engine loop runs on this thread, which loaded the model
     except BaseException:
         sock.close()
         raise
@@ -161,15 +163,17 @@ def _serve_until_signalled(server: Any, drain_timeout: float) -> int:
         if signals == 1:
             print(f"{signal.Signals(signum).name}: draining (no new requests; running ones get up to "
                   f"{drain_timeout:g} s); signal again to abort them", file=sys.stderr, flush=True)
-            server.drain(drain_timeout)
+            order = partial(server.drain, drain_timeout)
         else:
             print("aborting every request", file=sys.stderr, flush=True)
-            server.abort_all()
+            order = server.abort_all
+        # The handler runs on the engine loop's thread, perhaps inside a lock the order takes: the
+        # order goes to a thread of its own, which waits for the loop to let go.
+        threading.Thread(target=order, name="batchscope-signal", daemon=True).start()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not server.wait_engine(0.5):
-            pass
+        server.serve_engine_here()
     finally:
         server.close()
         for sig, old in previous.items():

@@ -61,7 +61,7 @@ log = logging.getLogger("batchscope.online")
 
 class OnlineEngine:
     """submit(), abort(), drain(), abort_all() are safe from any thread; everything else runs on the
-    engine thread started by start()."""
+    engine thread: the one start() starts, or the caller's own (open_here() then serve_here())."""
 
     def __init__(self, config: EngineConfig, executor: Executor, recording: RecordingFactory | None = None,
                  rotation: Rotation | None = None, observer: StepObserver | None = None) -> None:
@@ -79,6 +79,29 @@ class OnlineEngine:
         self._started.wait()
         if self.status == "failed":
             raise RuntimeError(f"the engine loop could not start: {self.error}")
+
+    def open_here(self) -> None:
+        """Open the first run on the calling thread, which must then call serve_here(); RuntimeError
+        if the run cannot be opened.
+
+        For the thread that loaded the model: torch's CPU kernels keep one OpenMP thread team per
+        calling thread, and a second thread's team (the first one's idles beside it) made a SmolLM2
+        decode step 20-25% slower on 2 cores (bench/results_serving.md)."""
+        try:
+            self._loop.open()
+        except BaseException as exc:
+            self._loop.end("failed", f"{type(exc).__name__}: {exc}")
+            self._done.set()
+            raise RuntimeError(f"the engine loop could not start: {self.error}") from exc
+        finally:
+            self._started.set()
+
+    def serve_here(self) -> None:
+        """Run the loop on the calling thread (after open_here()) until it has drained or failed."""
+        try:
+            self._loop.run()
+        finally:
+            self._done.set()
 
     def _main(self) -> None:
         try:

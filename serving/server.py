@@ -71,13 +71,19 @@ class ServingServer:
         return {"name": name, "mode": b.mode, "batching": config.scheduler.batching, "config": b.record_config,
                 "model": b.model, "workload": workload}
 
-    def start(self) -> None:
+    def start(self, engine_thread: bool = True) -> None:
+        """Open the run and start listening. engine_thread=False: the engine loop is not started;
+        the caller runs it on its own thread with serve_engine_here() (the command line does, on
+        the thread that loaded the model; see OnlineEngine.open_here)."""
         b, opts = self.backend, self.options
         if opts.record:
             self.recording = ServedRecording(opts.db, self.run_description(), self.url, b.executor.describe())
         metrics = ServingMetrics(self.served_model_name)
         self.online = OnlineEngine(b.config, b.executor, self.recording, opts.rotation, metrics.observe)
-        self.online.start()
+        if engine_thread:
+            self.online.start()
+        else:
+            self.online.open_here()
         self.state = ServingState(self.online, b.codec, self.served_model_name, b.config.scheduler.max_model_len,
                                   metrics, b.mode, b.model, opts.api_key, opts.max_waiting)
         config = uvicorn.Config(build_app(self.state), log_level="warning", access_log=False, lifespan="off",
@@ -102,6 +108,11 @@ class ServingServer:
     def abort_all(self) -> None:
         if self.online is not None:
             self.online.abort_all()
+
+    def serve_engine_here(self) -> None:
+        """Run the engine loop on the calling thread until it ends (after start(engine_thread=False))."""
+        assert self.online is not None, "start() first"
+        self.online.serve_here()
 
     def wait_engine(self, timeout: float | None = None) -> bool:
         return self.online is None or self.online.join(timeout)
