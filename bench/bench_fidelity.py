@@ -17,6 +17,11 @@ borrowed costs). For each pair and metric: the simulator's error, the "nothing c
 (the base's own figure), and the spread between the target's real runs; skill = 1 - sim / null.
 Pairs count towards the skill target where the real outcome differs from the base by more than
 twice the target's real-run spread. Every pair goes into a JSON results file.
+
+Step pricing splits the errors by their source: the base's cost model applied to each target run's
+own recorded steps (no replay) says how far step times alone moved between the runs (the model's
+transfer plus the machine's drift), and the same done between a configuration's two real runs
+measures the drift alone.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -136,7 +142,24 @@ def rel(a: float, b: float) -> float:
     return abs(a - b) / b * 100 if b else float("inf")
 
 
-def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[dict], dict]:  # type: ignore[type-arg]
+def step_pricing_pct(db_engine: Any, model: Any, run_id: int, cache: dict) -> float:  # type: ignore[type-arg]
+    """How far `model` misprices a real run's own recorded steps: its predicted total over the
+    measured total, less 1, in percent. Part of every what-if error: the base's cost model is
+    applied to the target's steps, and the target ran on another minute of a machine whose speed
+    drifts."""
+    from engine.executors.cost_model import FEATURES
+    from storage.run_facts import step_features
+
+    if run_id not in cache:
+        frame = step_features(db_engine, run_id)
+        columns = [[1.0] * len(frame)] + [frame[f].astype(float).tolist() for f in FEATURES[1:]]
+        rows = [tuple(r) for r in zip(*columns, strict=True)]
+        cache[run_id] = (rows, float(frame["duration"].sum()))
+    rows, measured = cache[run_id]
+    return (sum(model.predict(r) for r in rows) / measured - 1.0) * 100
+
+
+def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[dict], dict, list[float]]:  # type: ignore[type-arg]
     """Every (base run, target configuration) pair of a workload: sim error, null error, spread."""
     from storage.database import open_for_write
     from storage.queries import get_run, list_runs
@@ -148,6 +171,7 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[
     db_engine = open_for_write(db)
     listed = list_runs(db_engine)
     pairs: list[dict] = []  # type: ignore[type-arg]
+    steps_cache: dict = {}  # type: ignore[type-arg]
     real: dict[str, dict[str, list[tuple[int, dict[str, float]]]]] = {}
     for workload, configs in groups:
         real[workload.name] = {}
@@ -176,8 +200,10 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[
                         "sim_error_pct": {m: rel(predicted[m] or 0.0, truth[m]) for m in METRICS},
                         "null_error_pct": {m: rel(base_metrics[m], truth[m]) for m in METRICS},
                         "spread_pct": spread, "warnings": warnings,
+                        "step_pricing_pct": statistics.median(
+                            step_pricing_pct(db_engine, priced.model, r[0], steps_cache) for r in target_runs),
                     })
-    return pairs, real
+    return pairs, real, twin_pricing_pct(db_engine, real, steps_cache)
 
 
 def summarise(pairs: list[dict]) -> dict:  # type: ignore[type-arg]
@@ -226,13 +252,13 @@ def main() -> None:
                 for workload, configs in groups:
                     for config in configs:
                         loads.append(record_real(db, workload, config, args.max_other_load, args.max_tries)[1])
-        pairs, real = analyse(db, groups)
+        pairs, real, twins = analyse(db, groups)
     Path(args.pairs_out).write_text(json.dumps(pairs, indent=1) + "\n")
-    write_report(report(args, groups, pairs, real, loads), args.out)
+    write_report(report(args, groups, pairs, real, loads, twins), args.out)
 
 
 def report(args: argparse.Namespace, groups: list[tuple[Workload, list[Config]]], pairs: list[dict],  # type: ignore[type-arg]
-           real: dict, loads: list[float]) -> str:  # type: ignore[type-arg]
+           real: dict, loads: list[float], twins: list[float]) -> str:  # type: ignore[type-arg]
     lines = [
         f"Command: `python bench/bench_fidelity.py --repeats {args.repeats}{' --smollm2' if args.smollm2 else ''}`"
         + (" (re-analysed with --reuse-db)" if args.reuse_db else "") + "  ",
@@ -263,6 +289,7 @@ def report(args: argparse.Namespace, groups: list[tuple[Workload, list[Config]]]
                      f"{r['median_spread']:.1f} | {r['qualifying']} | {r['median_skill']:.2f} | "
                      f"{r['median_sim_error_quiet']:.1f} ({r['quiet_pairs']}) |")
     lines += _warned_table(pairs)
+    lines += _pricing_table(pairs, twins)
     lines += ["", "Per target configuration (median over bases; sim / null error %):", "",
               "| workload | target | " + " | ".join(LABELS[m] for m in METRICS) + " |",
               "|---|---|" + "---:|" * len(METRICS)]
@@ -274,6 +301,46 @@ def report(args: argparse.Namespace, groups: list[tuple[Workload, list[Config]]]
             lines.append(f"| {workload.name} | {config.name} | {cells} |")
     lines += ["", f"Every pair: `{Path(args.pairs_out).relative_to(ROOT)}`."]
     return "\n".join(lines)
+
+
+def twin_pricing_pct(db_engine: Any, real: dict, cache: dict) -> list[float]:  # type: ignore[type-arg]
+    """The machine's drift alone: each real run of a configuration priced by its twin's fitted model
+    (|error| %; nothing differs between the two but the minute they ran in)."""
+    from whatif.base_run import load_base_run
+
+    twins = []
+    for configs in real.values():
+        for runs in configs.values():
+            if len(runs) == 2:
+                for a, b in (runs, runs[::-1]):
+                    model = load_base_run(db_engine, a[0]).cost_model
+                    twins.append(abs(step_pricing_pct(db_engine, model, b[0], cache)))
+    return twins
+
+
+def _pricing_table(pairs: list[dict], twins: list[float]) -> list[str]:  # type: ignore[type-arg]
+    """Where the p50 errors come from: the base's cost model pricing the target's own recorded steps
+    (cost-model transfer, including the machine's drift between the runs) against the scheduling
+    replay."""
+    if not pairs or not twins:
+        return []
+    within = [p for p in pairs if abs(p["step_pricing_pct"]) <= 5.0]
+    beyond = [p for p in pairs if abs(p["step_pricing_pct"]) > 5.0]
+    lines = ["", "Step pricing: the base's cost model applied to the target runs' own recorded steps (predicted "
+             "over measured total). Median |error| over pairs "
+             f"{statistics.median(abs(p['step_pricing_pct']) for p in pairs):.1f}%; between the two real runs of one "
+             f"configuration, each priced by its twin's fitted model (nothing changed but the minute they ran in): "
+             f"median {statistics.median(twins):.1f}%, max {max(twins):.1f}% ({len(twins)} pricings). Errors where "
+             "the real runs agree within 5%, split by it:", "",
+             "| metric | step pricing within 5%: median sim error % (pairs) | beyond 5%: median sim error % (pairs) |",
+             "|---|---:|---:|"]
+    for m in METRICS:
+        cells = []
+        for group in (within, beyond):
+            errors = [p["sim_error_pct"][m] for p in group if p["spread_pct"][m] < 5.0]
+            cells.append(f"{statistics.median(errors):.1f} ({len(errors)})" if errors else "n/a")
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _warned_table(pairs: list[dict]) -> list[str]:  # type: ignore[type-arg]
