@@ -19,14 +19,15 @@ Pairs count towards the skill target where the real outcome differs from the bas
 twice the target's real-run spread. Every pair goes into a JSON results file.
 
 Step pricing splits the errors by their source: the base's cost model applied to each target run's
-own recorded steps (no replay) says how far step times alone moved between the runs (the model's
-transfer plus the machine's drift), and the same done between a configuration's two real runs
-measures the drift alone.
+own recorded steps (no replay; whatif/step_pricing.py, the track record's "step times") says how
+far step times alone moved between the runs (the model's transfer plus the machine's drift), and
+the same done between a configuration's two real runs measures the drift alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -142,23 +144,6 @@ def rel(a: float, b: float) -> float:
     return abs(a - b) / b * 100 if b else float("inf")
 
 
-def step_pricing_pct(db_engine: Any, model: Any, run_id: int, cache: dict) -> float:  # type: ignore[type-arg]
-    """How far `model` misprices a real run's own recorded steps: its predicted total over the
-    measured total, less 1, in percent. Part of every what-if error: the base's cost model is
-    applied to the target's steps, and the target ran on another minute of a machine whose speed
-    drifts."""
-    from engine.executors.cost_model import FEATURES
-    from storage.run_facts import step_features
-
-    if run_id not in cache:
-        frame = step_features(db_engine, run_id)
-        columns = [[1.0] * len(frame)] + [frame[f].astype(float).tolist() for f in FEATURES[1:]]
-        rows = [tuple(r) for r in zip(*columns, strict=True)]
-        cache[run_id] = (rows, float(frame["duration"].sum()))
-    rows, measured = cache[run_id]
-    return (sum(model.predict(r) for r in rows) / measured - 1.0) * 100
-
-
 def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[dict], dict, list[float]]:  # type: ignore[type-arg]
     """Every (base run, target configuration) pair of a workload: sim error, null error, spread."""
     from storage.database import open_for_write
@@ -166,12 +151,12 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[
     from whatif.base_run import engine_config_from_record, load_base_run, simulate_quietly, summary_metrics
     from whatif.predict import base_profile
     from whatif.pricing import price_for_prediction
+    from whatif.step_pricing import step_time_error_pct
     from whatif.trust import extrapolation_warnings
 
     db_engine = open_for_write(db)
     listed = list_runs(db_engine)
     pairs: list[dict] = []  # type: ignore[type-arg]
-    steps_cache: dict = {}  # type: ignore[type-arg]
     real: dict[str, dict[str, list[tuple[int, dict[str, float]]]]] = {}
     for workload, configs in groups:
         real[workload.name] = {}
@@ -200,10 +185,10 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[
                         "sim_error_pct": {m: rel(predicted[m] or 0.0, truth[m]) for m in METRICS},
                         "null_error_pct": {m: rel(base_metrics[m], truth[m]) for m in METRICS},
                         "spread_pct": spread, "warnings": warnings,
-                        "step_pricing_pct": statistics.median(
-                            step_pricing_pct(db_engine, priced.model, r[0], steps_cache) for r in target_runs),
+                        "step_pricing_pct": _median_or_nan(
+                            step_time_error_pct(db_engine, priced.model, r[0]) for r in target_runs),
                     })
-    return pairs, real, twin_pricing_pct(db_engine, real, steps_cache)
+    return pairs, real, twin_pricing_pct(db_engine, real)
 
 
 def summarise(pairs: list[dict]) -> dict:  # type: ignore[type-arg]
@@ -303,18 +288,25 @@ def report(args: argparse.Namespace, groups: list[tuple[Workload, list[Config]]]
     return "\n".join(lines)
 
 
-def twin_pricing_pct(db_engine: Any, real: dict, cache: dict) -> list[float]:  # type: ignore[type-arg]
+def _median_or_nan(values: Iterable[float | None]) -> float:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else float("nan")
+
+
+def twin_pricing_pct(db_engine: Any, real: dict) -> list[float]:  # type: ignore[type-arg]
     """The machine's drift alone: each real run of a configuration priced by its twin's fitted model
     (|error| %; nothing differs between the two but the minute they ran in)."""
     from whatif.base_run import load_base_run
+    from whatif.step_pricing import step_time_error_pct
 
     twins = []
     for configs in real.values():
         for runs in configs.values():
-            if len(runs) == 2:
-                for a, b in (runs, runs[::-1]):
-                    model = load_base_run(db_engine, a[0]).cost_model
-                    twins.append(abs(step_pricing_pct(db_engine, model, b[0], cache)))
+            for a, b in itertools.permutations(runs, 2):
+                # The twin's own fit, unborrowed: both runs exercised the same features.
+                error = step_time_error_pct(db_engine, load_base_run(db_engine, a[0]).cost_model, b[0])
+                if error is not None:
+                    twins.append(abs(error))
     return twins
 
 
@@ -325,10 +317,11 @@ def _pricing_table(pairs: list[dict], twins: list[float]) -> list[str]:  # type:
     if not pairs or not twins:
         return []
     within = [p for p in pairs if abs(p["step_pricing_pct"]) <= 5.0]
-    beyond = [p for p in pairs if abs(p["step_pricing_pct"]) > 5.0]
+    beyond = [p for p in pairs if abs(p["step_pricing_pct"]) > 5.0]  # NaN (no timed steps) in neither
+    priced = within + beyond
     lines = ["", "Step pricing: the base's cost model applied to the target runs' own recorded steps (predicted "
              "over measured total). Median |error| over pairs "
-             f"{statistics.median(abs(p['step_pricing_pct']) for p in pairs):.1f}%; between the two real runs of one "
+             f"{statistics.median(abs(p['step_pricing_pct']) for p in priced):.1f}%; between the two real runs of one "
              f"configuration, each priced by its twin's fitted model (nothing changed but the minute they ran in): "
              f"median {statistics.median(twins):.1f}%, max {max(twins):.1f}% ({len(twins)} pricings). Errors where "
              "the real runs agree within 5%, split by it:", "",

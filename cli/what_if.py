@@ -103,13 +103,15 @@ def print_trust(base: BaseRun, trust: Trust, borrowed: list[str], cost_model: st
     if trust.track_record:
         print(f"  track record: predicting {len(trust.track_record)} real run(s) of the same requests from this base")
         print(f"    {'run':>5} {'changes':<34}" + "".join(f"{k:>15}" for k in ("tok/s", "TTFT p50", "E2E p50",
-                                                                             "E2E p99")))
+                                                                             "E2E p99")) + f"{'step times':>12}")
         keys = ("output_tokens_per_s", "ttft_p50", "e2e_p50", "e2e_p99")
         for entry in trust.track_record:
             cells = "".join(f"{_pct(entry.simulated.error_pct.get(k)):>8}/{_pct(entry.null_error_pct.get(k)):>7}"
                             for k in keys)
-            print(f"    {entry.real_run_id:>5} {describe_changes(entry.changes)[:34]:<34}{cells}")
-        print("    (simulator error / \"nothing changes\" error, each against the real run)")
+            print(f"    {entry.real_run_id:>5} {describe_changes(entry.changes)[:34]:<34}{cells}"
+                  f"{_pct(entry.step_time_error_pct):>12}")
+        print("    (simulator error / \"nothing changes\" error, each against the real run; step times: the cost model"
+              " on that run's own recorded steps, what of the error is step times rather than the schedule)")
     else:
         print("  track record: no real run of these requests under another configuration yet (--validate adds one)")
     check = trust.consistency

@@ -83,19 +83,25 @@ TRACK_KEYS = {"output_tokens_per_s": "tok/s", "ttft_p50": "TTFT p50", "e2e_p50":
 
 def track_record_table(trust: Trust) -> pd.DataFrame:
     """Each real run of the same requests under another configuration: the simulator's error and the
-    "nothing changes" error (the base's own figure), in %."""
+    "nothing changes" error (the base's own figure), in %, and the cost model's error on that run's
+    own recorded steps (what of the simulator's error is step times)."""
     rows = []
     for entry in trust.track_record:
         row: dict[str, Any] = {"real run": entry.real_run_id, "its changes": describe_changes(entry.changes)}
         for key, label in TRACK_KEYS.items():
             row[f"{label} sim %"] = entry.simulated.error_pct.get(key)
             row[f"{label} null %"] = entry.null_error_pct.get(key)
+        row[STEP_TIMES] = entry.step_time_error_pct
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+STEP_TIMES = "step times %"
 TRACK_FORMATS = {f"{label} {kind} %": st.column_config.NumberColumn(format="%+.1f%%")
-                 for label in TRACK_KEYS.values() for kind in ("sim", "null")}
+                 for label in TRACK_KEYS.values() for kind in ("sim", "null")} | {
+    STEP_TIMES: st.column_config.NumberColumn(
+        format="%+.1f%%", help="the cost model on this real run's own recorded steps: predicted over measured "
+                               "total time. What of the sim error is step times, not the schedule")}
 
 
 def validation_table(validation: run_meta.Validation) -> pd.DataFrame:

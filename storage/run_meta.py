@@ -36,6 +36,9 @@ class TrackRecordEntry:
     changes: dict[str, Any]  # the real run's configuration, where it differs from the base's
     simulated: Comparison  # the simulator's prediction vs what the real run measured
     null_error_pct: Figures  # "nothing changes" (the base's own figures) vs the real run
+    # The cost model on the real run's own recorded steps, predicted over measured total, less 1 (%):
+    # what of the error is step times rather than the replay (None: recorded before it was measured).
+    step_time_error_pct: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ def _comparison(data: dict[str, Any] | None) -> Comparison | None:
 
 def _trust(data: dict[str, Any]) -> Trust:
     entries = [TrackRecordEntry(int(e["real_run_id"]), dict(e["changes"]), _comparison(e["simulated"]),  # type: ignore[arg-type]
-                                dict(e["null_error_pct"])) for e in data.get("track_record", [])]
+                                dict(e["null_error_pct"]), e.get("step_time_error_pct"))
+               for e in data.get("track_record", [])]
     return Trust(dict(data.get("holdout") or {}), list(data.get("warnings") or []), entries,
                  _comparison(data.get("consistency")), list(data.get("borrowed") or []))
 

@@ -26,7 +26,8 @@ SWAP_COST = 4e-4
 DEVICE = LinearCostModel({**DEFAULT_COST_MODEL.coefficients, "swap_blocks": SWAP_COST}, name="pretend device")
 
 
-def _real_run(db: Path, max_num_seqs: int, num_gpu_blocks: int = 300, **sched: object) -> int:
+def _real_run(db: Path, max_num_seqs: int, num_gpu_blocks: int = 300, device: LinearCostModel = DEVICE,
+              **sched: object) -> int:
     """A run recorded as mode=real whose step times come from a known model (the pretend device)."""
     config = EngineConfig(SchedulerConfig(max_num_seqs=max_num_seqs, **sched),  # type: ignore[arg-type]
                           CacheConfig(num_gpu_blocks=num_gpu_blocks, swap_space=64))
@@ -34,7 +35,7 @@ def _real_run(db: Path, max_num_seqs: int, num_gpu_blocks: int = 300, **sched: o
     info = RunInfo(name=f"pretend real {max_num_seqs}", mode="real", batching="continuous", config=config.to_dict(),
                    model="tiny", workload=workload.description)
     recorder = Recorder(open_for_write(str(db)), info, FACTS)
-    summary = Engine(config, SimulatedExecutor(DEVICE), VirtualClock(), recorder).run(workload.requests)
+    summary = Engine(config, SimulatedExecutor(device), VirtualClock(), recorder).run(workload.requests)
     recorder.finish("finished", summary=summary.to_dict())
     return recorder.run_id
 
@@ -107,6 +108,22 @@ def test_the_track_record_predicts_every_real_run_of_the_same_requests(tmp_path:
     for key in ("output_tokens_per_s", "e2e_p50", "e2e_p99"):
         assert abs(sim[key]) < 2.0  # the cost model is the device's own, so the simulator is right...
         assert abs(null[key]) > 20.0  # ...where "nothing changes" is far off
+
+
+def test_the_track_record_says_what_of_its_error_is_step_times(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A real run on another minute of the machine, 10% slower: the base's cost model prices its own
+    recorded steps 9.1% low (1 / 1.1 - 1), while a run at the base's speed is priced right."""
+    db = tmp_path / "t.db"
+    _real_run(db, 16)
+    same_speed = _real_run(db, 2)
+    slower = LinearCostModel({k: 1.1 * v for k, v in DEVICE.coefficients.items()}, name="slower minute")
+    slow = _real_run(db, 4, device=slower)
+    record = {e["real_run_id"]: e for e in _what_if(capsys, db, "--max-num-seqs", "8")["trust"]["track_record"]}
+    assert abs(record[same_speed]["step_time_error_pct"]) < 0.5
+    assert record[slow]["step_time_error_pct"] == pytest.approx(100 * (1 / 1.1 - 1), abs=0.5)
+    assert main(["simulate", "--db", str(db), "--from-run", "1", "--max-num-seqs", "8"]) == 0
+    assert re.search(rf"^\s+{slow} .*-9\.\d%$", capsys.readouterr().out, re.M)  # the text report's last column
 
 
 def test_the_text_report_puts_trust_before_the_prediction(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

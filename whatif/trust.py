@@ -4,7 +4,9 @@
 - an extrapolation warning for every changed parameter or feature the base run never exercised,
   naming what the prediction then rests on;
 - the measured track record: predictions from this base of every real run of the same workload
-  under another configuration, each beside the "nothing changes" answer (the base's own figures).
+  under another configuration, each beside the "nothing changes" answer (the base's own figures),
+  and how far the cost model misprices that run's own recorded steps (whatif/step_pricing.py: what
+  of the error is step times rather than the scheduling replay).
 
 The replay of the base under its own configuration stays, labelled as what it is: a consistency
 check of the replay (in sample by construction), not an accuracy figure.
@@ -30,6 +32,7 @@ from whatif.base_run import (
     summary_metrics,
 )
 from whatif.pricing import Priced
+from whatif.step_pricing import step_time_error_pct
 
 MAX_TRACK_RECORD = 12  # newest real runs of the workload replayed per prediction
 POOR_FIT_PCT = 20.0  # held-out median step error above which a prediction is flagged
@@ -112,7 +115,8 @@ def track_record(db: Engine, base: BaseRun, cost_model: CostModel) -> list[Track
         predicted = summary_metrics(simulate_quietly(config, cost_model, base.workload))
         entries.append(TrackRecordEntry(int(row.id), config_changes(base.config, config),
                                         Comparison(predicted, actual, percent_errors(predicted, actual)),
-                                        percent_errors(base.recorded, actual)))
+                                        percent_errors(base.recorded, actual),
+                                        step_time_error_pct(db, cost_model, int(row.id))))
     return entries
 
 
