@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import queue
 import re
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -102,6 +103,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if not args.simulate and (args.cost_model or args.cost_model_file or args.from_run):
         raise ConfigError("--cost-model, --cost-model-file and --from-run need --simulate")
     sock = bind_socket(args.host, args.port)  # a busy port fails before a model loads
+    server = None
     try:
         backend = _simulated_backend(args) if args.simulate else _real_backend(args)
         for line in backend.description:
@@ -111,13 +113,12 @@ def run_serve(args: argparse.Namespace) -> int:
                                 rotation=args.rotate_every, name=args.name)
         server = ServingServer(backend, sock, options)
         server.start(engine_thread=False)  # the engine loop runs on this thread, which loaded the model
-    except BaseException:
-        sock.close()
-        raise
-    where = f"recording run {server.run_id}" if server.run_id is not None else "not recording"
-    print(f"serving `{server.served_model_name}` at {server.url}/v1 ({where}); Ctrl-C drains, twice aborts",
-          file=sys.stderr, flush=True)
-    return _serve_until_signalled(server, args.drain_timeout)
+        return _serve_until_signalled(server, args.drain_timeout)
+    finally:
+        if server is not None:
+            server.close()  # ends the run too if the loop never ran (once: a second close does nothing)
+        else:
+            sock.close()
 
 
 def _real_backend(args: argparse.Namespace) -> Any:
@@ -155,24 +156,31 @@ def _base_run_model(db: str | None, run_id: int) -> tuple[CostModel, EngineConfi
 
 
 def _serve_until_signalled(server: Any, drain_timeout: float) -> int:
-    signals = 0
+    # The handler runs on the engine loop's thread, between two bytecodes of it, perhaps inside a
+    # lock: it only hands the signal to a thread of its own (SimpleQueue.put is safe there), which
+    # says what happens and orders it once the loop lets go.
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def obey() -> None:
+        for count in itertools.count(1):
+            signum = signals.get()
+            if count == 1:
+                print(f"{signal.Signals(signum).name}: draining (no new requests; running ones get up to "
+                      f"{drain_timeout:g} s); signal again to abort them", file=sys.stderr, flush=True)
+                server.drain(drain_timeout)
+            else:
+                print("aborting every request", file=sys.stderr, flush=True)
+                server.abort_all()
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            print(f"{signal.Signals(signum).name}: draining (no new requests; running ones get up to "
-                  f"{drain_timeout:g} s); signal again to abort them", file=sys.stderr, flush=True)
-            order = partial(server.drain, drain_timeout)
-        else:
-            print("aborting every request", file=sys.stderr, flush=True)
-            order = server.abort_all
-        # The handler runs on the engine loop's thread, perhaps inside a lock the order takes: the
-        # order goes to a thread of its own, which waits for the loop to let go.
-        threading.Thread(target=order, name="batchscope-signal", daemon=True).start()
+        signals.put(signum)
 
+    threading.Thread(target=obey, name="batchscope-signals", daemon=True).start()
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        where = f"recording run {server.run_id}" if server.run_id is not None else "not recording"
+        print(f"serving `{server.served_model_name}` at {server.url}/v1 ({where}); Ctrl-C drains, twice aborts",
+              file=sys.stderr, flush=True)
         server.serve_engine_here()
     finally:
         server.close()

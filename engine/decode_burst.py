@@ -146,7 +146,7 @@ class DecodeBurst:
     # -- quiet stretches ------------------------------------------------------------------------
     def quiet_steps(self) -> int:
         """How many steps from the next one are certain to change nothing but counts and times: no
-        block crossing, no finish, no admission, nothing pending (0: the next step is not)."""
+        block crossing, no finish, no admission, nothing pending (0: fewer than two are)."""
         # Crossings and finishes first: at high concurrency one is due almost every step.
         step = self._step
         finishes = self._finishes

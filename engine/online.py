@@ -71,6 +71,7 @@ class OnlineEngine:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._done = threading.Event()
+        self._serving_here = False  # serve_here() has been called (open_here's loop has a thread)
 
     def start(self) -> None:
         """Start the engine thread and open the first run; RuntimeError if that fails."""
@@ -92,12 +93,15 @@ class OnlineEngine:
         except BaseException as exc:
             self._loop.end("failed", f"{type(exc).__name__}: {exc}")
             self._done.set()
+            if isinstance(exc, KeyboardInterrupt):
+                raise  # the user stopped it: not an engine failure
             raise RuntimeError(f"the engine loop could not start: {self.error}") from exc
         finally:
             self._started.set()
 
     def serve_here(self) -> None:
         """Run the loop on the calling thread (after open_here()) until it has drained or failed."""
+        self._serving_here = True
         try:
             self._loop.run()
         finally:
@@ -174,4 +178,6 @@ class OnlineEngine:
     def close(self, timeout: float | None = 30.0) -> None:
         """Abort everything, end the loop and its run (tests, and a server that must stop now)."""
         self.abort_all()
+        if self._thread is None and self._started.is_set() and not self._serving_here and not self.done:
+            self.serve_here()  # opened here and never served (a start that failed later): end the run now
         self.join(timeout)

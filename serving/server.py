@@ -57,6 +57,7 @@ class ServingServer:
         self.state: ServingState | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def run_description(self) -> dict[str, Any]:
         """The recorded run's name, mode, batching, config, model and workload line."""
@@ -118,7 +119,10 @@ class ServingServer:
         return self.online is None or self.online.join(timeout)
 
     def close(self) -> None:
-        """Abort what is left, close the run, stop listening."""
+        """Abort what is left, close the run, stop listening (once; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         if self.online is not None:
             self.online.close()
         if self._uvicorn is not None:

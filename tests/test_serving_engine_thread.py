@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -114,3 +115,27 @@ def test_the_serve_command_steps_on_its_own_thread_and_a_signal_still_drains(
     assert args.func(args) == 0
     assert done == [200]
     assert executor.threads == {threading.current_thread().name}
+
+
+def test_a_start_that_fails_after_the_run_opened_still_ends_it_at_once(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine loop is to run on the caller's thread, so nothing runs it yet when the HTTP server
+    dies during start-up: close() must end the run there and then, not wait for a loop that never
+    comes, and the run must not be left 'running'."""
+    import uvicorn
+
+    from serving.server import ServerOptions, ServingServer, bind_socket
+    from tests.serving_helpers import recorded_run, simulated
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)  # stops at once, never started
+    server = ServingServer(simulated(), bind_socket("127.0.0.1", 0), ServerOptions(db=str(tmp_path / "s.db")))
+    with pytest.raises(RuntimeError, match="stopped during start-up"):
+        server.start(engine_thread=False)
+    run_id = server.run_id
+    assert run_id is not None
+    started = time.perf_counter()
+    server.close()
+    assert time.perf_counter() - started < 5
+    assert server.online is not None and server.online.done
+    assert recorded_run(tmp_path / "s.db", run_id)["status"] in ("finished", "aborted")
+    server.close()  # a second close does nothing
