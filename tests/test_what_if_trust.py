@@ -125,6 +125,14 @@ def test_the_track_record_says_what_of_its_error_is_step_times(tmp_path: Path,
     assert main(["simulate", "--db", str(db), "--from-run", "1", "--max-num-seqs", "8"]) == 0
     assert re.search(rf"^\s+{slow} .*-9\.\d%$", capsys.readouterr().out, re.M)  # the text report's last column
 
+    from dashboard.what_if import STEP_TIMES, track_record_table
+    from storage.run_meta import trust_from_json
+
+    trust = trust_from_json(_what_if(capsys, db, "--max-num-seqs", "8")["trust"])
+    assert trust is not None
+    table = track_record_table(trust).set_index("real run")
+    assert table.loc[slow, STEP_TIMES] == pytest.approx(100 * (1 / 1.1 - 1), abs=0.5)  # the What-if page's column
+
 
 def test_the_text_report_puts_trust_before_the_prediction(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "t.db"
