@@ -96,6 +96,23 @@ def track_record_table(trust: Trust) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def show_trust(trust: Trust, track_intro: str | None = None) -> bool:
+    """The trust figures as the What-if and Tune pages show them: the held-out fit, borrowed costs,
+    extrapolation warnings, then the track record table (after track_intro, if given), if there is
+    one; whether there was."""
+    st.markdown(holdout_line(trust))
+    for line in trust.borrowed:
+        st.caption(f"Cost: {line}")
+    for line in trust.warnings:
+        st.warning(line, icon=":material/warning:")
+    if not trust.track_record:
+        return False
+    if track_intro:
+        st.markdown(track_intro)
+    st.dataframe(track_record_table(trust), hide_index=True, column_config=TRACK_FORMATS)
+    return True
+
+
 STEP_TIMES = "step times %"
 TRACK_FORMATS = {f"{label} {kind} %": st.column_config.NumberColumn(format="%+.1f%%")
                  for label in TRACK_KEYS.values() for kind in ("sim", "null")} | {

@@ -72,13 +72,7 @@ else:
     trust = tune_view.trust(search)
     if trust is not None and found is not None:
         st.subheader("How far to trust it")
-        st.markdown(wi.holdout_line(trust))
-        for line in trust.borrowed:
-            st.caption(f"Cost: {line}")
-        for line in trust.warnings:
-            st.warning(line, icon=":material/warning:")
-        if trust.track_record:
-            st.dataframe(wi.track_record_table(trust), hide_index=True, column_config=wi.TRACK_FORMATS)
+        wi.show_trust(trust)
         if (consistency := tune_view.consistency_line(trust)) is not None:
             st.caption(consistency)
 

@@ -63,16 +63,9 @@ if pred is None:
     st.stop()
 trust = run_meta.trust(pred)
 if trust is not None:
-    st.markdown(wi.holdout_line(trust))
-    for line in trust.borrowed:
-        st.caption(f"Cost: {line}")
-    for line in trust.warnings:
-        st.warning(line, icon=":material/warning:")
-    if trust.track_record:
-        st.markdown("**Track record**: this base predicting real runs of the same requests under other "
-                    "configurations, beside the *nothing changes* answer (the base's own figure), errors in %:")
-        st.dataframe(wi.track_record_table(trust), hide_index=True, column_config=wi.TRACK_FORMATS)
-    else:
+    intro = ("**Track record**: this base predicting real runs of the same requests under other configurations, "
+             "beside the *nothing changes* answer (the base's own figure), errors in %:")
+    if not wi.show_trust(trust, intro):
         st.caption("No track record yet: no real run of these requests under another configuration. "
                    "**Validate with a real run** below adds one.")
 check = run_meta.self_check(pred)
