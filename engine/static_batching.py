@@ -4,8 +4,10 @@ A batch of min(max_num_seqs, waiting) requests forms only when the previous one 
 finished, whatever the token budget, as many as the pool can reserve every member's full length
 for (so nothing is ever preempted). It prefills, prompts left-padded to its longest, under the
 token budget over as many steps as that takes; then decodes in lockstep, each finished member
-computing a pad row every step until the last member finishes. Pad rows count against
-max_num_batched_tokens; the executor computes them and the cost model charges them.
+computing a pad row every step until the last member finishes, logits included, as HF generate
+keeps decoding finished rows. Pad rows count against max_num_batched_tokens; the executor computes
+them and the cost model charges them (prompt pads by padding_tokens, a finished member's logits
+by padding_seqs).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class StaticBatcher:
         budget = s.scheduler_config.token_budget
         scheduled: list[ScheduledRequest] = []
         num_padding = 0
+        num_padding_seqs = 0  # finished members decoding a pad row: in lockstep decode only
         prefilling = [r for r in s.running if r.num_computed_tokens < r.prefill_target]
         if prefilling:
             chunked = s.scheduler_config.enable_chunked_prefill
@@ -53,9 +56,9 @@ class StaticBatcher:
                 if num_new:
                     scheduled.append(s.make_scheduled(req, num_new))
         else:  # lockstep decode: every live member one token, every finished one a pad row
-            num_padding = len(s.padding)
+            num_padding = num_padding_seqs = len(s.padding)
             scheduled = [s.make_scheduled(req, 1) for req in s.running]
-        counts = StepCounts(num_padding_seqs=len(s.padding), num_padding_tokens=num_padding)
+        counts = StepCounts(num_padding_seqs=num_padding_seqs, num_padding_tokens=num_padding)
         for entry in scheduled:
             n = entry.num_tokens
             counts.num_batched_tokens += n

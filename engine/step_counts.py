@@ -21,7 +21,7 @@ class StepCounts:
     num_prefill_tokens: int = 0
     num_decode_seqs: int = 0  # sequences decoding one token each
     num_batched_tokens: int = 0  # prefill + decode tokens: vLLM's total_num_scheduled_tokens
-    num_padding_seqs: int = 0  # static batching: finished members still holding a slot
+    num_padding_seqs: int = 0  # static batching: finished members decoding a pad row (its logits too)
     num_padding_tokens: int = 0  # static batching: pad rows computed (they count against the budget too)
     num_context_tokens: int = 0  # tokens attended by the decodes: sum of their positions + 1
     num_prefill_pairs: int = 0  # query-key pairs attended by the prefill chunks

@@ -29,7 +29,8 @@ def exercised(db: Engine, run_id: int) -> dict[str, float]:
                MAX(num_prefill_seqs + num_decode_seqs) AS max_seqs,
                MAX(num_batched_tokens + num_padding_tokens) AS max_tokens,
                SUM(num_swap_blocks) AS swap_blocks, SUM(num_preemptions) AS preemptions,
-               SUM(num_padding_tokens) AS padding_tokens, MAX(num_used_gpu_blocks) AS max_used_blocks,
+               SUM(num_padding_tokens) AS padding_tokens, SUM(num_padding_seqs) AS padding_seqs,
+               MAX(num_used_gpu_blocks) AS max_used_blocks,
                MAX(num_gpu_blocks) AS num_gpu_blocks, MAX(num_context_tokens) AS max_decode_context,
                SUM(num_prefill_tokens) AS prefill_tokens
         FROM steps WHERE run_id = :run

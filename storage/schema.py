@@ -113,7 +113,7 @@ class StepRow(Base):
     num_prefill_tokens: Mapped[int] = mapped_column(Integer)
     num_decode_seqs: Mapped[int] = mapped_column(Integer)  # one token each
     num_batched_tokens: Mapped[int] = mapped_column(Integer)  # prefill + decode tokens
-    num_padding_seqs: Mapped[int] = mapped_column(Integer)  # static batching: finished members holding a slot
+    num_padding_seqs: Mapped[int] = mapped_column(Integer)  # static batching: finished members decoding a pad row
     num_padding_tokens: Mapped[int] = mapped_column(Integer, default=0)  # static batching: pad rows computed
     num_context_tokens: Mapped[int] = mapped_column(Integer)  # tokens attended by decodes
     num_prefill_pairs: Mapped[int] = mapped_column(Integer)  # query-key pairs attended by prefill chunks

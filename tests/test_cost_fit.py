@@ -17,12 +17,14 @@ def _shapes(n: int, rng: np.random.Generator) -> np.ndarray:
     pairs = prefill_tokens * rng.integers(8, 300, n)
     swaps = rng.integers(0, 3, n) * rng.integers(0, 10, n)
     padding = rng.integers(0, 2, n) * rng.integers(0, 512, n)
+    finished = np.minimum(padding, rng.integers(0, 2, n) * rng.integers(0, 64, n))  # pad rows with logits
     return np.column_stack([np.ones(n), num_seqs, prefill_tokens, decode, context, pairs, swaps,
-                            padding]).astype(float)
+                            padding, finished]).astype(float)
 
 
 TRUE = {"intercept": 4e-3, "num_seqs": 5e-5, "prefill_tokens": 4e-5, "decode_seqs": 1e-4,
-        "decode_context": 3e-7, "prefill_pairs": 2e-9, "swap_blocks": 2e-5, "padding_tokens": 4e-5}
+        "decode_context": 3e-7, "prefill_pairs": 2e-9, "swap_blocks": 2e-5, "padding_tokens": 4e-5,
+        "padding_seqs": 6e-5}
 
 
 def test_recovers_known_coefficients_from_noisy_steps() -> None:
@@ -32,7 +34,7 @@ def test_recovers_known_coefficients_from_noisy_steps() -> None:
     y = x @ truth * rng.normal(1.0, 0.03, len(x))
     y[::97] *= 5  # a few GC pauses / noisy neighbours
     model = fit_cost_model(x, y)
-    for name in ("intercept", "prefill_tokens", "decode_seqs", "padding_tokens"):
+    for name in ("intercept", "prefill_tokens", "decode_seqs", "padding_tokens", "padding_seqs"):
         assert model.coefficients[name] == pytest.approx(TRUE[name], rel=0.15), name
     assert model.fit["num_outliers_trimmed"] >= 15
     assert model.fit["median_abs_pct_error"] < 5
@@ -68,7 +70,7 @@ def test_row_counts_off_the_line_get_their_own_factor() -> None:
     decode = rng.integers(1, 17, 3000).astype(float)
     decode[:5] = 30  # a row count seen too rarely to get a factor
     x = np.column_stack([np.ones(len(decode)), decode, np.zeros(len(decode)), decode, decode * 100.0,
-                         np.zeros(len(decode)), np.zeros(len(decode)), np.zeros(len(decode))])
+                         np.zeros(len(decode)), np.zeros(len(decode)), np.zeros(len(decode)), np.zeros(len(decode))])
     linear = 4e-3 + 1e-4 * decode + 3e-7 * decode * 100
     y = linear * np.where(decode == 8, 0.75, 1.0) * rng.normal(1.0, 0.01, len(decode))
     model = fit_cost_model(x, y)

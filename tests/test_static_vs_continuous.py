@@ -56,3 +56,21 @@ def test_static_padding_slots_are_counted() -> None:
     assert padding[15:20] == [2] * 5
     assert padding[20:] == [3] * 80
     assert sum(padding) == (100 - 10) + (100 - 20) + (100 - 15)
+
+
+def test_only_lockstep_decode_steps_compute_finished_members_pad_rows() -> None:
+    """A member finishing at its prefill (max_tokens 1) holds its slot while the others still
+    prefill, but computes no row there; once the batch decodes it is a pad row with logits
+    (num_padding_seqs), what the executor and the cost model's padding_seqs act on."""
+    config = EngineConfig(
+        SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=16, max_model_len=512, batching="static",
+                        enable_chunked_prefill=True),
+        CacheConfig(block_size=16, num_gpu_blocks=1000),
+    )
+    engine = Engine(config, SimulatedExecutor(UnitCostModel()), VirtualClock())
+    snapshots = []
+    engine.run([RequestSpec("short", 0.0, max_tokens=1, prompt_len=8),
+                RequestSpec("long", 0.0, max_tokens=5, prompt_len=40)], on_step=snapshots.append)
+    steps = [(s.counts.num_prefill_tokens, s.counts.num_padding_tokens, s.counts.num_padding_seqs) for s in snapshots]
+    # short: 32 pad tokens then its 8; long: 40 prompt tokens, 16 a step; then long's 4 decodes.
+    assert steps == [(0, 16, 0), (0, 16, 0), (16, 0, 0), (16, 0, 0), (16, 0, 0)] + [(0, 1, 1)] * 4

@@ -30,8 +30,9 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     return load(save_llama(Path(tmp_path_factory.mktemp("llama"))))
 
 
-def _run(executor: Any, num_pad: int, steps: int = 5) -> list[dict[str, int]]:
-    """A prefill of a (13 tokens) and b (6), then decodes; num_pad pad rows in every step."""
+def _run(executor: Any, num_pad: int, steps: int = 5, finished_pads: bool = False) -> list[dict[str, int]]:
+    """A prefill of a (13 tokens) and b (6), then decodes; num_pad pad rows in every step (in the
+    decodes, as finished members' when finished_pads: their logits are computed too)."""
     rng = random.Random(0)
     prompts = {"a": [rng.randrange(VOCAB) for _ in range(13)], "b": [rng.randrange(VOCAB) for _ in range(6)]}
     scheduled = tuple(ScheduledRequest(r, len(p), 0, True, True, GREEDY, tuple(p), TABLES[r])
@@ -39,7 +40,8 @@ def _run(executor: Any, num_pad: int, steps: int = 5) -> list[dict[str, int]]:
     sampled = []
     for step in range(steps):
         out = SchedulerOutput(step=step, scheduled=scheduled, counts=StepCounts(
-            num_batched_tokens=sum(s.num_tokens for s in scheduled), num_padding_tokens=num_pad))
+            num_batched_tokens=sum(s.num_tokens for s in scheduled), num_padding_tokens=num_pad,
+            num_padding_seqs=num_pad if finished_pads and step > 0 else 0))
         result = executor.execute_model(out)
         sampled.append(result.sampled_token_ids)
         scheduled = tuple(ScheduledRequest(s.request_id, 1, s.start_pos + s.num_tokens, False, True, GREEDY,
@@ -87,3 +89,27 @@ def test_a_step_of_pad_rows_only_runs_them(llama: LoadedModel) -> None:
     assert result.sampled_token_ids == {} and result.num_flops == 0
     assert result.num_padding_flops == executor.flop_model.padding_flops(4, 0) > 0
     assert executor.kv_cache.device_blocks[:, :, executor.kv_cache.scratch_block].abs().sum() > 0
+
+
+def test_finished_members_pad_rows_compute_logits_as_hf_generate_does(llama: LoadedModel) -> None:
+    """HF generate keeps decoding a static batch's finished rows, output projection and all: so do
+    our finished members' pad rows (counted as padding FLOPs), while a prompt's pad rows compute none."""
+    executor = make_executor(llama, engine_config(block_size=BLOCK, num_gpu_blocks=16))
+    head_rows: list[int] = []
+    hook = executor.model.get_output_embeddings().register_forward_hook(
+        lambda module, args, output: head_rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
+    try:
+        with_logits = _run(executor, num_pad=3, steps=3, finished_pads=True)
+    finally:
+        hook.remove()
+    assert head_rows == [2, 2 + 3, 2 + 3]  # the prefill's pad rows: none; each decode's: all three
+    plain = make_executor(llama, engine_config(block_size=BLOCK, num_gpu_blocks=16))
+    assert with_logits == _run(plain, num_pad=3, steps=3)  # the thrown-away logits change no sampled token
+
+    decodes = tuple(ScheduledRequest(r, 1, 9, False, True, GREEDY, (1,), TABLES[r]) for r in TABLES)
+
+    def padding_flops(finished: int) -> float:
+        counts = StepCounts(num_batched_tokens=2, num_decode_seqs=2, num_padding_tokens=3, num_padding_seqs=finished)
+        return executor.execute_model(SchedulerOutput(step=9, scheduled=decodes, counts=counts)).num_padding_flops
+    head = executor.model.get_output_embeddings().weight.numel()
+    assert padding_flops(3) - padding_flops(0) == 2 * head * 3

@@ -42,6 +42,15 @@ def price_for_prediction(cost_model: CostModel, mode: str, exercised: dict[str, 
         else:
             coefficients["padding_tokens"] = coefficients.get("prefill_tokens", 0.0)
             borrowed.append("pad rows priced as prompt tokens of this run (they run the same matmuls)")
+    if exercised.get("padding_seqs", 0) == 0:
+        if profile is not None and profile_costs.get("padding_seqs", 0) > 0:
+            coefficients["padding_seqs"] = profile_costs["padding_seqs"]
+            borrowed.append(f"finished members' pad-row logits priced from {profile.label()}")
+        else:
+            head = max(coefficients.get("decode_seqs", 0.0) - coefficients.get("prefill_tokens", 0.0), 0.0)
+            coefficients["padding_seqs"] = head
+            borrowed.append("finished members' pad-row logits priced as a decode's cost beyond a prompt token's "
+                            "(this run's)")
     if exercised.get("swap_blocks", 0) == 0:
         if profile is not None and profile_costs.get("swap_blocks", 0) > 0:
             coefficients["swap_blocks"] = profile_costs["swap_blocks"]

@@ -25,6 +25,7 @@ FEATURE_SOURCES: dict[str, tuple[str, ...]] = {
     "prefill_pairs": ("num_prefill_pairs",),  # query-key pairs attended by prefill chunks
     "swap_blocks": ("num_swap_blocks",),  # KV blocks copied between GPU and CPU pools
     "padding_tokens": ("num_padding_tokens",),  # static batching's pad rows: computed, then thrown away
+    "padding_seqs": ("num_padding_seqs",),  # finished static members decoding a pad row: its logits too
 }
 FEATURES: tuple[str, ...] = tuple(FEATURE_SOURCES)
 ROW_FEATURES = ("prefill_tokens", "decode_seqs", "padding_tokens")  # token rows: the matmuls' M dimension
@@ -34,7 +35,7 @@ def cost_features(counts: StepCounts) -> tuple[float, ...]:
     """The FEATURES of one step, in order."""
     return (1.0, float(counts.num_prefill_seqs + counts.num_decode_seqs), float(counts.num_prefill_tokens),
             float(counts.num_decode_seqs), float(counts.num_context_tokens), float(counts.num_prefill_pairs),
-            float(counts.num_swap_blocks), float(counts.num_padding_tokens))
+            float(counts.num_swap_blocks), float(counts.num_padding_tokens), float(counts.num_padding_seqs))
 
 
 class CostModel(Protocol):
@@ -101,7 +102,7 @@ class LinearCostModel:
         """The linear part alone (what the row factors multiply)."""
         w = self._weights  # type: ignore[attr-defined]
         t = (w[0] + w[1] * features[1] + w[2] * features[2] + w[3] * features[3] + w[4] * features[4]
-             + w[5] * features[5] + w[6] * features[6] + w[7] * features[7])
+             + w[5] * features[5] + w[6] * features[6] + w[7] * features[7] + w[8] * features[8])
         return t if t > 0.0 else 0.0
 
     def step_time(self, counts: StepCounts) -> float:
@@ -110,7 +111,7 @@ class LinearCostModel:
         decodes, prefill, pad = counts.num_decode_seqs, counts.num_prefill_tokens, counts.num_padding_tokens
         t = (w[0] + w[1] * (counts.num_prefill_seqs + decodes) + w[2] * prefill + w[3] * decodes
              + w[4] * counts.num_context_tokens + w[5] * counts.num_prefill_pairs + w[6] * counts.num_swap_blocks
-             + w[7] * pad)
+             + w[7] * pad + w[8] * counts.num_padding_seqs)
         if t < 0.0:
             t = 0.0
         if self.row_factors:
@@ -121,11 +122,12 @@ class LinearCostModel:
         w = self._weights  # type: ignore[attr-defined]
         # step_time's sum, term by term in its order, with every term but the context's fixed.
         base = w[0] + w[1] * num_decodes + w[2] * 0 + w[3] * num_decodes
-        w4, z5, z6, pad = w[4], w[5] * 0, w[6] * 0, w[7] * num_padding
+        # A decode stretch's pad rows are finished members: each one pad token and one pad sequence.
+        w4, z5, z6, pad, pad_seqs = w[4], w[5] * 0, w[6] * 0, w[7] * num_padding, w[8] * num_padding
         factor = self.row_factors.get(num_decodes + num_padding, 1.0) if self.row_factors else None
 
         def time_of(context: int) -> float:
-            t = base + w4 * context + z5 + z6 + pad
+            t = base + w4 * context + z5 + z6 + pad + pad_seqs
             if t < 0.0:
                 t = 0.0
             return t if factor is None else t * factor
@@ -158,6 +160,7 @@ DEFAULT_COST_MODEL = LinearCostModel(
         "prefill_pairs": 2.0e-9,
         "swap_blocks": 2.0e-5,
         "padding_tokens": 4.5e-5,  # a pad row runs the same matmuls as a prompt token
+        "padding_seqs": 5.5e-5,  # a finished member's pad row computes its logits too: a decode's extra
     },
 )
 

@@ -60,9 +60,11 @@ class FlopModel:
         """Scores (q.k) and weighted values (p.v) of `pairs` query-key pairs in every layer."""
         return float(4 * self.num_layers * self.attention_width * pairs)
 
-    def padding_flops(self, num_pad_rows: int, padded_pairs: int) -> float:
-        """Pad rows run the body (no logits; their one-key attention is a copy), plus padded attention pairs."""
-        return float(2 * self.body_params * num_pad_rows) + self.attention_flops(padded_pairs)
+    def padding_flops(self, num_pad_rows: int, padded_pairs: int, num_pad_logit_rows: int = 0) -> float:
+        """Pad rows run the body (their one-key attention is a copy), finished members' pad rows the
+        output projection too; plus padded attention pairs."""
+        return (float(2 * self.body_params * num_pad_rows + 2 * self.lm_head_params * num_pad_logit_rows)
+                + self.attention_flops(padded_pairs))
 
 
 def default_sizes(device: torch.device) -> tuple[int, ...]:

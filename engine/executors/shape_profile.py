@@ -34,6 +34,7 @@ class Shape:
     chunk: int  # tokens in each prefill chunk
     prefill_context: int = 0  # tokens already cached before each chunk
     padding: int = 0  # static batching's pad rows
+    finished_pads: int = 0  # of them, finished members' (lockstep decode): their logits are computed too
     swap_blocks: int = 0  # KV blocks copied between the pools before the pass (half out, half in)
 
     def label(self) -> str:
@@ -44,7 +45,8 @@ class Shape:
             ctx = f" after {self.prefill_context}" if self.prefill_context else ""
             parts.append(f"{self.prefills} x {self.chunk}-token prefill{ctx}")
         if self.padding:
-            parts.append(f"{self.padding} pad rows")
+            kind = " (finished members, with logits)" if self.finished_pads == self.padding else ""
+            parts.append(f"{self.padding} pad rows{kind}")
         if self.swap_blocks:
             parts.append(f"{self.swap_blocks} blocks swapped")
         return " + ".join(parts)
@@ -69,6 +71,9 @@ def default_grid(max_seqs: int, max_tokens: int) -> list[Shape]:
     for pad in (8, 32, 128, 512):
         if 8 + pad <= max_tokens:
             shapes.append(Shape(8, 128, 0, 0, padding=pad))
+    for pad in (8, 32, 128):
+        if 8 + pad <= max_tokens:
+            shapes.append(Shape(8, 128, 0, 0, padding=pad, finished_pads=pad))
     for blocks in (8, 32, 128):
         shapes.append(Shape(4, 128, 0, 0, swap_blocks=blocks))
     return shapes
@@ -100,6 +105,7 @@ def build_output(shape: Shape, step: int, block_size: int, num_blocks: int, voca
     counts = StepCounts(
         num_prefill_seqs=shape.prefills, num_prefill_tokens=shape.prefills * shape.chunk, num_decode_seqs=shape.decodes,
         num_batched_tokens=sum(s.num_tokens for s in scheduled), num_padding_tokens=shape.padding,
+        num_padding_seqs=shape.finished_pads,
         num_context_tokens=shape.decodes * (shape.decode_context + 1),
         num_prefill_pairs=shape.prefills * (shape.chunk * shape.prefill_context + shape.chunk * (shape.chunk + 1) // 2),
         num_swap_blocks=shape.swap_blocks)

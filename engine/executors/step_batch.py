@@ -3,7 +3,9 @@
 One pass over the requests orders them (see step_layout) and flattens their token ids and block
 tables; positions and the slot mapping then come from tensor ops, not a loop over tokens.
 Static-batching pad rows (SchedulerOutput.counts.num_padding_tokens) go last: the pad token at position
-0, K/V into the scratch block, and no logits.
+0, K/V into the scratch block. A finished member's pad row (counts.num_padding_seqs, lockstep decode)
+computes its logits too, as HF generate's finished rows do; they follow the sampling rows' and are
+thrown away. A prompt's left-padding computes none (HF keeps only the last position's).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from engine.sampling_params import SamplingParams
 class StepBatch:
     input_ids: torch.Tensor  # [1, T]
     position_ids: torch.Tensor  # [1, T]
-    logits_indices: torch.Tensor  # rows whose logits are needed: the last token of each sampling request
+    logits_indices: torch.Tensor  # the last token of each sampling request, then finished members' pad rows
     sample_req_ids: list[str]  # request of each logits row
     sample_params: list[SamplingParams]
     meta: PagedAttentionMetadata
@@ -87,6 +89,8 @@ def build_step_batch(out: SchedulerOutput, kv_cache: PagedKVCache, backend: obje
         positions = torch.cat([positions, torch.zeros(num_pad, dtype=torch.long)])
         slots = torch.cat([slots, layout.pad_slots()])
         token_ids.extend([pad_token_id] * num_pad)
+        pad_logits = min(out.counts.num_padding_seqs, num_pad)
+        logits_rows.extend(range(row + num_pad - pad_logits, row + num_pad))
 
     meta = PagedAttentionMetadata(
         kv_cache=kv_cache,

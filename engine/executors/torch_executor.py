@@ -93,7 +93,7 @@ class TorchExecutor:
                 logits_to_keep=batch.logits_indices,
                 paged_meta=batch.meta,
             )
-            logits = result.logits[0]
+            logits = result.logits[0, : len(batch.sample_req_ids)]  # the rest: finished members' pad rows
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             t_model = time.perf_counter()
@@ -102,7 +102,8 @@ class TorchExecutor:
         t_sample = time.perf_counter()
 
         num_flops = self.flop_model.step_flops(out.scheduled, len(batch.sample_req_ids))
-        padding_flops = self.flop_model.padding_flops(out.counts.num_padding_tokens, batch.padded_pairs)
+        padding_flops = self.flop_model.padding_flops(out.counts.num_padding_tokens, batch.padded_pairs,
+                                                      len(batch.logits_indices) - len(batch.sample_req_ids))
         elapsed = time.perf_counter() - t_start
         attn = batch.meta.timings
         attention_s = sum(attn.values())

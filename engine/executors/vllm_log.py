@@ -86,7 +86,7 @@ def fit_from_vllm_log(path: Path, kv_cache_tokens: int | None = None,
     prefill_pairs = np.divide(ctx_tokens**2, 2 * ctx_reqs, out=np.zeros_like(ctx_tokens), where=ctx_reqs > 0)
     zeros = np.zeros(len(steps))
     x = np.column_stack([np.ones(len(steps)), seqs, ctx_tokens, gen_tokens, decode_context, prefill_pairs,
-                         zeros, zeros])
+                         zeros, zeros, zeros])  # a vLLM log has no swap or pad columns
     y = np.array([s.elapsed_s for s in steps])
     provenance: dict[str, object] = {"source": "vllm-log", "log": path.name, "num_log_steps": len(steps),
                                      "kv_cache_tokens": size}
