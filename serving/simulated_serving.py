@@ -10,7 +10,7 @@ output for a model's. The step's recorded model time is the predicted one.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.executors.cost_model import CostModel
@@ -19,24 +19,42 @@ from engine.outputs import ModelRunnerOutput, SchedulerOutput
 
 
 class SleepingExecutor:
-    """A SimulatedExecutor whose steps take their predicted time on the wall clock."""
+    """A SimulatedExecutor whose steps take their predicted time on the wall clock.
+
+    Offline, a busy engine's steps follow each other with no gap. Online, the loop spends time
+    between steps (delivering tokens, recording, taking requests), so a step that slept its whole
+    predicted time would end late by that much and the served schedule would fall behind the
+    offline one step by step. When a request of this step also ran in the previous one, the engine
+    was busy since that step's end, and this step ends at that end plus its predicted time (the
+    loop's time in between absorbed); otherwise (the engine may have been idle) it ends its
+    predicted time after it starts. A step that cannot end in time ends when it can.
+    """
 
     mode = "simulated"
 
-    def __init__(self, cost_model: CostModel, sleep: Any = time.sleep) -> None:
+    def __init__(self, cost_model: CostModel, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.inner = SimulatedExecutor(cost_model)
         self.include_token_ids = self.inner.include_token_ids
         self.eos_token_id = self.inner.eos_token_id
         self.vocab_size = self.inner.vocab_size
         self._sleep = sleep
+        self._clock = clock
+        self._last_end: float | None = None  # when the previous step ended (on schedule, or late)
+        self._last_ids: frozenset[str] = frozenset()
 
     def execute_model(self, out: SchedulerOutput) -> ModelRunnerOutput:
-        start = time.perf_counter()
+        start = self._clock()
         result = self.inner.execute_model(out)
         if out.scheduled:
-            left = result.model_time_s - (time.perf_counter() - start)
+            ids = frozenset(s.request_id for s in out.scheduled)
+            busy = self._last_end is not None and not ids.isdisjoint(self._last_ids)
+            end = (self._last_end if busy and self._last_end is not None else start) + result.model_time_s
+            left = end - self._clock()
             if left > 0:
                 self._sleep(left)
+            self._last_end = end if left > 0 else self._clock()
+            self._last_ids = ids
         return result
 
     def encode(self, text: str) -> Sequence[int]:
