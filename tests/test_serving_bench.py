@@ -68,4 +68,4 @@ def test_bench_serve_against_a_server_that_is_not_there(tmp_path: Path, capsys: 
     code = main(["bench", "serve", "--base-url", "http://127.0.0.1:9", "--model", "m", "--num-prompts", "2"])
     assert code == 1
     out = capsys.readouterr()
-    assert "Failed requests:                         2" in out.out and "ConnectError" in out.err
+    assert "Failed requests:                         2" in out.out and "ClientConnectorError" in out.err
