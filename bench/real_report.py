@@ -245,9 +245,10 @@ def _utilization(rep: ModelReport) -> str:
                       "useful GFLOP, engine's own count"], rows)
             + "\n\nThe engine's own count (summed per step) should equal the workload's useful work; padding "
               "columns are extra work on top, not in the utilization. Our static pad rows run the model body "
-              "only (no logits, one-key attention); HF static's padding, worked out from its batches, is its "
-              "left-pad rows, its finished members' decode rows with their logits, and the masked keys its "
-              "attention computes (a prefill's whole padded width, left-pad keys in decode).")
+              "(one-key attention), finished members' rows their logits too, as HF's do; HF static's padding, "
+              "worked out from its batches, is its left-pad rows, its finished members' decode rows with their "
+              "logits, and the masked keys its attention computes (a prefill's whole padded width, left-pad "
+              "keys in decode).")
 
 
 def _breakdown(rep: ModelReport) -> str:

@@ -168,10 +168,12 @@ def run_ours(loaded: LoadedModel, reqs: list[BenchRequest], budget: int, max_seq
     executor = _TimedExecutor(_executors[key])
     specs = [RequestSpec(r.request_id, 0.0, r.max_tokens, prompt_token_ids=tuple(r.prompt)) for r in reqs]
     steps_wall = 0.0
+    finished_pad_rows = 0  # static: finished members' pad rows, whose logits are computed too
 
     def on_step(s: StepSnapshot) -> None:
-        nonlocal steps_wall
+        nonlocal steps_wall, finished_pad_rows
         steps_wall += s.end_time - s.start_time
+        finished_pad_rows += s.counts.num_padding_seqs
 
     engine = Engine(config, executor, WallClock())  # type: ignore[arg-type]
     summary = engine.run(specs, on_step=on_step)
@@ -187,7 +189,7 @@ def run_ours(loaded: LoadedModel, reqs: list[BenchRequest], budget: int, max_seq
     }
     latencies = [r.finish_time - r.arrival_time for r in engine.requests.values() if r.finish_time is not None]
     stats = engine.stats
-    static_pad = executor.inner.flop_model.padding_flops(stats.sum_padding_tokens, 0)
+    static_pad = executor.inner.flop_model.padding_flops(stats.sum_padding_tokens, 0, finished_pad_rows)
     return RunResult(summary.duration_s, summary.output_tokens, latencies, breakdown,
                      padding_rows=stats.sum_padding_tokens,
                      computed_rows=stats.sum_batched_tokens + stats.sum_padding_tokens,
