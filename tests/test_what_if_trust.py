@@ -92,7 +92,13 @@ def test_static_batching_prices_pad_rows_as_prompt_tokens_of_the_base(tmp_path: 
     report = _what_if(capsys, db, "--batching", "static")
     coefficients = report["prediction_cost_model"]["coefficients"]
     assert coefficients["padding_tokens"] == coefficients["prefill_tokens"] > 0
-    assert any("static batching: the base computed no pad rows" in w for w in report["trust"]["warnings"])
+    # A finished member's pad row computes its logits too: priced as what a decode costs beyond a prompt token.
+    head = max(coefficients["decode_seqs"] - coefficients["prefill_tokens"], 0.0)
+    assert coefficients["padding_seqs"] == pytest.approx(head)
+    warnings = report["trust"]["warnings"]
+    assert any("static batching: the base computed no pad rows" in w for w in warnings)
+    assert any("no finished members decoding pad rows; finished members' pad-row logits priced as a decode's" in w
+               for w in warnings)
 
 
 def test_the_track_record_predicts_every_real_run_of_the_same_requests(tmp_path: Path,

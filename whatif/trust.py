@@ -81,6 +81,10 @@ def extrapolation_warnings(base: BaseRun, config: EngineConfig, priced: Priced) 
     if new.scheduler.batching == "static" and ex["padding_tokens"] == 0:
         how = next((b for b in priced.borrowed if "pad rows" in b), "pad rows priced by the base's cost model")
         warnings.append(f"static batching: the base computed no pad rows; {how}")
+        if ex.get("padding_seqs", 0) == 0:
+            logits = next((b for b in priced.borrowed if "logits" in b), "finished members' logits priced by the "
+                          "base's cost model")
+            warnings.append(f"static batching: the base had no finished members decoding pad rows; {logits}")
     if new.scheduler.enable_chunked_prefill and not old.scheduler.enable_chunked_prefill:
         warnings.append("chunked prefill: the base never split a prompt; chunks attending earlier context are priced "
                         "by its query-key-pair cost, fitted on whole prompts")
