@@ -87,8 +87,11 @@ class Deliveries:
         tally = StepTally()
         if snapshot is not None:
             # Who sampled: those still running, and those the step finished (among its finishes).
-            sampled = [r.request_id for r in engine.scheduler.running]
-            sampled += [f.request_id for f in snapshot.finishes]
+            # First tokens go first: a step's outputs reach the clients one after another, and a
+            # request waiting for its first token gains most from not queueing behind the others.
+            sampled = dict.fromkeys(f.request_id for f in snapshot.first_tokens)
+            sampled.update(dict.fromkeys(r.request_id for r in engine.scheduler.running))
+            sampled.update(dict.fromkeys(f.request_id for f in snapshot.finishes))
             self._visit(engine, sampled, snapshot.end_time, tally)
         self.settle(engine)
         return tally
