@@ -48,8 +48,8 @@ class SleepingExecutor:
         result = self.inner.execute_model(out)
         if out.scheduled:
             ids = frozenset(s.request_id for s in out.scheduled)
-            busy = self._last_end is not None and not ids.isdisjoint(self._last_ids)
-            end = (self._last_end if busy and self._last_end is not None else start) + result.model_time_s
+            busy_since = self._last_end if not ids.isdisjoint(self._last_ids) else None
+            end = (busy_since if busy_since is not None else start) + result.model_time_s
             left = end - self._clock()
             if left > 0:
                 self._sleep(left)

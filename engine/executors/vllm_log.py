@@ -84,9 +84,10 @@ def fit_from_vllm_log(path: Path, kv_cache_tokens: int | None = None,
     share = np.divide(gen_reqs, seqs, out=np.zeros_like(seqs), where=seqs > 0)
     decode_context = kv * float(size or 0) * share
     prefill_pairs = np.divide(ctx_tokens**2, 2 * ctx_reqs, out=np.zeros_like(ctx_tokens), where=ctx_reqs > 0)
-    zeros = np.zeros(len(steps))
-    x = np.column_stack([np.ones(len(steps)), seqs, ctx_tokens, gen_tokens, decode_context, prefill_pairs,
-                         zeros, zeros, zeros])  # a vLLM log has no swap or pad columns
+    logged = {"intercept": np.ones(len(steps)), "num_seqs": seqs, "prefill_tokens": ctx_tokens,
+              "decode_seqs": gen_tokens, "decode_context": decode_context, "prefill_pairs": prefill_pairs}
+    zeros = np.zeros(len(steps))  # what a vLLM log has no column for (swaps, static padding) stays 0
+    x = np.column_stack([logged.get(f, zeros) for f in FEATURES])
     y = np.array([s.elapsed_s for s in steps])
     provenance: dict[str, object] = {"source": "vllm-log", "log": path.name, "num_log_steps": len(steps),
                                      "kv_cache_tokens": size}
