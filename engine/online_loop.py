@@ -163,6 +163,11 @@ class EngineThread:
         if snapshot is not None:
             seg.num_steps += 1
         tally = self._deliveries.after_step(seg.engine, snapshot)
+        if tally.prompt_tokens:
+            # First tokens were handed to their clients' threads: let one take the GIL and send them
+            # now, not once this thread next blocks (after the next step's scheduling; 0.1 ms of a
+            # streamed first token on 2 cores, BENCHMARKS.md, Serving).
+            time.sleep(0)
         self._update_waiting()
         self._report(snapshot, tally)
         engine = seg.engine
