@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,13 +155,17 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def served(serve_args: Sequence[str], env: dict[str, str]) -> AbstractContextManager[Server]:
+    """`python -m engine serve ARGS` on a free loopback port (--port 0; the URL read from its log)."""
+    return started(engine_cmd("serve", *serve_args, "--host", "127.0.0.1", "--port", "0", "--no-record"), env)
+
+
 @contextmanager
-def served(serve_args: Sequence[str], env: dict[str, str]) -> Iterator[Server]:
-    """`python -m engine serve ARGS` on a free loopback port (--port 0; the URL read from its log),
-    in its own process group so it can be stopped whole, and stopped however the block ends."""
+def started(cmd: Sequence[str], env: dict[str, str]) -> Iterator[Server]:
+    """A server process that prints `serving `NAME` at URL/v1` on stderr, in its own process group so
+    it can be stopped whole, and stopped however the block ends."""
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         log = Path(tmp) / "server.log"
-        cmd = engine_cmd("serve", *serve_args, "--host", "127.0.0.1", "--port", "0", "--no-record")
         with log.open("wb") as err:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
                                     start_new_session=True)
