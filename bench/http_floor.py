@@ -3,10 +3,11 @@
 `python bench/http_floor.py --port 0` serves /v1/models and a /v1/completions that answers every
 request at once with one chunk with choices, a usage chunk and [DONE]: no engine, no validation, the
 same uvicorn stack as `engine serve` (uvloop, httptools). `bench serve` against it at a rate measures
-what any Python server on this machine adds to a streamed first token at that spacing of requests
+the round trip of a streamed first token at that spacing of requests with no engine behind it
 (bench_serving part 2 puts it beside the simulated server's TTFT). On a 2-core VM a client and
-server that sit idle between requests wake slowly: the round trip is several times longer at 25
-requests/s than back to back.
+server that sit idle between requests wake slowly: there the round trip was 1.3-1.5 ms at 25-400
+requests/s and 0.3-0.5 ms back to back. It is a reference, not a bound: a busy server's threads
+wake faster than this idle one's.
 """
 
 from __future__ import annotations

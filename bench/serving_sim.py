@@ -192,8 +192,9 @@ def sim_report(opts: SimOptions, rows: list[SimRow]) -> list[str]:
              "server-side / offline: the server's own mean (receipt to first token, from its /metrics "
              "histogram) shows whether the schedule slipped (server-side off offline) or the HTTP path "
              "added the difference (client off server-side). Bare HTTP: the same client and arrivals against "
-             "bench/http_floor.py, an endpoint that answers at once (no engine): the round trip any Python "
-             "server on this machine adds to a first token at this rate. Medians over "
+             "bench/http_floor.py, an endpoint that answers at once (no engine): the round trip of a bare "
+             "Python endpoint on this machine at these arrivals (it idles between requests, so its wake-ups "
+             "can be slower than a busy server's). Medians over "
              f"{opts.repeats} run(s) per rate; kept: both errors within {opts.tolerance:.0%}.", "",
              "| rate (req/s) | requests | TTFT p50 client / offline ms | TTFT error | ITL p50 client / offline ms "
              "| ITL error | TTFT mean client / server-side / offline ms | achieved req/s | output tok/s "
@@ -231,7 +232,6 @@ def sim_report(opts: SimOptions, rows: list[SimRow]) -> list[str]:
     lines += ["", f"Rates that keep to it: {', '.join(kept) + ' req/s' if kept else 'none'}."]
     if floor_bound:
         lines += ["", "Missed where the bare endpoint's round trip at the same arrivals alone exceeds the tolerance: "
-                  + "; ".join(floor_bound) + ". (The bare endpoint idles between requests, so its wake-ups can be "
-                  "slower than a busy server's: a reference for this machine, not a bound.)"]
+                  + "; ".join(floor_bound) + " (a reference for this machine, not a bound)."]
     print(verdict, file=sys.stderr)
     return lines
