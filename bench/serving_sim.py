@@ -225,7 +225,7 @@ def sim_report(opts: SimOptions, rows: list[SimRow]) -> list[str]:
                      f"{med['server_cores']:.2f} + {med['client_cores']:.2f} | "
                      f"{'yes' if ok else 'no'} |")
     verdict = (f"**Highest rate that keeps to the schedule (every rate up to it within {opts.tolerance:.0%}): "
-               f"{best:g} req/s**" if best is not None else "**No rate kept to the schedule.**")
+               f"{best:g} req/s**" if best is not None else "**No rate kept to the schedule**")
     lines += ["", f"{verdict}; target to beat: {TARGET_RATE:g} req/s, {TARGET_TOK_S:,.0f} streamed tokens/s "
               "on 2 cores."]
     kept = [f"{row.rate:g}" for row in rows if _keeps(opts, row)]
