@@ -31,6 +31,13 @@ MAX_CONSECUTIVE_STEP_FAILURES = 3  # then the loop gives up and the run is marke
 IDLE_POLL_S = 1.0  # an idle loop wakes this often even unasked (deadlines, rotation)
 
 
+def let_other_threads_run() -> None:
+    """Release the GIL for a moment, so a thread waiting for it (the HTTP thread, with first tokens to
+    send) takes it now: 0.42 -> 0.24-0.30 ms from a first token handed out to its chunk built on 2
+    cores (BENCHMARKS.md, Serving)."""
+    time.sleep(0)
+
+
 class EngineThread:
     """run() is the thread's body; status, error, run_id and run_ids may be read from any thread."""
 
@@ -164,10 +171,9 @@ class EngineThread:
             seg.num_steps += 1
         tally = self._deliveries.after_step(seg.engine, snapshot)
         if tally.prompt_tokens:
-            # First tokens were handed to their clients' threads: let one take the GIL and send them
-            # now, not once this thread next blocks (after the next step's scheduling; 0.1 ms of a
-            # streamed first token on 2 cores, BENCHMARKS.md, Serving).
-            time.sleep(0)
+            # First tokens were handed to their clients' threads: let one send them now, not once this
+            # thread next blocks (after the next step's scheduling).
+            let_other_threads_run()
         self._update_waiting()
         self._report(snapshot, tally)
         engine = seg.engine
