@@ -1,7 +1,7 @@
 """What-if fidelity that measures skill, not sameness.
 
     python bench/bench_fidelity.py [--repeats 2] [--smollm2] [--out bench/results_fidelity.md]
-                                   [--keep-db runs.db | --reuse-db runs.db [--rerun CONFIG ...]]
+                                   [--keep-db runs.db | --reuse-db runs.db]
 
 Real runs on `tiny` (and, with --smollm2, a SmolLM2 subset) under named configurations whose
 outcomes differ a lot: max_num_seqs 2 / 8 / 64, token budgets 128 vs 2,048 with chunked prefill,
@@ -125,19 +125,6 @@ def record_real(db: str, workload: Workload, config: Config, max_load: float, ma
     raise AssertionError("unreachable: the last try returns")
 
 
-def delete_runs(db: str, names: list[str]) -> None:
-    """Delete every recorded run with one of these names."""
-    from storage.admin import delete_run
-    from storage.database import open_for_write
-    from storage.queries import list_runs
-
-    db_engine = open_for_write(db, create=False)
-    listed = list_runs(db_engine)
-    for run_id in sorted(int(i) for i in listed[listed["name"].isin(names)]["id"]):
-        print(f"  deleting run {run_id} (to be recorded again)", file=sys.stderr)
-        delete_run(db_engine, run_id)
-
-
 def plan(smollm2: bool) -> list[tuple[Workload, list[Config]]]:
     by_name = {c.name: c for c in CONFIGS}
     groups = [(WORKLOADS[0], list(CONFIGS)), (WORKLOADS[1], [by_name[n] for n in UNDER_CAPACITY_CONFIGS])]
@@ -234,24 +221,14 @@ def main() -> None:
     parser.add_argument("--pairs-out", default=str(ROOT / "bench" / "results_fidelity_pairs.json"))
     parser.add_argument("--keep-db", default=None, help="record into this SQLite file and keep it")
     parser.add_argument("--reuse-db", default=None, help="analyse the runs a --keep-db session recorded")
-    parser.add_argument("--rerun", action="append", default=[], metavar="CONFIG",
-                        help="with --reuse-db: record this configuration's real runs again (its old ones deleted) "
-                             "and the device profiles anew, keeping every other run (after an engine change that "
-                             "touches only this configuration); repeatable")
     args = parser.parse_args()
-    unknown = sorted(set(args.rerun) - {c.name for c in CONFIGS})
-    if unknown:
-        parser.error(f"--rerun: no configuration named {', '.join(map(repr, unknown))}")
-    if args.rerun and not args.reuse_db:
-        parser.error("--rerun needs --reuse-db (the recorded session whose other runs it keeps)")
     groups = plan(args.smollm2)
     loads: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         db = args.reuse_db or args.keep_db or str(Path(tmp) / "fidelity.db")
-        if args.rerun:
-            delete_runs(db, [run_name(w, c) for w, configs in groups for c in configs if c.name in args.rerun])
-        if not args.reuse_db or args.rerun:
-            for model in sorted({w.model for w, _ in groups}):
+        if not args.reuse_db:
+            models = sorted({w.model for w, _ in groups})
+            for model in models:
                 print(f"profiling {model}", file=sys.stderr)
                 subprocess.run([sys.executable, "-m", "engine", "profile", "--model", model, "--db", db,
                                 "--max-num-seqs", "64", "--max-num-batched-tokens", "2048", "--repeats", "3"],
@@ -259,8 +236,6 @@ def main() -> None:
             for _ in range(args.repeats):
                 for workload, configs in groups:
                     for config in configs:
-                        if args.rerun and config.name not in args.rerun:
-                            continue
                         loads.append(record_real(db, workload, config, args.max_other_load, args.max_tries)[1])
         pairs, real, twins = analyse(db, groups)
     Path(args.pairs_out).write_text(json.dumps(pairs, indent=1) + "\n")
@@ -309,7 +284,8 @@ def report(args: argparse.Namespace, groups: list[tuple[Workload, list[Config]]]
             cells = " | ".join(f"{statistics.median(p['sim_error_pct'][m] for p in mine):.1f} / "
                                f"{statistics.median(p['null_error_pct'][m] for p in mine):.0f}" for m in METRICS)
             lines.append(f"| {workload.name} | {config.name} | {cells} |")
-    lines += ["", f"Every pair: `{Path(args.pairs_out).relative_to(ROOT)}`."]
+    pairs_out = Path(args.pairs_out).resolve()
+    lines += ["", f"Every pair: `{pairs_out.relative_to(ROOT) if pairs_out.is_relative_to(ROOT) else pairs_out}`."]
     return "\n".join(lines)
 
 
