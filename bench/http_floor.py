@@ -5,7 +5,7 @@ request at once with one chunk with choices, a usage chunk and [DONE]: no engine
 same uvicorn stack as `engine serve` (uvloop, httptools). `bench serve` against it at a rate measures
 the round trip of a streamed first token at that spacing of requests with no engine behind it
 (bench_serving part 2 puts it beside the simulated server's TTFT). On a 2-core VM a client and
-server that sit idle between requests wake slowly: there the round trip was 1.3-1.5 ms at 25-400
+server that sit idle between requests wake slowly: there the round trip was 1.0-1.6 ms at 25-400
 requests/s and 0.3-0.5 ms back to back. It is a reference, not a bound: a busy server's threads
 wake faster than this idle one's.
 """
