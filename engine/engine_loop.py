@@ -147,7 +147,8 @@ class Engine:
 
     def stop_request(self, request_id: str) -> None:
         """Finish a request as stopped from any thread, before the next step: a stop the scheduler
-        cannot see in token ids (a server's stop string, known only once the text is decoded)."""
+        cannot see in token ids (a server's stop string, known only once the text is decoded). A
+        request that has just finished by length is recorded as stopped instead."""
         self._end_request(request_id, RequestStatus.FINISHED_STOPPED)
 
     def _end_request(self, request_id: str, status: RequestStatus) -> None:
@@ -180,6 +181,14 @@ class Engine:
                 rid, status = self._aborts.get_nowait()
             except queue.Empty:
                 return
+            req = self.requests.get(rid)
+            if status == RequestStatus.FINISHED_STOPPED and req is not None \
+                    and req.status == RequestStatus.FINISHED_LENGTH:
+                # Its last token also completed a stop string (found once the server decoded the
+                # text): stopped, as its client is told and as vLLM's output processor says.
+                req.status = RequestStatus.FINISHED_STOPPED
+                self._finishes.append(finish_record(req))
+                continue
             now = self.clock.now()
             pending = next((s for s in self._pending if s.request_id == rid), None)
             if pending is not None:

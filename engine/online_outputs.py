@@ -138,13 +138,14 @@ class Deliveries:
         finished = req.status.is_finished
         out = RequestOutput(req.request_id, new, tracked.sent, req.status.finish_reason if finished else None)
         if self._send(engine, tracked, out):
-            # A stop string: the sink has had its last output. On a token that ended the request anyway
-            # the engine has recorded its own reason (length); the loop's metrics say stopped, as its
-            # client was told.
+            # A stop string: the sink has had its last output. On the token that reached max_tokens the
+            # engine relabels its length finish as stopped, as the client was told.
             tracked.stopping = True
             if not finished:
                 engine.stop_request(req.request_id)
                 self._ending.add(req.request_id)
+            elif req.status == RequestStatus.FINISHED_LENGTH:
+                engine.stop_request(req.request_id)
 
     def _send(self, engine: Engine, tracked: _Tracked, out: RequestOutput) -> bool:
         """Hand an output to its sink; whether the sink stopped the request. A sink that raises fails

@@ -133,6 +133,25 @@ def test_a_sink_that_stops_its_request_ends_it_as_stopped(tmp_path: Path) -> Non
     assert {f.request_id: f.finish_reason for f in finished} == {"stopped": "stopped", "other": "length"}
 
 
+def test_a_stop_on_the_token_that_reaches_max_tokens_is_recorded_as_stopped(tmp_path: Path) -> None:
+    """The engine finished it by length; its sink found a stop string in that same last token (as a
+    server's does once it decodes the text): the client hears stop, and the run records stopped."""
+    db = tmp_path / "t.db"
+    finished: list[FinishedStats] = []
+    loop, recording = _loop(db, observer=lambda report: finished.extend(report.finished))
+    at_limit, before_limit = Sink(stop_at=4), Sink(stop_at=2)
+    loop.submit(_request("at-limit", 4, ignore_eos=True), at_limit)
+    loop.submit(_request("before-limit", 4, ignore_eos=True), before_limit)
+    assert at_limit.done.wait(30) and before_limit.done.wait(30)
+    loop.drain(10)
+    assert loop.join(30) and loop.status == "finished"
+    recording.dispose()
+    rows = recorded_requests(db, loop.run_ids[0]).set_index("request_id")
+    assert (rows.loc["at-limit", "finish_reason"], rows.loc["at-limit", "output_len"]) == ("stopped", 4)
+    assert (rows.loc["before-limit", "finish_reason"], rows.loc["before-limit", "output_len"]) == ("stopped", 2)
+    assert {f.request_id: f.finish_reason for f in finished} == {"at-limit": "stopped", "before-limit": "stopped"}
+
+
 class _BrokenRecording:
     """A RunRecording whose writes fail from the third step on (a database gone away)."""
 
