@@ -115,17 +115,25 @@ def test_min_tokens_holds_off_stop_tokens(tmp_path: Path) -> None:
     assert rows.loc["min3", "output_len"] == 4 and rows.loc["min3", "finish_reason"] == "stopped"
 
 
-def test_a_sink_that_stops_its_request_ends_it_as_stopped(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
+def _serve_until_drained(db: Path,
+                         requests: list[tuple[OnlineRequest, Sink]]) -> tuple[OnlineEngine, list[FinishedStats]]:
+    """Serve these requests, drain, and close the run; the loop and what its observer heard finish."""
     finished: list[FinishedStats] = []
     loop, recording = _loop(db, observer=lambda report: finished.extend(report.finished))
-    stopped, other = Sink(stop_at=3), Sink()
-    loop.submit(_request("stopped", 50, ignore_eos=True), stopped)
-    loop.submit(_request("other", 8, ignore_eos=True), other)
-    assert stopped.done.wait(30) and other.done.wait(30)
+    for request, sink in requests:
+        loop.submit(request, sink)
+    assert all(sink.done.wait(30) for _, sink in requests)
     loop.drain(10)
     assert loop.join(30) and loop.status == "finished"
     recording.dispose()
+    return loop, finished
+
+
+def test_a_sink_that_stops_its_request_ends_it_as_stopped(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    stopped, other = Sink(stop_at=3), Sink()
+    loop, finished = _serve_until_drained(db, [(_request("stopped", 50, ignore_eos=True), stopped),
+                                               (_request("other", 8, ignore_eos=True), other)])
     assert stopped.tokens == 3  # nothing reached the sink after its stop
     assert other.outputs[-1].finish_reason == "length" and other.tokens == 8
     rows = recorded_requests(db, loop.run_ids[0]).set_index("request_id")
@@ -137,15 +145,8 @@ def test_a_stop_on_the_token_that_reaches_max_tokens_is_recorded_as_stopped(tmp_
     """The engine finished it by length; its sink found a stop string in that same last token (as a
     server's does once it decodes the text): the client hears stop, and the run records stopped."""
     db = tmp_path / "t.db"
-    finished: list[FinishedStats] = []
-    loop, recording = _loop(db, observer=lambda report: finished.extend(report.finished))
-    at_limit, before_limit = Sink(stop_at=4), Sink(stop_at=2)
-    loop.submit(_request("at-limit", 4, ignore_eos=True), at_limit)
-    loop.submit(_request("before-limit", 4, ignore_eos=True), before_limit)
-    assert at_limit.done.wait(30) and before_limit.done.wait(30)
-    loop.drain(10)
-    assert loop.join(30) and loop.status == "finished"
-    recording.dispose()
+    loop, finished = _serve_until_drained(db, [(_request("at-limit", 4, ignore_eos=True), Sink(stop_at=4)),
+                                               (_request("before-limit", 4, ignore_eos=True), Sink(stop_at=2))])
     rows = recorded_requests(db, loop.run_ids[0]).set_index("request_id")
     assert (rows.loc["at-limit", "finish_reason"], rows.loc["at-limit", "output_len"]) == ("stopped", 4)
     assert (rows.loc["before-limit", "finish_reason"], rows.loc["before-limit", "output_len"]) == ("stopped", 2)
