@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 
 from engine.engine_loop import Engine
 from engine.online_io import FinishedStats, OutputSink, RequestOutput, StepReport
@@ -89,9 +90,9 @@ class Deliveries:
             # Who sampled: those still running, and those the step finished (among its finishes).
             # First tokens go first: a step's outputs reach the clients one after another, and a
             # request waiting for its first token gains most from not queueing behind the others.
-            sampled = dict.fromkeys(f.request_id for f in snapshot.first_tokens)
-            sampled.update(dict.fromkeys(r.request_id for r in engine.scheduler.running))
-            sampled.update(dict.fromkeys(f.request_id for f in snapshot.finishes))
+            sampled = dict.fromkeys(chain((f.request_id for f in snapshot.first_tokens),
+                                          (r.request_id for r in engine.scheduler.running),
+                                          (f.request_id for f in snapshot.finishes)))
             self._visit(engine, sampled, snapshot.end_time, tally)
         self.settle(engine)
         return tally
@@ -138,14 +139,12 @@ class Deliveries:
         finished = req.status.is_finished
         out = RequestOutput(req.request_id, new, tracked.sent, req.status.finish_reason if finished else None)
         if self._send(engine, tracked, out):
-            # A stop string: the sink has had its last output. On the token that reached max_tokens the
-            # engine relabels its length finish as stopped, as the client was told.
+            # A stop string: the sink has had its last output. The engine stops the request, or
+            # relabels a length finish on this same token as stopped, as the client was told.
             tracked.stopping = True
+            engine.stop_request(req.request_id)
             if not finished:
-                engine.stop_request(req.request_id)
                 self._ending.add(req.request_id)
-            elif req.status == RequestStatus.FINISHED_LENGTH:
-                engine.stop_request(req.request_id)
 
     def _send(self, engine: Engine, tracked: _Tracked, out: RequestOutput) -> bool:
         """Hand an output to its sink; whether the sink stopped the request. A sink that raises fails
