@@ -38,9 +38,9 @@ mode, name, budget, seqs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.a
 torch.set_num_threads(1 if mode == "alone" else 2)
 from transformers import AutoModelForCausalLM
 from bench.bench_real import _model_folder, bench_workload
-from bench.real_systems import give_chunked_lm_head, run_hf_cb
+from bench.real_systems import give_our_cpu_kernels, run_hf_cb
 model = AutoModelForCausalLM.from_pretrained(str(_model_folder(name)), dtype=torch.float32).eval()
-give_chunked_lm_head(model)
+give_our_cpu_kernels(model)
 reqs = bench_workload(model.config.vocab_size)
 if mode == "shared":
     with torch.inference_mode():

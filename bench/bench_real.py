@@ -50,11 +50,11 @@ from bench.real_report import (  # noqa: E402
 from bench.real_systems import (  # noqa: E402
     BenchRequest,
     RunResult,
-    give_chunked_lm_head,
+    give_our_cpu_kernels,
     run_hf_cb,
     run_hf_static,
     run_ours,
-    stock_lm_head,
+    stock_kernels,
 )
 from engine.executors.flops import FlopModel  # noqa: E402
 from engine.workload.generators import synthetic_workload  # noqa: E402
@@ -103,13 +103,13 @@ def build_contenders(loaded: Any, reference: Any, reqs: list[BenchRequest],
                              partial(run_hf_cb, reference, max_batch_tokens=budget, max_seqs=seqs)))
     if args.stock_head_run:
         seqs = max(args.seqs)
-        out.append(Contender(f"ours continuous, stock LM head ({seqs} seqs)", OURS_STOCK, seqs,
+        out.append(Contender(f"ours continuous, stock linears ({seqs} seqs)", OURS_STOCK, seqs,
                              partial(_run_stock_head, loaded, budget=args.our_budget, seqs=seqs)))
     return out
 
 
 def _run_stock_head(loaded: Any, reqs: list[BenchRequest], budget: int, seqs: int) -> RunResult:
-    with stock_lm_head(loaded.model):
+    with stock_kernels(loaded.model):
         return run_ours(loaded, reqs, budget, seqs, False, "continuous")
 
 
@@ -120,8 +120,8 @@ def bench_model(name: str, args: argparse.Namespace) -> ModelReport:
 
     loaded = load_model(name, device="cpu")  # our copy: its attention gets switched to the paged one
     reference = AutoModelForCausalLM.from_pretrained(str(_model_folder(name)), dtype=torch.float32).eval()  # SDPA
-    if args.baseline_lm_head == "chunked" and not give_chunked_lm_head(reference):
-        print(f"{name}: the baselines' LM head is not a plain Linear; they keep their own", file=sys.stderr)
+    if args.baseline_kernels == "ours":
+        print(f"{name}: the baselines get {give_our_cpu_kernels(reference)}", file=sys.stderr)
     reqs = bench_workload(loaded.vocab_size, args.num_requests)
     lengths = [(len(r.prompt), r.max_tokens) for r in reqs]
     flop_model = FlopModel.of(loaded.model, loaded.num_layers, loaded.num_heads, loaded.head_dim)
@@ -171,10 +171,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads (NOTES.md's figures are at 2)")
     p.add_argument("--hf-cb", default="256:16,512:64,1024:64", help="transformers CB settings BUDGET:SEQS,...")
     p.add_argument("--our-budget", type=int, default=2048, help="our continuous max_num_batched_tokens")
-    p.add_argument("--baseline-lm-head", choices=["chunked", "stock"], default="chunked",
-                   help="chunked: the baselines get our CPU LM-head kernel too; stock: their own nn.Linear")
-    p.add_argument("--no-stock-head-run", dest="stock_head_run", action="store_false",
-                   help="skip our continuous run with the stock LM head (what the kernel alone is worth)")
+    p.add_argument("--baseline-kernels", choices=["ours", "stock"], default="ours",
+                   help="ours: the baselines get our CPU linear kernels too; stock: their own nn.Linear layers")
+    p.add_argument("--no-stock-run", dest="stock_head_run", action="store_false",
+                   help="skip our continuous run on stock nn.Linear layers (what our kernels alone are worth)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results_real.md"))
     args = p.parse_args(argv)
     args.hf_cb_settings = parse_pairs(args.hf_cb)

@@ -6,8 +6,8 @@ running sequence (at most max_num_seqs), and once the short outputs finish a bat
 few dozen rows, where a GEMM runs far below its 1024^3 rate. This script takes our continuous
 schedule of the same workload (the scheduler on a virtual clock: with every request arriving at
 t=0 the schedule does not depend on step times), and times, for every step, only the matmuls it
-must run: every weight matrix of the body on all of the step's rows, the output projection (the
-engine's CPU kernel, engine/executors/lm_head.py) on the rows that sample. Attention, norms,
+must run, on the engine's own CPU kernels (engine/executors/packed_linear.py): every linear of the
+body on all of the step's rows, the output projection on the rows that sample. Attention, norms,
 activations, sampling, the scheduler and Python are left out, so an engine that did nothing but
 these matmuls would take that time; useful FLOPs over it and the peak is an upper bound on the
 utilization of any engine on this schedule.
@@ -41,6 +41,7 @@ from engine.executors.cost_model import UnitCostModel  # noqa: E402
 from engine.executors.flops import FlopModel  # noqa: E402
 from engine.executors.lm_head import install_chunked_lm_head  # noqa: E402
 from engine.executors.model_loading import load_model  # noqa: E402
+from engine.executors.packed_linear import PackedLinear, install_packed_linears, packing_unavailable  # noqa: E402
 from engine.executors.simulated import SimulatedExecutor  # noqa: E402
 from engine.snapshot import StepSnapshot  # noqa: E402
 from engine.workload.spec import RequestSpec  # noqa: E402
@@ -62,22 +63,23 @@ def step_shapes(lengths: list[tuple[int, int]], max_seqs: int, budget: int) -> C
     return shapes
 
 
-def body_weights(model: torch.nn.Module) -> list[torch.Tensor]:
-    """Every weight matrix every token multiplies (nn.Linear in the decoder, the output projection not)."""
+def body_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every linear layer every token goes through (the decoder's, the output projection not)."""
     head = model.get_output_embeddings()  # type: ignore[operator]
-    return [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head]
+    return [m for m in model.modules() if isinstance(m, (torch.nn.Linear, PackedLinear)) and m is not head]
 
 
-def time_step(weights: list[torch.Tensor], head: torch.nn.Module, rows: int, sampled: int) -> float:
-    """Median seconds of one step's matmuls: every body weight on `rows` rows, the head on `sampled`."""
-    inputs = {w.shape[1]: torch.randn(rows, w.shape[1]) for w in weights}
-    hidden = torch.randn(sampled, weights[0].shape[1])
+def time_step(layers: list[torch.nn.Module], head: torch.nn.Module, rows: int, sampled: int) -> float:
+    """Median seconds of one step's matmuls, on the engine's own kernels: every body layer on `rows`
+    rows, the head on `sampled`."""
+    inputs = {m.in_features: torch.randn(rows, m.in_features) for m in layers}
+    hidden = torch.randn(sampled, layers[0].in_features)
     times = []
     with torch.inference_mode():
         for _ in range(REPEATS + 1):  # the first is a warm-up
             t = time.perf_counter()
-            for w in weights:
-                torch.nn.functional.linear(inputs[w.shape[1]], w)
+            for m in layers:
+                m(inputs[m.in_features])
             if sampled:
                 head(hidden)
             times.append(time.perf_counter() - t)
@@ -94,20 +96,23 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model, device="cpu")
     model = loaded.model
-    install_chunked_lm_head(model)
-    weights, head = body_weights(model), model.get_output_embeddings()
+    if packing_unavailable(loaded.dtype, loaded.device) is None:  # the kernels TorchExecutor installs
+        install_packed_linears(model)
+    else:
+        install_chunked_lm_head(model)
+    layers, head = body_layers(model), model.get_output_embeddings()
     lengths = [(len(r.prompt), r.max_tokens) for r in bench_workload(loaded.vocab_size)]
     useful = workload_flops(FlopModel.of(model, loaded.num_layers, loaded.num_heads, loaded.head_dim), lengths)
     before = matmul_peak(max_load=0.15)
     results = []
     for seqs in args.seqs:
         shapes = step_shapes(lengths, seqs, args.budget)
-        total = sum(n * time_step(weights, head, rows, sampled) for (rows, sampled), n in shapes.items())
+        total = sum(n * time_step(layers, head, rows, sampled) for (rows, sampled), n in shapes.items())
         decode_rows = [rows for (rows, sampled), n in shapes.items() for _ in range(n) if rows == sampled]
         results.append((seqs, sum(shapes.values()), statistics.median(decode_rows) if decode_rows else 0, total))
     peak = max(before.flops, matmul_peak(max_load=0.15).flops)
     print(f"{args.model}: {len(lengths)} requests, useful work {useful / 1e9:.1f} GFLOP; fp32 1024^3 peak "
-          f"{peak / 1e9:.1f} GFLOP/s (the higher of before and after, {args.threads} threads)")
+          f"{peak / 1e9:.1f} GFLOP/s (fastest kernel, the higher of before and after, {args.threads} threads)")
     print("| max_num_seqs | steps | median decode rows | matmuls alone (s) | utilization bound |")
     print("|---:|---:|---:|---:|---:|")
     for seqs, steps, median_rows, total in results:

@@ -105,30 +105,32 @@ def format_header(command: str, date: str, machine: str, args: argparse.Namespac
         f"order); a run where other processes used more than {args.max_other_load} cores was redone (up to "
         f"{args.max_tries} tries, the last kept); medians of the kept runs",
         "- latency: end-to-end per request (all arrive at t=0); HF static returns a batch at once",
-        *_lm_head_note(args.baseline_lm_head, args.stock_head_run),
+        *_kernel_note(args.baseline_kernels, args.stock_head_run),
         f"- utilization: the workload's useful FLOPs (every prompt prefilled once, every output token but the last "
         f"decoded once, LM head on the sampling rows, counted by engine/executors/flops.py) / a system's median wall "
-        f"time / the fp32 {PEAK_SIZE}^3 matmul peak (torch, {args.threads} threads, warm-up, median of {PEAK_REPEATS}) "
+        f"time / the fp32 {PEAK_SIZE}^3 matmul peak (the faster of torch.matmul and the packed oneDNN kernel, "
+        f"{args.threads} threads, warm-up, median of {PEAK_REPEATS}) "
         "timed before and after each model's runs; the higher of the two is used (the more cautious figure). "
         "Padding (static pad rows, attention length-bucket keys) is counted apart, never as useful. Not clamped.",
     ])
 
 
-def _lm_head_note(baseline_head: str, stock_run: bool) -> list[str]:
+def _kernel_note(baseline_kernels: str, stock_run: bool) -> list[str]:
     lines = ["- LM head: every system computes it only on rows that sample. HF generate passes logits_to_keep=1 "
              "(transformers/generation/utils.py; static batches' finished members still get their row, part of "
              "static padding); transformers CB passes its logits_indices as logits_to_keep "
              "(continuous_batching/model_runner.py). So that trick needs no wrapper."]
-    if baseline_head == "chunked":
-        lines.append("- What only our engine had is its CPU LM-head kernel (engine/executors/lm_head.py: "
-                     "W_chunk @ h.T, the same logits): here the baselines' lm_head is that kernel too, so the "
-                     "ratios measure scheduling and attention, not one side's kernel.")
+    if baseline_kernels == "ours":
+        lines.append("- What only our engine had is its CPU linear kernels (engine/executors/packed_linear.py: "
+                     "oneDNN on weights packed once, the same results to rounding): here every baseline's "
+                     "linears are those kernels too, so the ratios measure scheduling and attention, not one "
+                     "side's kernels.")
     else:
-        lines.append("- The baselines keep their own nn.Linear LM head while ours uses its CPU kernel "
-                     "(engine/executors/lm_head.py): the ratios include that kernel.")
+        lines.append("- The baselines keep their own nn.Linear layers while ours run packed oneDNN kernels "
+                     "(engine/executors/packed_linear.py): the ratios include those kernels.")
     if stock_run:
-        lines.append("- 'ours continuous, stock LM head' is our engine with a plain nn.Linear head on the same "
-                     "weight: what the kernel alone is worth.")
+        lines.append("- 'ours continuous, stock linears' is our engine on plain nn.Linear layers (same weights): "
+                     "what the kernels alone are worth.")
     return lines
 
 

@@ -5,8 +5,9 @@
 - our engine (continuous or static), with where each step's time went and what it padded.
 
 Both baselines already compute the LM head on sampling rows only (generate passes logits_to_keep=1,
-transformers' CB passes its logits indices); what our engine has and they lack is the CPU LM-head
-kernel (engine/executors/lm_head.py), which bench_real.py gives them or measures apart.
+transformers' CB passes its logits indices); what our engine has and they lack is its CPU linear
+kernels (oneDNN packed weights, engine/executors/packed_linear.py, or where those are unavailable
+the chunked LM head, engine/executors/lm_head.py), which bench_real.py gives them or measures apart.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine_loop import Engine
 from engine.executors.lm_head import ChunkedLMHead
 from engine.executors.model_loading import LoadedModel
+from engine.executors.packed_linear import install_packed_linears, packing_unavailable, stock_linears
 from engine.executors.torch_executor import TorchExecutor
 from engine.outputs import ModelRunnerOutput, SchedulerOutput
 from engine.snapshot import StepSnapshot
@@ -197,27 +199,33 @@ def run_ours(loaded: LoadedModel, reqs: list[BenchRequest], budget: int, max_seq
                      bucket_pad_flops=stats.padding_flops - static_pad)
 
 
-def give_chunked_lm_head(model: Any) -> bool:
-    """Give a baseline our CPU LM-head kernel (same weight, same logits); False if its head is not a plain Linear."""
+def give_our_cpu_kernels(model: Any) -> str:
+    """Give a baseline the CPU linear kernels our engine runs (same weights, same results to rounding):
+    packed oneDNN linears where they probe right, else the chunked LM head. Says what it gave."""
+    why_not = packing_unavailable(next(model.parameters()).dtype, next(model.parameters()).device)
+    if why_not is None:
+        return f"oneDNN packed linears ({install_packed_linears(model)} layers)"
     head = model.get_output_embeddings()
-    if type(head) is not nn.Linear:
-        return isinstance(head, ChunkedLMHead)
-    model.set_output_embeddings(ChunkedLMHead(head))
-    return True
+    if type(head) is nn.Linear:
+        model.set_output_embeddings(ChunkedLMHead(head))
+    if isinstance(model.get_output_embeddings(), ChunkedLMHead):
+        return f"the chunked LM head ({why_not})"
+    return f"nothing: its LM head is not a plain Linear ({why_not})"
 
 
 @contextmanager
-def stock_lm_head(model: Any) -> Iterator[None]:
-    """Our engine's model with the plain nn.Linear head on the same weight, for as long as the block runs."""
-    head = model.get_output_embeddings()
-    if not isinstance(head, ChunkedLMHead):
-        yield
-        return
-    linear = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None, device="meta")
-    linear.weight = head.weight
-    linear.bias = head.bias
-    model.set_output_embeddings(linear)
-    try:
-        yield
-    finally:
-        model.set_output_embeddings(head)
+def stock_kernels(model: Any) -> Iterator[None]:
+    """Our engine's model with its own nn.Linear layers on the same weights while the block runs."""
+    with stock_linears(model):
+        head = model.get_output_embeddings()
+        if not isinstance(head, ChunkedLMHead):
+            yield
+            return
+        linear = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None, device="meta")
+        linear.weight = head.weight
+        linear.bias = head.bias
+        model.set_output_embeddings(linear)
+        try:
+            yield
+        finally:
+            model.set_output_embeddings(head)

@@ -23,6 +23,9 @@ ENGINE_EXCEPTIONS = {
     ("engine.llm", "storage.recorder"),
 }
 PUBLIC_UNDERSCORED = {"_replace", "_asdict", "_fields", "_SubParsersAction", "_ArgumentGroup"}  # stdlib API
+# torch's registered oneDNN ops that its own compiler emits for CPU linears: one module wraps them.
+TORCH_OPS = {"_linear_pointwise": "engine/executors/packed_linear.py",
+             "_reorder_linear_weight": "engine/executors/packed_linear.py"}
 
 
 def _modules() -> dict[str, Path]:
@@ -115,6 +118,7 @@ def test_no_module_reaches_into_private_attributes(package: str) -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
                     and node.attr not in PUBLIC_UNDERSCORED
+                    and TORCH_OPS.get(node.attr) != str(path.relative_to(ROOT))
                     and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
                 offending.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert offending == []

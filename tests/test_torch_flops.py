@@ -141,23 +141,48 @@ def test_peak_warms_up_then_times_each_size_asked_for(monkeypatch: pytest.Monkey
 
     events: list[tuple[str, int]] = []
     times = {32: [5.0, 1.0, 1.0], 64: [1.0, 9.0, 9.0]}  # seconds each timed run "took"
-    matmul = torch.matmul
 
-    def untimed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        events.append(("warm-up", a.shape[0]))
-        return matmul(a, b)
+    def one_kernel(a: torch.Tensor, b: torch.Tensor) -> list[tuple[str, object]]:
+        def multiply() -> None:
+            events.append(("warm-up", a.shape[0]))
+        return [("matmul", multiply)]
 
-    def timed(a: torch.Tensor, b: torch.Tensor) -> float:
-        events.append(("timed", a.shape[0]))
-        return times[a.shape[0]][sum(1 for e in events if e == ("timed", a.shape[0])) - 1]
+    def timed(multiply: object, device: torch.device) -> float:
+        size = next(n for kind, n in reversed(events) if kind == "warm-up")
+        events.append(("timed", size))
+        return times[size][sum(1 for e in events if e == ("timed", size)) - 1]
 
-    monkeypatch.setattr(torch, "matmul", untimed)
+    monkeypatch.setattr(flops, "_kernels", one_kernel)
     monkeypatch.setattr(flops, "_time_matmul", timed)
     peak = measure_peak_flops(torch.device("cpu"), torch.float32, sizes=(32, 64), repeats=3)
     assert peak == pytest.approx(max(2 * 32**3 / 1.0, 2 * 64**3 / 9.0))
     for size in (32, 64):
         mine = [kind for kind, n in events if n == size]
-        assert mine[0] == "warm-up" and mine.count("timed") == 3
+        assert mine[:2] == ["warm-up", "warm-up"] and mine.count("timed") == 3
+
+
+def test_the_peak_is_the_fastest_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slower kernel than the model runs must not set the reference (it would flatter utilization)."""
+    from engine.executors import flops
+
+    seconds = {"slow": 4.0, "fast": 1.0}
+    kernels = {name: (lambda: None) for name in seconds}
+    monkeypatch.setattr(flops, "_kernels", lambda a, b: list(kernels.items()))
+    monkeypatch.setattr(flops, "_time_matmul",
+                        lambda multiply, device: next(seconds[n] for n, k in kernels.items() if k is multiply))
+    peaks = flops.kernel_peaks(torch.device("cpu"), torch.float32, sizes=(16,), repeats=3)
+    assert peaks == pytest.approx({"slow": 2 * 16**3 / 4.0, "fast": 2 * 16**3 / 1.0})
+    assert measure_peak_flops(torch.device("cpu"), torch.float32, sizes=(16,), repeats=3) == peaks["fast"]
+
+
+def test_cpu_fp32_peak_times_the_packed_kernel_the_linears_use() -> None:
+    from engine.executors import flops
+    from engine.executors.packed_linear import packing_unavailable
+
+    names = [name for name, _ in flops._kernels(torch.randn(8, 8), torch.randn(8, 8))]
+    expected = ["torch.matmul"] + (["oneDNN packed"] if packing_unavailable(torch.float32, torch.device("cpu")) is None
+                                   else [])
+    assert names == expected
 
 
 def test_a_real_peak_is_positive() -> None:

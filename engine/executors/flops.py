@@ -7,7 +7,8 @@ Only matrix weights count (a norm's or bias's elementwise work is not a matmul),
 cost nothing, so the count equals what torch's FlopCounterMode sees in the real forward. Padding
 (static pad rows, keys a length bucket pads with) is counted apart, never as useful work.
 
-The peak is timed square matmuls in the model's dtype, so utilization says how close a step came
+The peak is timed square matmuls in the model's dtype, on the fastest kernel the engine runs
+(torch.matmul, and on CPU the packed oneDNN one its linears use), so utilization says how close a step came
 to what this device really does, not to a datasheet; a single timing at start-up read 54, 117 and
 184 GFLOP/s in three runs on a shared VM, hence warm-up, several sizes and medians.
 """
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from engine.executors.packed_linear import pack_weight, packed_linear, packing_unavailable
 from engine.outputs import ScheduledRequest
 
 
@@ -73,15 +75,33 @@ def default_sizes(device: torch.device) -> tuple[int, ...]:
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype, sizes: Sequence[int] | None = None,
                        repeats: int = 5) -> float:
-    """FLOP/s of the best size's median matmul time; each size warmed up first. CUDA: timed with events."""
-    timings: dict[int, list[float]] = {}
+    """FLOP/s of the fastest kernel at its best size (see kernel_peaks)."""
+    return max(kernel_peaks(device, dtype, sizes, repeats).values())
+
+
+def kernel_peaks(device: torch.device, dtype: torch.dtype, sizes: Sequence[int] | None = None,
+                 repeats: int = 5) -> dict[str, float]:
+    """Per matmul kernel the engine can run (torch.matmul; on CPU the packed oneDNN one the
+    linears use, where it probes right), the FLOP/s of its best size's median time, each size
+    warmed up first. The engine's own kernels set the reference: a peak timed on a slower kernel
+    than the model runs would flatter utilization. CUDA: timed with events."""
+    timings: dict[str, dict[int, list[float]]] = {}
     for size in sizes or default_sizes(device):
         a = torch.randn(size, size, device=device, dtype=dtype)
         b = torch.randn(size, size, device=device, dtype=dtype)
-        for _ in range(2):  # warm-up: allocator, kernel selection, CPU frequency, caches
-            torch.matmul(a, b)
-        timings[size] = [_time_matmul(a, b) for _ in range(repeats)]
-    return peak_from_timings(timings)
+        for name, multiply in _kernels(a, b):
+            for _ in range(2):  # warm-up: allocator, kernel selection, CPU frequency, caches
+                multiply()
+            timings.setdefault(name, {})[size] = [_time_matmul(multiply, device) for _ in range(repeats)]
+    return {name: peak_from_timings(t) for name, t in timings.items()}
+
+
+def _kernels(a: torch.Tensor, b: torch.Tensor) -> list[tuple[str, Callable[[], torch.Tensor]]]:
+    kernels: list[tuple[str, Callable[[], torch.Tensor]]] = [("torch.matmul", lambda: torch.matmul(a, b))]
+    if packing_unavailable(a.dtype, a.device) is None:
+        packed = pack_weight(b.t().contiguous())  # a @ b as a linear on weight b^T
+        kernels.append(("oneDNN packed", lambda: packed_linear(a, packed)))
+    return kernels
 
 
 def peak_from_timings(timings: dict[int, list[float]]) -> float:
@@ -89,14 +109,15 @@ def peak_from_timings(timings: dict[int, list[float]]) -> float:
     return max(2.0 * n**3 / statistics.median(ts) for n, ts in timings.items())
 
 
-def _time_matmul(a: torch.Tensor, b: torch.Tensor) -> float:
-    if a.device.type == "cuda":
+def _time_matmul(multiply: Callable[[], torch.Tensor], device: torch.device) -> float:
+    if device.type == "cuda":
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        torch.matmul(a, b)
+        multiply()
         stop.record()
         stop.synchronize()
         return float(start.elapsed_time(stop)) / 1000.0
     t0 = time.perf_counter()
-    torch.matmul(a, b)
+    with torch.inference_mode():
+        multiply()
     return time.perf_counter() - t0

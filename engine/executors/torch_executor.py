@@ -20,6 +20,7 @@ from engine.executors.flops import FlopModel, measure_peak_flops
 from engine.executors.kv_cache import PagedKVCache
 from engine.executors.lm_head import install_chunked_lm_head
 from engine.executors.model_loading import LoadedModel, ModelLoadError
+from engine.executors.packed_linear import install_packed_linears, packing_unavailable
 from engine.executors.paged_attention import register_paged_attention
 from engine.executors.sampler import Sampler
 from engine.executors.step_batch import build_step_batch
@@ -64,13 +65,21 @@ class TorchExecutor:
         self.attention = attention
         pad = getattr(self.model.config.get_text_config(), "pad_token_id", None)
         self.pad_token_id = int(pad if pad is not None else self.eos_token_id if self.eos_token_id is not None else 0)
-        if self.device.type == "cpu":
-            install_chunked_lm_head(self.model)
+        self.linear_kernels = self._install_cpu_kernels(loaded.dtype)
         self.sampler = Sampler(self.device, seed)
         self.flop_model = FlopModel.of(self.model, loaded.num_layers, loaded.num_heads, loaded.head_dim)
         self.peak_flops = peak_flops if peak_flops is not None else measure_peak_flops(self.device, loaded.dtype)
         # Per-layer timers cost a few perf_counter calls; on CUDA they would need a sync per layer.
         self._timed = self.device.type == "cpu"
+
+    def _install_cpu_kernels(self, dtype: torch.dtype) -> str:
+        """Packed oneDNN linears where they probe right; else, on CPU, the chunked output projection."""
+        why_not = packing_unavailable(dtype, self.device)
+        if why_not is None:
+            return f"oneDNN packed ({install_packed_linears(self.model)} linears, output projection included)"
+        if self.device.type == "cpu" and install_chunked_lm_head(self.model):
+            return f"the model's own; chunked output projection ({why_not})"
+        return f"the model's own ({why_not})"
 
     # -- Executor protocol ----------------------------------------------------------------------
     def execute_model(self, out: SchedulerOutput) -> ModelRunnerOutput:
@@ -149,6 +158,7 @@ class TorchExecutor:
             "attention": f"{self.attention.description} (transformers AttentionInterface, one forward per step)",
             "attention_backend": self.attention.name,
             "attention_choice": self.attention_choice,
+            "linear_kernels": self.linear_kernels,
             "num_gpu_blocks": kv.num_blocks,
             "block_size": kv.block_size,
             "kv_bytes_per_block": kv.bytes_per_block,
