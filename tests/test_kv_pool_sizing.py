@@ -93,3 +93,23 @@ def test_cuda_sizing_profiles_a_forward_and_the_pool_it_chooses_fits() -> None:
     executor = TorchExecutor(loaded, config.replace(num_gpu_blocks=pool.num_gpu_blocks))  # allocates the pool
     assert torch.cuda.memory_reserved(loaded.device) < 0.3 * total + (1 << 30)
     executor.shutdown()
+
+
+def test_the_cpu_budget_counts_the_packed_copy_of_the_linear_weights() -> None:
+    """The CPU executor packs a second copy of every linear weight; the pool must leave room for it."""
+    from engine.config import CacheConfig
+    from engine.executors.kv_pool_sizing import activation_bytes
+    from engine.executors.model_loading import load_model
+    from engine.executors.packed_linear import packed_copy_bytes, packing_unavailable
+
+    loaded = load_model("tiny", device="cpu")
+    sched = SchedulerConfig(max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=2048)
+    params = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    linears = sum(m.weight.numel() * 4 for m in loaded.model.modules() if type(m) is torch.nn.Linear)
+    assert packed_copy_bytes(loaded.model) == linears > 0
+    pool = choose_kv_pool(loaded, sched, CacheConfig(block_size=16), cpu_memory_gib=0.5)
+    packed = linears if packing_unavailable(torch.float32, torch.device("cpu")) is None else 0
+    left = int(0.9 * 0.5 * GIB) - params - packed - activation_bytes(loaded, sched, 16)
+    assert pool.num_gpu_blocks == left // pool.bytes_per_block
+    if packed:
+        assert f"a packed copy of {packed / MIB:,.0f} MiB included" in pool.describe()

@@ -26,6 +26,7 @@ import torch
 from engine.config import CacheConfig, ConfigError, SchedulerConfig
 from engine.executors.kv_cache import bytes_per_block
 from engine.executors.model_loading import LoadedModel
+from engine.executors.packed_linear import packed_copy_bytes, packing_unavailable
 
 DEFAULT_CPU_MEMORY_GIB = 4.0
 MIB = 1 << 20
@@ -74,6 +75,11 @@ class MemoryBudget:
     weights: int
     peak_activations: int  # one step's transient memory: profiled (CUDA) or bounded (CPU)
     profiled_tokens: int = 0  # tokens of the profiling forward; 0: not profiled
+    packed_copy: int = 0  # of weights: the CPU executor's packed copy of its linear weights
+
+    def weights_text(self) -> str:
+        text = f"{self.weights / MIB:,.0f} MiB weights"
+        return text + (f" (a packed copy of {self.packed_copy / MIB:,.0f} MiB included)" if self.packed_copy else "")
 
     @property
     def others(self) -> int:
@@ -109,11 +115,11 @@ def size_kv_pool(budget: MemoryBudget, utilization: float, per_block: int, block
     blocks = left // per_block
     if blocks < 1:
         raise ConfigError(
-            f"no room for a KV cache: {where} minus {budget.weights / MIB:,.0f} MiB of weights, {activations}"
+            f"no room for a KV cache: {where} minus {budget.weights_text()}, {activations}"
             f"{others} leaves {max(left, 0) / MIB:,.0f} MiB; raise {flag}, lower max_num_batched_tokens, "
             "or pass --num-gpu-blocks"
         )
-    source = f"from {where} - {budget.weights / MIB:,.0f} MiB weights - {activations}{others}"
+    source = f"from {where} - {budget.weights_text()} - {activations}{others}"
     useful = sched.max_num_seqs * -(-sched.max_model_len // block_size)
     if not cuda and blocks > useful:
         blocks = useful
@@ -159,7 +165,9 @@ def choose_kv_pool(
         if cpu_memory_gib <= 0:
             raise ConfigError(f"cpu_memory_gib must be > 0, got {cpu_memory_gib!r}")
         total = int(cpu_memory_gib * GIB)
-        budget = MemoryBudget("cpu", total, total, weights, weights, activation_bytes(loaded, sched, cache.block_size))
+        packed = packed_copy_bytes(loaded.model) if packing_unavailable(loaded.dtype, loaded.device) is None else 0
+        budget = MemoryBudget("cpu", total, total, weights + packed, weights + packed,
+                              activation_bytes(loaded, sched, cache.block_size), packed_copy=packed)
     return size_kv_pool(budget, cache.gpu_memory_utilization, per_block, cache.block_size, sched)
 
 

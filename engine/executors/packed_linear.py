@@ -1,13 +1,13 @@
 """Linear layers on CPU through oneDNN with weights packed once, at load.
 
-A decode step multiplies every weight by a handful of rows. For those shapes MKL's GEMM behind
-nn.Linear re-lays the weight out on every call, and on the 2-core AVX-512 VM we run on it was not
-even monotonic in the row count (SmolLM2's four layer shapes: 347 us at 2 rows, 548 us at 3, 647 us
-at 8). oneDNN's inner-product kernel on a weight reordered once into its blocked layout ran them in
-151 / 176 / 393 us, 1.3x faster at 256 rows, and the output projection (49,152 x 576) at 64 rows in
-19 ms where the chunked head took 34 (`python bench/packed_linear.py` prints the table). The op is
-the one torch's own compiler (inductor) emits for CPU linears, `torch.ops.mkldnn._linear_pointwise`
-on a weight from `torch.ops.mkldnn._reorder_linear_weight`.
+A decode step multiplies every weight by a handful of rows. For those shapes the GEMM behind
+nn.Linear (MKL, which packs panels of the weight on every call) was, on the 2-core AVX-512 VM we
+run on, not even monotonic in the row count: one pass over SmolLM2's four layer shapes took 546 us
+at 2 rows, 658 at 3, 574 at 8. oneDNN's inner-product kernel on a weight reordered once into its
+blocked layout ran them in 237 / 203 / 317 us, 1.46x faster at 256 rows, and the output projection
+(49,152 x 576) at 64 rows in 18 ms where the chunked head took 31 (`python bench/packed_linear.py`
+prints the table). The op is the one torch's own compiler (inductor) emits for CPU linears,
+`torch.ops.mkldnn._linear_pointwise` on a weight from `torch.ops.mkldnn._reorder_linear_weight`.
 
 It is a private op, so it is probed on load (same result as nn.Linear on a small input) and the
 model keeps its own layers, saying why, where the probe fails; fp32 only (other dtypes and GPUs keep
@@ -108,6 +108,15 @@ def install_packed_linears(model: nn.Module) -> int:
             elif isinstance(child, PackedLinear):
                 count += 1
     return count
+
+
+def packed_copy_bytes(model: nn.Module) -> int:
+    """Memory the packed copies of the model's linear weights take (packed or about to be)."""
+    conv1d = _conv1d_type()
+    weights: list[torch.Tensor] = [m.weight for m in model.modules()  # type: ignore[misc]
+                                   if type(m) is nn.Linear or isinstance(m, PackedLinear)
+                                   or (conv1d is not None and type(m) is conv1d)]
+    return sum(w.numel() * w.element_size() for w in weights)
 
 
 @contextmanager
