@@ -47,6 +47,9 @@ def test_page_loads_draws_its_charts_and_shows_no_exception(name: str, server) -
         drawn = page.locator('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg.marks')
         assert drawn.count() >= MIN_CHARTS[name]
         if name == "runs":
+            # The first page of a cold server can pass open_page's "not running" check before the
+            # status widget appears; the table is the page's last element, so wait for it (or fail).
+            page.wait_for_selector('[data-testid="stDataFrame"]', timeout=60_000)
             assert page.locator('[data-testid="stDataFrame"]').count() >= 1
             assert "killed mid-run" in body or page.locator("canvas").count() > 0  # the glide grid draws on canvas
         shots = os.environ.get("BATCHSCOPE_SCREENSHOTS")
