@@ -86,13 +86,14 @@ def kernel_peaks(device: torch.device, dtype: torch.dtype, sizes: Sequence[int] 
     warmed up first. The engine's own kernels set the reference: a peak timed on a slower kernel
     than the model runs would flatter utilization. CUDA: timed with events."""
     timings: dict[str, dict[int, list[float]]] = {}
-    for size in sizes or default_sizes(device):
-        a = torch.randn(size, size, device=device, dtype=dtype)
-        b = torch.randn(size, size, device=device, dtype=dtype)
-        for name, multiply in _kernels(a, b):
-            for _ in range(2):  # warm-up: allocator, kernel selection, CPU frequency, caches
-                multiply()
-            timings.setdefault(name, {})[size] = [_time_matmul(multiply, device) for _ in range(repeats)]
+    with torch.inference_mode():  # the packed kernel has no backward: it runs only without autograd
+        for size in sizes or default_sizes(device):
+            a = torch.randn(size, size, device=device, dtype=dtype)
+            b = torch.randn(size, size, device=device, dtype=dtype)
+            for name, multiply in _kernels(a, b):
+                for _ in range(2):  # warm-up: allocator, kernel selection, CPU frequency, caches
+                    multiply()
+                timings.setdefault(name, {})[size] = [_time_matmul(multiply, device) for _ in range(repeats)]
     return {name: peak_from_timings(t) for name, t in timings.items()}
 
 
@@ -118,6 +119,5 @@ def _time_matmul(multiply: Callable[[], torch.Tensor], device: torch.device) -> 
         stop.synchronize()
         return float(start.elapsed_time(stop)) / 1000.0
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        multiply()
+    multiply()
     return time.perf_counter() - t0

@@ -98,11 +98,11 @@ def packing_unavailable(dtype: torch.dtype, device: torch.device) -> str | None:
 def install_packed_linears(model: nn.Module) -> int:
     """Swap every plain nn.Linear / Conv1D in the model (the output projection included) for a
     PackedLinear on the same parameters; returns how many now run packed."""
-    conv1d = _conv1d_type()
+    packable = _packable_types()
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear or (conv1d is not None and type(child) is conv1d):
+            if type(child) in packable:
                 setattr(parent, name, PackedLinear(child))
                 count += 1
             elif isinstance(child, PackedLinear):
@@ -112,10 +112,9 @@ def install_packed_linears(model: nn.Module) -> int:
 
 def packed_copy_bytes(model: nn.Module) -> int:
     """Memory the packed copies of the model's linear weights take (packed or about to be)."""
-    conv1d = _conv1d_type()
+    packable = _packable_types()
     weights: list[torch.Tensor] = [m.weight for m in model.modules()  # type: ignore[misc]
-                                   if type(m) is nn.Linear or isinstance(m, PackedLinear)
-                                   or (conv1d is not None and type(m) is conv1d)]
+                                   if type(m) in packable or isinstance(m, PackedLinear)]
     return sum(w.numel() * w.element_size() for w in weights)
 
 
@@ -149,9 +148,10 @@ def _stock_layer(packed: PackedLinear) -> nn.Module:
     return layer
 
 
-def _conv1d_type() -> type | None:
+def _packable_types() -> tuple[type, ...]:
+    """The exact layer types a PackedLinear replaces: nn.Linear, and transformers' Conv1D (GPT-2)."""
     try:
         from transformers.pytorch_utils import Conv1D
     except ImportError:
-        return None
-    return Conv1D
+        return (nn.Linear,)
+    return (nn.Linear, Conv1D)
