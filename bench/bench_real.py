@@ -3,10 +3,12 @@ continuous, transformers' continuous batching, all in one run, taking turns on t
 
     .venv/bin/python bench/bench_real.py                    # tiny and smollm2, seqs 16 32 64, 3 rounds
     .venv/bin/python bench/bench_real.py --models tiny --seqs 16 --repeats 1 --out /tmp/smoke.md
+    .venv/bin/python bench/bench_real.py --static-only          # HF static (both caches) vs ours static alone
 
 The workload of NOTES.md: 64 requests at t=0, prompts 16..128 tokens, outputs 70% 10..20 /
 30% 80..100 tokens, exact lengths (EOS ignored). Every system gets the same prompt token ids.
-For each max_num_seqs: HF generate in static batches of that size, our engine with static batching
+For each max_num_seqs: HF generate in static batches of that size (on its default DynamicCache and on
+its in-place StaticCache, --hf-cache), our engine with static batching
 at that max_num_seqs (the same algorithm: a batch of min(max_num_seqs, waiting), prompts left-padded
 to the longest, finished members computing pad rows until the batch ends), our engine continuous;
 then transformers' CB at each --hf-cb setting. Each round runs every system once (odd rounds in
@@ -38,6 +40,7 @@ from bench.flop_budget import PeakReading, hf_static_flops, matmul_peak, workloa
 from bench.real_report import (  # noqa: E402
     HF_CB,
     HF_STATIC,
+    HF_STATIC_CACHE,
     OURS_CONT,
     OURS_STATIC,
     OURS_STOCK,
@@ -88,16 +91,22 @@ def build_contenders(loaded: Any, reference: Any, reqs: list[BenchRequest],
     for seqs in args.seqs:
         # Static gets a budget for its whole padded batch, so it prefills in one forward like generate.
         static_budget = max(args.our_budget, seqs * longest_prompt)
-        out += [
-            Contender(f"HF generate, static batches of {seqs}", HF_STATIC, seqs,
-                      partial(run_hf_static, reference, batch_size=seqs)),
+        if args.hf_cache in ("dynamic", "both"):
+            out.append(Contender(f"HF generate, static batches of {seqs}", HF_STATIC, seqs,
+                                 partial(run_hf_static, reference, batch_size=seqs)))
+        if args.hf_cache in ("static", "both"):
+            out.append(Contender(f"HF generate, static batches of {seqs}, StaticCache", HF_STATIC_CACHE, seqs,
+                                 partial(run_hf_static, reference, batch_size=seqs, cache="static")))
+        out.append(
             Contender(f"ours static ({seqs} seqs, budget {static_budget})", OURS_STATIC, seqs,
                       partial(run_ours, loaded, budget=static_budget, max_seqs=seqs, chunked=False,
-                              batching="static")),
-            Contender(f"ours continuous ({seqs} seqs, budget {args.our_budget})", OURS_CONT, seqs,
-                      partial(run_ours, loaded, budget=args.our_budget, max_seqs=seqs, chunked=False,
-                              batching="continuous")),
-        ]
+                              batching="static")))
+        if not args.static_only:
+            out.append(Contender(f"ours continuous ({seqs} seqs, budget {args.our_budget})", OURS_CONT, seqs,
+                                 partial(run_ours, loaded, budget=args.our_budget, max_seqs=seqs, chunked=False,
+                                         batching="continuous")))
+    if args.static_only:
+        return out
     for budget, seqs in args.hf_cb_settings:
         out.append(Contender(f"transformers CB (max_batch_tokens {budget}, {seqs} seqs)", HF_CB, seqs,
                              partial(run_hf_cb, reference, max_batch_tokens=budget, max_seqs=seqs)))
@@ -175,6 +184,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="ours: the baselines get our CPU linear kernels too; stock: their own nn.Linear layers")
     p.add_argument("--no-stock-run", dest="stock_head_run", action="store_false",
                    help="skip our continuous run on stock nn.Linear layers (what our kernels alone are worth)")
+    p.add_argument("--hf-cache", choices=["dynamic", "static", "both"], default="both",
+                   help="HF generate's KV cache: its default DynamicCache (a torch.cat of the whole cache each "
+                        "step), StaticCache (preallocated, written in place), or both as separate systems")
+    p.add_argument("--static-only", action="store_true",
+                   help="only the static systems (HF generate and ours static): the static comparison alone")
     p.add_argument("--out", default=str(ROOT / "bench" / "results_real.md"))
     args = p.parse_args(argv)
     args.hf_cb_settings = parse_pairs(args.hf_cb)
