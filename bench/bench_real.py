@@ -192,6 +192,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "bench" / "results_real.md"))
     args = p.parse_args(argv)
     args.hf_cb_settings = parse_pairs(args.hf_cb)
+    args.stock_head_run = args.stock_head_run and not args.static_only  # a continuous system, not run then
     return args
 
 

@@ -106,7 +106,7 @@ def format_header(command: str, date: str, machine: str, args: argparse.Namespac
         f"order); a run where other processes used more than {args.max_other_load} cores was redone (up to "
         f"{args.max_tries} tries, the last kept); medians of the kept runs",
         "- latency: end-to-end per request (all arrive at t=0); HF static returns a batch at once",
-        *_kernel_note(args.baseline_kernels, args.stock_head_run and not args.static_only),
+        *_kernel_note(args.baseline_kernels, args.stock_head_run),
         f"- utilization: the workload's useful FLOPs (every prompt prefilled once, every output token but the last "
         f"decoded once, LM head on the sampling rows, counted by engine/executors/flops.py) / a system's median wall "
         f"time / the fp32 {PEAK_SIZE}^3 matmul peak (the faster of torch.matmul and the packed oneDNN kernel, "
@@ -179,9 +179,9 @@ def _static_vs_continuous(rep: ModelReport) -> str:
     for seqs in sorted({c.seqs for c in rep.of_kind(HF_STATIC) + rep.of_kind(HF_STATIC_CACHE)}):
         dynamic, preallocated = rep.find(HF_STATIC, seqs), rep.find(HF_STATIC_CACHE, seqs)
         ours_s, ours_c = rep.find(OURS_STATIC, seqs), rep.find(OURS_CONT, seqs)
-        hf = max((c for c in (dynamic, preallocated) if c is not None), key=lambda c: c.tok_s)
         if ours_s is None:
             continue
+        hf = max((c for c in (dynamic, preallocated) if c is not None), key=lambda c: c.tok_s)
         ratio = ours_s.tok_s / hf.tok_s
         ok = abs(ratio - 1) <= STATIC_TOLERANCE
         rows.append([str(seqs), _tok_s(dynamic), _tok_s(preallocated), f"{ours_s.tok_s:,.1f}",

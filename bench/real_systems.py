@@ -83,6 +83,7 @@ def run_hf_static(model: Any, reqs: list[BenchRequest], batch_size: int,
     cache: "dynamic" (generate's default: DynamicCache grows each layer's K/V by torch.cat, copying
     the whole cache every step) or "static" (StaticCache: preallocated for the batch's full length
     and written in place, as our paged pool is; attention then spans the preallocated length)."""
+    implementation = {"dynamic": None, "static": "static"}[cache]  # None: generate's default, DynamicCache
     device = device or torch.device("cpu")
     latencies: list[float] = []
     t0 = time.perf_counter()
@@ -97,8 +98,7 @@ def run_hf_static(model: Any, reqs: list[BenchRequest], batch_size: int,
         new = max(r.max_tokens for r in batch)
         with torch.inference_mode():
             model.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=new, min_new_tokens=new,
-                           do_sample=False, pad_token_id=0,
-                           **({"cache_implementation": "static"} if cache == "static" else {}))
+                           do_sample=False, pad_token_id=0, cache_implementation=implementation)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         latencies += [time.perf_counter() - t0] * len(batch)
