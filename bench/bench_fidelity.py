@@ -18,6 +18,10 @@ borrowed costs). For each pair and metric: the simulator's error, the "nothing c
 Pairs count towards the skill target where the real outcome differs from the base by more than
 twice the target's real-run spread. Every pair goes into a JSON results file.
 
+--fit pooled prices each prediction with a cost model fitted to every real run of the base's model
+in the database except the target configuration's runs (whatif/pooled_fit.py: what `simulate
+--from-run N --fit pooled` does), where the default prices it with the base run's own fit.
+
 Step pricing splits the errors by their source: the base's cost model applied to each target run's
 own recorded steps (no replay; whatif/step_pricing.py, the track record's "step times") says how
 far step times alone moved between the runs (the model's transfer plus the machine's drift), and
@@ -144,12 +148,16 @@ def rel(a: float, b: float) -> float:
     return abs(a - b) / b * 100 if b else float("inf")
 
 
-def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[dict], dict, list[float]]:  # type: ignore[type-arg]
-    """Every (base run, target configuration) pair of a workload: sim error, null error, spread."""
+def analyse(db: str, groups: list[tuple[Workload, list[Config]]],  # type: ignore[type-arg]
+            fit: str = "run") -> tuple[list[dict], dict, list[float]]:  # type: ignore[type-arg]
+    """Every (base run, target configuration) pair of a workload: sim error, null error, spread.
+    fit "pooled": each prediction's cost model is fitted to every real run of the base's model in
+    the database except the target configuration's runs (whatif/pooled_fit.py)."""
     from storage.database import open_for_write
     from storage.queries import get_run, list_runs
     from whatif.base_run import engine_config_from_record, load_base_run, simulate_quietly, summary_metrics
-    from whatif.predict import base_profile
+    from whatif.pooled_fit import pooled_cost_model
+    from whatif.predict import base_profile, on_pool
     from whatif.pricing import price_for_prediction
     from whatif.step_pricing import step_time_error_pct
     from whatif.trust import extrapolation_warnings
@@ -158,6 +166,7 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[
     listed = list_runs(db_engine)
     pairs: list[dict] = []  # type: ignore[type-arg]
     real: dict[str, dict[str, list[tuple[int, dict[str, float]]]]] = {}
+    pools: dict[tuple[str, str], Any] = {}  # (model, target): every base of the model gets the same pool
     for workload, configs in groups:
         real[workload.name] = {}
         for config in configs:
@@ -165,16 +174,24 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]]) -> tuple[list[
             real[workload.name][config.name] = [(i, metrics_of(get_run(db_engine, i)["summary"])) for i in ids]  # type: ignore[index]
         for base_config in configs:
             for base_id, base_metrics in real[workload.name][base_config.name]:
-                base = load_base_run(db_engine, base_id)
-                priced = price_for_prediction(base.cost_model, base.mode, base.exercised,
-                                              base.executor.get("kv_bytes_per_block"), base_profile(db_engine, base))
+                own = load_base_run(db_engine, base_id)
+                profile = base_profile(db_engine, own)
                 for target in configs:
                     if target is base_config:
                         continue
                     target_runs = real[workload.name][target.name]
                     config = engine_config_from_record(get_run(db_engine, target_runs[0][0])["config"])  # type: ignore[index]
+                    base = own
+                    if fit == "pooled":
+                        key = (workload.model, target.name)
+                        if key not in pools:
+                            pools[key] = pooled_cost_model(db_engine, base_id, config, holdout=False)
+                        base = on_pool(own, pools[key])
+                    priced = price_for_prediction(base.cost_model, base.mode, base.exercised,
+                                                  base.executor.get("kv_bytes_per_block"), profile)
                     predicted = summary_metrics(simulate_quietly(config, priced.model, base.workload))
-                    warnings = extrapolation_warnings(base, config, priced)  # what the trust indicator says
+                    warnings = extrapolation_warnings(base, config, priced, "the pooled runs" if fit == "pooled"
+                                                      else "the base")  # what the trust indicator says
                     truth = {m: statistics.median(r[1][m] for r in target_runs) for m in METRICS}
                     spread = {m: rel(target_runs[0][1][m], target_runs[1][1][m]) if len(target_runs) > 1
                               else float("nan") for m in METRICS}
@@ -221,6 +238,9 @@ def main() -> None:
     parser.add_argument("--pairs-out", default=str(ROOT / "bench" / "results_fidelity_pairs.json"))
     parser.add_argument("--keep-db", default=None, help="record into this SQLite file and keep it")
     parser.add_argument("--reuse-db", default=None, help="analyse the runs a --keep-db session recorded")
+    parser.add_argument("--fit", choices=("run", "pooled"), default="run",
+                        help="each prediction's step costs: the base run's own fit, or one fitted to every real "
+                             "run of its model except the target configuration's")
     args = parser.parse_args()
     groups = plan(args.smollm2)
     loads: list[float] = []
@@ -237,7 +257,7 @@ def main() -> None:
                 for workload, configs in groups:
                     for config in configs:
                         loads.append(record_real(db, workload, config, args.max_other_load, args.max_tries)[1])
-        pairs, real, twins = analyse(db, groups)
+        pairs, real, twins = analyse(db, groups, args.fit)
     Path(args.pairs_out).write_text(json.dumps(pairs, indent=1) + "\n")
     write_report(report(args, groups, pairs, real, loads, twins), args.out)
 
@@ -246,6 +266,7 @@ def report(args: argparse.Namespace, groups: list[tuple[Workload, list[Config]]]
            real: dict, loads: list[float], twins: list[float]) -> str:  # type: ignore[type-arg]
     lines = [
         f"Command: `python bench/bench_fidelity.py --repeats {args.repeats}{' --smollm2' if args.smollm2 else ''}`"
+        + (f" --fit {args.fit}" if args.fit != "run" else "")
         + (" (re-analysed with --reuse-db)" if args.reuse_db else "") + "  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {date.today()}"
         + (f"; other processes during the real runs: median {statistics.median(loads):.2f} cores, max "

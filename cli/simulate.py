@@ -38,6 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     what_if.add_argument("--from-run", type=positive_int, metavar="RUN",
                          help="replay run RUN's exact requests with its fitted cost model; engine flags given "
                               "here change its configuration")
+    what_if.add_argument("--fit", choices=("run", "pooled"), default="run",
+                         help="with --from-run: price steps with the base run's own fit (run), or with one fitted "
+                              "to every real run of its model on its device, dtype and thread count except those "
+                              "of the predicted configuration (pooled: shapes one run never showed)")
     what_if.add_argument("--validate", action="store_true",
                          help="with --from-run: then run the real engine with the same parameters and record "
                               "the prediction error")
@@ -54,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         return run_what_if(args)
     if args.validate:
         raise ConfigError("--validate needs --from-run RUN")
+    if args.fit != "run":
+        raise ConfigError("--fit needs --from-run RUN")
     workload_name = args.workload or "mixed"
     config = engine_config_from_args(args, num_gpu_blocks=DEFAULT_SIM_GPU_BLOCKS)
     workload = resolve_workload(workload_name, workload_options_from_args(args))

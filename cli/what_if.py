@@ -43,10 +43,14 @@ def run_what_if(args: argparse.Namespace) -> int:
     base = load_base_run(writer, args.from_run)
     changes = given_engine_flags(args)
     config = engine_config_from_args(args, base=base.config)
-    prepared = prepare(writer, base, config, chosen_cost_model(args))
+    prepared = prepare(writer, base, config, chosen_cost_model(args), fit=args.fit)
     cost_model = prepared.priced.model
     if not args.json:
         print_trust(base, prepared.trust, prepared.priced.borrowed, cost_model.name)
+        if prepared.pooled is not None:
+            print(f"  pooled fit: steps of runs {', '.join(map(str, prepared.pooled.run_ids))}"
+                  + (f"; left out (the predicted configuration): {', '.join(map(str, prepared.pooled.left_out))}"
+                     if prepared.pooled.left_out else "") + "\n")
     info = RunInfo(
         name=args.name or f"what-if of run {base.run_id}: {describe_changes(changes)}",
         mode="simulated", batching=config.scheduler.batching, config=config.to_dict(), model=base.model,
@@ -55,14 +59,19 @@ def run_what_if(args: argparse.Namespace) -> int:
     result = run_session(config, SimulatedExecutor(cost_model), VirtualClock(), base.workload.requests, info,
                          RecordTarget(args.db, enabled=not args.no_record))
     if result.run_id is not None:
-        write_what_if(writer, result.run_id, WhatIfNote(base.run_id, changes, prepared.trust, cost_model.name))
+        write_what_if(writer, result.run_id, WhatIfNote(base.run_id, changes, prepared.trust, cost_model.name, args.fit,
+                                                         list(prepared.pooled.run_ids) if prepared.pooled else []))
     predicted = summary_metrics(result.summary)
     report: dict[str, Any] = {
         "base_run_id": base.run_id, "run_id": result.run_id, "changes": changes,
         "trust": asdict(prepared.trust), "borrowed_costs": prepared.priced.borrowed,
         "recorded": base.recorded, "predicted": predicted,
         "change_pct": percent_errors(predicted, base.recorded),
-        "cost_model": (chosen_cost_model(args) or base.cost_model).to_dict(),  # as fitted (stored with the base)
+        "fit": args.fit,
+        "pooled_runs": list(prepared.pooled.run_ids) if prepared.pooled else None,
+        "left_out_runs": list(prepared.pooled.left_out) if prepared.pooled else None,
+        "cost_model": (chosen_cost_model(args) or (prepared.pooled.model if prepared.pooled else base.cost_model)
+                       ).to_dict(),  # as fitted (the run's own fit is stored with the base)
         "prediction_cost_model": cost_model.to_dict(),  # what the prediction ran on: the fit plus borrowed costs
     }
     if args.validate:

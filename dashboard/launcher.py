@@ -138,6 +138,7 @@ class WhatIfRequest:
     base_config: dict[str, Any]  # the recorded run's config, by vLLM name
     changes: dict[str, Any]  # the parameters that differ from it
     validate_for_real: bool = False
+    fit: str = "run"  # step costs: the base run's own fit, or "pooled" over every real run of its model and device
 
     def validate(self) -> EngineConfig:
         """The config the prediction runs under: the base's with the changes, as the CLI builds it."""
@@ -146,7 +147,7 @@ class WhatIfRequest:
 
     def argv(self, db: str) -> list[str]:
         args = [sys.executable, "-m", "engine", "simulate", "--db", db, "--from-run", str(int(self.base_run_id)),
-                *_engine_flags(EngineArgs.from_values(self.changes))]
+                *_engine_flags(EngineArgs.from_values(self.changes)), "--fit", self.fit]
         return [*args, "--validate"] if self.validate_for_real else args
 
 

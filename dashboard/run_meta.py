@@ -74,6 +74,23 @@ def what_if_changes(run: RunRow) -> dict[str, Any]:
     return dict(note.changes) if note else {}
 
 
+def what_if_fit(run: RunRow) -> str:
+    """A prediction's step costs: "run" (its base's own fit) or "pooled"."""
+    note = meta(run).what_if
+    return note.fit if note else "run"
+
+
+def what_if_cost_model(run: RunRow) -> str:
+    """The name of the cost model a prediction ran on ("fitted to run 3 + profile ...")."""
+    note = meta(run).what_if
+    return note.cost_model if note else "n/a"
+
+
+def what_if_pooled_runs(run: RunRow) -> list[int]:
+    note = meta(run).what_if
+    return list(note.pooled_runs) if note else []
+
+
 def self_check(run: RunRow) -> Comparison | None:
     """A prediction's replay of its base run under the base's own configuration: recorded vs simulated
     (a consistency check of the replay, in sample: not an accuracy figure)."""

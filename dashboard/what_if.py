@@ -39,6 +39,18 @@ def predictions_of(runs: pd.DataFrame, base_id: int) -> dict[int, str]:
     return {int(r["id"]): f"#{r['id']} {r['name']}" for _, r in children.iterrows()}
 
 
+FITS = {"run": "this run's own fit", "pooled": "every real run of this model on this device (pooled)"}
+
+
+def fit_line(prediction: run_meta.RunRow) -> str:
+    """Which steps the prediction's cost model was fitted to."""
+    pooled = run_meta.what_if_pooled_runs(prediction)
+    if run_meta.what_if_fit(prediction) == "pooled" and pooled:
+        return (f"Step costs fitted to the steps of {len(pooled)} real runs of this model on this device "
+                f"(#{', #'.join(map(str, pooled))}), none of them of the predicted configuration.")
+    return f"Step costs: {run_meta.what_if_cost_model(prediction)}."
+
+
 def trust_note(base: run_meta.RunRow) -> str:
     """One line on the cost model behind predictions from this run."""
     fit = run_meta.cost_fit(base)

@@ -37,8 +37,12 @@ with st.form("what_if"):
         "swap_space": c3.number_input("swap_space (CPU blocks)", *wi.bounds("swap_space", cfg), cfg["swap_space"]),
         "batching": c3.selectbox("batching", launcher.BATCHING, index=ui.index_of(launcher.BATCHING, cfg["batching"])),
     }
+    fit = st.radio("Step costs", wi.FITS, format_func=wi.FITS.__getitem__, horizontal=True,
+                   help="A run's own fit sees only the step shapes its configuration produced; pooling adds the "
+                        "other real runs of this model on this device, dtype and thread count (never those of the "
+                        "configuration predicted).") if base["mode"] == "real" else "run"
     predict = st.form_submit_button("Predict", type="primary")
-request = launcher.WhatIfRequest(base_id, cfg, wi.changed(values, cfg))
+request = launcher.WhatIfRequest(base_id, cfg, wi.changed(values, cfg), fit=fit)
 if predict:
     try:
         request.validate()
@@ -62,6 +66,7 @@ pred = data.run(target, pred_id)
 if pred is None:
     st.stop()
 trust = run_meta.trust(pred)
+st.caption(wi.fit_line(pred))
 if trust is not None:
     intro = ("**Track record**: this base predicting real runs of the same requests under other configurations, "
              "beside the *nothing changes* answer (the base's own figure), errors in %:")
@@ -97,7 +102,8 @@ else:
     st.caption("Runs the real engine with these parameters on the same requests and records how far the "
                "prediction was off. It takes as long as the real run.")
     if st.button("Validate with a real run", icon=":material/fact_check:"):
-        checked = launcher.WhatIfRequest(base_id, cfg, run_meta.what_if_changes(pred), validate_for_real=True)
+        checked = launcher.WhatIfRequest(base_id, cfg, run_meta.what_if_changes(pred), validate_for_real=True,
+                                         fit=run_meta.what_if_fit(pred))
         failure = launcher.early_failure(launcher.launch(checked.argv(target), f"validate-{base_id}"), wait_s=2)
         if failure:
             st.error(failure)

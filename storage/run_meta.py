@@ -58,6 +58,8 @@ class WhatIfNote:
     changes: dict[str, Any]  # parameters changed from the base run's configuration
     trust: Trust
     cost_model: str  # the name of the cost model the prediction used
+    fit: str = "run"  # its step costs: the base run's own fit, or "pooled" over the device's real runs
+    pooled_runs: list[int] = field(default_factory=list)  # with fit "pooled": the runs it was fitted to
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ def trust_from_json(data: dict[str, Any] | None) -> Trust | None:
 def what_if_from_json(data: dict[str, Any] | None) -> WhatIfNote | None:
     if not data:
         return None
-    return WhatIfNote(int(data["base_run_id"]), dict(data["changes"]), _trust(data["trust"]), str(data["cost_model"]))
+    return WhatIfNote(int(data["base_run_id"]), dict(data["changes"]), _trust(data["trust"]), str(data["cost_model"]),
+                      str(data.get("fit") or "run"), [int(r) for r in data.get("pooled_runs") or []])
 
 
 def validation_from_json(data: dict[str, Any] | None) -> ValidationNote | None:

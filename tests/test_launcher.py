@@ -69,6 +69,8 @@ def test_a_what_if_passes_only_its_changes_and_is_checked_against_the_recorded_c
     assert (args.command, args.from_run, args.validate) == ("simulate", 3, True)
     assert (args.max_num_seqs, args.policy) == (8, "sjf")
     assert args.max_num_batched_tokens is None and args.num_gpu_blocks is None  # unchanged: not passed
+    assert args.fit == "run"
+    assert _parsed(launcher.WhatIfRequest(3, recorded, {}, fit="pooled").argv(DB)).fit == "pooled"
     with pytest.raises(launcher.LaunchError, match="needs a CPU swap pool"):
         launcher.WhatIfRequest(3, recorded, {"preemption_mode": "swap"}).validate()
 
