@@ -23,6 +23,7 @@ from sessions.recorded import RecordTarget, run_session
 from storage.database import open_for_write
 from storage.run_meta import Trust, WhatIfNote, write_what_if
 from whatif.base_run import BaseRun, load_base_run, percent_errors, summary_metrics
+from whatif.pooled_fit import PooledFit
 from whatif.predict import prepare
 
 LABELS = {
@@ -46,11 +47,7 @@ def run_what_if(args: argparse.Namespace) -> int:
     prepared = prepare(writer, base, config, chosen_cost_model(args), fit=args.fit)
     cost_model = prepared.priced.model
     if not args.json:
-        print_trust(base, prepared.trust, prepared.priced.borrowed, cost_model.name)
-        if prepared.pooled is not None:
-            print(f"  pooled fit: steps of runs {', '.join(map(str, prepared.pooled.run_ids))}"
-                  + (f"; left out (the predicted configuration): {', '.join(map(str, prepared.pooled.left_out))}"
-                     if prepared.pooled.left_out else "") + "\n")
+        print_trust(base, prepared.trust, prepared.priced.borrowed, cost_model.name, prepared.pooled)
     info = RunInfo(
         name=args.name or f"what-if of run {base.run_id}: {describe_changes(changes)}",
         mode="simulated", batching=config.scheduler.batching, config=config.to_dict(), model=base.model,
@@ -96,9 +93,14 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1f}%"
 
 
-def print_trust(base: BaseRun, trust: Trust, borrowed: list[str], cost_model: str) -> None:
+def print_trust(base: BaseRun, trust: Trust, borrowed: list[str], cost_model: str,
+                pooled: PooledFit | None = None) -> None:
     """What the prediction below rests on, before it."""
     print(f"trust: run {base.run_id} ({base.mode}), cost model: {cost_model}")
+    if pooled is not None:
+        left_out = ", ".join(map(str, pooled.left_out))
+        print(f"  pooled fit: the steps of runs {', '.join(map(str, pooled.run_ids))}"
+              + (f"; left out, as runs of the predicted configuration: {left_out}" if left_out else ""))
     held = trust.holdout
     if held.get("folds"):
         print(f"  step-time fit on held-out steps ({held['folds']} contiguous blocks): R² {held['r2']:.2f}, "

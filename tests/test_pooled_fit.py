@@ -128,3 +128,14 @@ def test_each_track_record_run_is_predicted_from_a_pool_without_its_configuratio
     prepared = predict.prepare(db, load_base_run(db, base), config, fit="pooled")
     assert [e.real_run_id for e in prepared.trust.track_record] == [target, wide]  # newest first
     assert pools == [(base, wide), (base, wide), (base, target)]  # the prediction's, then one per track-record run
+
+
+def test_the_text_report_names_the_pooled_runs_before_the_prediction(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "t.db"
+    base, wide, target = _real_run(db, 2), _real_run(db, 64), _real_run(db, 16)
+    assert main(["simulate", "--db", str(db), "--from-run", str(base), "--max-num-seqs", "16", "--fit", "pooled"]) == 0
+    out = capsys.readouterr().out
+    line = f"pooled fit: the steps of runs {base}, {wide}; left out, as runs of the predicted configuration: {target}"
+    assert line in out and out.index(line) < out.index("what-if: max_num_seqs=16")
+    assert "cost model: fitted to 2 runs of this model and device" in out
