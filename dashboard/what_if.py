@@ -85,8 +85,8 @@ def holdout_line(trust: Trust) -> str:
     held = trust.holdout
     if not held.get("folds"):
         return f"No held-out fit figures: {held.get('reason', 'none recorded')}."
-    return (f"Step-time fit on **held-out** steps ({held['folds']} contiguous blocks of the run, each predicted by "
-            f"a fit to the others): median error **{held['median_abs_pct_error']:.1f}%**, p90 "
+    return (f"Step-time fit on **held-out** steps ({held['folds']} contiguous blocks of the fitted steps, each "
+            f"predicted by a fit to the others): median error **{held['median_abs_pct_error']:.1f}%**, p90 "
             f"{held['p90_abs_pct_error']:.1f}%, R² {held['r2']:.2f}.")
 
 

@@ -68,8 +68,10 @@ if pred is None:
 trust = run_meta.trust(pred)
 st.caption(wi.fit_line(pred))
 if trust is not None:
-    intro = ("**Track record**: this base predicting real runs of the same requests under other configurations, "
-             "beside the *nothing changes* answer (the base's own figure), errors in %:")
+    pooled = run_meta.what_if_fit(pred) == "pooled"
+    intro = ("**Track record**: this base predicting real runs of the same requests under other configurations"
+             + (", each on a pooled fit without its own configuration's runs" if pooled else "")
+             + ", beside the *nothing changes* answer (the base's own figure), errors in %:")
     if not wi.show_trust(trust, intro):
         st.caption("No track record yet: no real run of these requests under another configuration. "
                    "**Validate with a real run** below adds one.")
