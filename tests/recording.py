@@ -1,4 +1,5 @@
-"""Helpers for storage tests: record a simulated run into a database file."""
+"""Helpers for storage and what-if tests: record a simulated run into a database file, or a
+"pretend real" one (mode real, its step times from a known cost model, so a fit has a truth)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Any
 from engine.clock import VirtualClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine_loop import Engine
-from engine.executors.cost_model import DEFAULT_COST_MODEL
+from engine.executors.cost_model import DEFAULT_COST_MODEL, CostModel
 from engine.executors.simulated import SimulatedExecutor
 from engine.metrics import RunSummary
 from engine.snapshot import RunInfo
 from engine.workload.generators import synthetic_workload
+from engine.workload.spec import Workload
 from storage.database import open_for_write
 from storage.recorder import Recorder
 
@@ -40,3 +42,15 @@ def record_simulation(
     recorder.finish("finished", summary=summary.to_dict())
     recorder.db.dispose()  # the last connection checkpoints the WAL into the file
     return recorder.run_id, engine, summary
+
+
+def record_pretend_real(db: Path | str, config: EngineConfig, workload: Workload, device: CostModel,
+                        facts: dict[str, Any], name: str = "pretend real") -> int:
+    """A run recorded as mode=real whose steps take what `device` says; facts: what its executor
+    recorded (device, dtype, torch threads ...)."""
+    info = RunInfo(name=name, mode="real", batching=config.scheduler.batching, config=config.to_dict(),
+                   model="tiny", workload=workload.description)
+    recorder = Recorder(open_for_write(str(db)), info, facts)
+    summary = Engine(config, SimulatedExecutor(device), VirtualClock(), recorder).run(workload.requests)
+    recorder.finish("finished", summary=summary.to_dict())
+    return recorder.run_id

@@ -9,16 +9,12 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from engine.clock import VirtualClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
-from engine.engine_loop import Engine
 from engine.executors.cost_model import DEFAULT_COST_MODEL, LinearCostModel
-from engine.executors.simulated import SimulatedExecutor
-from engine.snapshot import RunInfo
 from engine.workload.generators import synthetic_workload
 from storage.database import open_for_write
 from storage.queries import get_run
-from storage.recorder import Recorder
+from tests.recording import record_pretend_real
 from whatif.base_run import engine_config_from_record, load_base_run
 from whatif.pooled_fit import pooled_cost_model, same_deployment_runs
 from whatif.step_pricing import step_time_error_pct
@@ -32,13 +28,8 @@ CONCAVE = LinearCostModel(DEFAULT_COST_MODEL.coefficients, name="concave device"
 def _real_run(db: Path, max_num_seqs: int, facts: dict[str, object] = FACTS) -> int:
     config = EngineConfig(SchedulerConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=2048),
                           CacheConfig(num_gpu_blocks=600))
-    workload = synthetic_workload("mixed", 150, request_rate=40.0, seed=4)
-    info = RunInfo(name=f"pretend real {max_num_seqs}", mode="real", batching="continuous", config=config.to_dict(),
-                   model="tiny", workload=workload.description)
-    recorder = Recorder(open_for_write(str(db)), info, facts)
-    summary = Engine(config, SimulatedExecutor(CONCAVE), VirtualClock(), recorder).run(workload.requests)
-    recorder.finish("finished", summary=summary.to_dict())
-    return recorder.run_id
+    return record_pretend_real(db, config, synthetic_workload("mixed", 150, request_rate=40.0, seed=4), CONCAVE, facts,
+                               name=f"pretend real {max_num_seqs}")
 
 
 def test_pooling_the_other_runs_prices_a_batch_size_the_base_never_ran(tmp_path: Path) -> None:

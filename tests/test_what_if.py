@@ -9,19 +9,15 @@ import pytest
 from sqlalchemy import update
 
 from cli.main import main
-from engine.clock import VirtualClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
-from engine.engine_loop import Engine
 from engine.executors.cost_fit import FIT_VERSION
 from engine.executors.cost_model import DEFAULT_COST_MODEL
-from engine.executors.simulated import SimulatedExecutor
-from engine.snapshot import RunInfo
 from engine.workload.generators import synthetic_workload
 from storage import queries
 from storage.database import open_for_read, open_for_write
-from storage.recorder import Recorder
 from storage.run_meta import run_meta
 from storage.schema import Run, table_of
+from tests.recording import record_pretend_real
 
 
 def _run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -33,13 +29,8 @@ def _run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, 
 def _record_fake_real_run(db: Path) -> int:
     """A run recorded as mode=real whose step times come from a known model, so fitting has a truth."""
     config = EngineConfig(SchedulerConfig(max_num_seqs=16), CacheConfig(num_gpu_blocks=300))
-    workload = synthetic_workload("mixed", 120, request_rate=30.0, seed=3)
-    info = RunInfo(name="pretend real", mode="real", batching="continuous", config=config.to_dict(),
-                   model="tiny", workload=workload.description)
-    recorder = Recorder(open_for_write(str(db)), info, {"executor": "torch"})
-    summary = Engine(config, SimulatedExecutor(DEFAULT_COST_MODEL), VirtualClock(), recorder).run(workload.requests)
-    recorder.finish("finished", summary=summary.to_dict())
-    return recorder.run_id
+    return record_pretend_real(db, config, synthetic_workload("mixed", 120, request_rate=30.0, seed=3),
+                               DEFAULT_COST_MODEL, {"executor": "torch"})
 
 
 def test_what_if_of_a_simulated_run_is_exact_on_itself_and_records_a_linked_run(

@@ -9,16 +9,12 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from engine.clock import VirtualClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
-from engine.engine_loop import Engine
 from engine.executors.cost_model import DEFAULT_COST_MODEL, LinearCostModel
-from engine.executors.simulated import SimulatedExecutor
-from engine.snapshot import RunInfo
 from engine.workload.generators import synthetic_workload
 from storage.database import open_for_write
 from storage.device_profiles import save_profile
-from storage.recorder import Recorder
+from tests.recording import record_pretend_real
 
 FACTS = {"executor": "torch", "device": "cpu", "dtype": "float32", "torch_threads": 2, "kv_bytes_per_block": 65536}
 # What the pretend device really costs: DEFAULT_COST_MODEL, plus a block copy it charges for.
@@ -31,13 +27,8 @@ def _real_run(db: Path, max_num_seqs: int, num_gpu_blocks: int = 300, device: Li
     """A run recorded as mode=real whose step times come from a known model (the pretend device)."""
     config = EngineConfig(SchedulerConfig(max_num_seqs=max_num_seqs, **sched),  # type: ignore[arg-type]
                           CacheConfig(num_gpu_blocks=num_gpu_blocks, swap_space=64))
-    workload = synthetic_workload("mixed", 120, request_rate=30.0, seed=3)
-    info = RunInfo(name=f"pretend real {max_num_seqs}", mode="real", batching="continuous", config=config.to_dict(),
-                   model="tiny", workload=workload.description)
-    recorder = Recorder(open_for_write(str(db)), info, FACTS)
-    summary = Engine(config, SimulatedExecutor(device), VirtualClock(), recorder).run(workload.requests)
-    recorder.finish("finished", summary=summary.to_dict())
-    return recorder.run_id
+    return record_pretend_real(db, config, synthetic_workload("mixed", 120, request_rate=30.0, seed=3), device, FACTS,
+                               name=f"pretend real {max_num_seqs}")
 
 
 def _what_if(capsys: pytest.CaptureFixture[str], db: Path, *flags: str) -> dict:  # type: ignore[type-arg]
