@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from cli.main import main
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
@@ -14,6 +15,7 @@ from engine.executors.cost_model import DEFAULT_COST_MODEL, LinearCostModel
 from engine.workload.generators import synthetic_workload
 from storage.database import open_for_write
 from storage.queries import get_run
+from storage.schema import Run, table_of
 from tests.recording import record_pretend_real
 from whatif.base_run import engine_config_from_record, load_base_run
 from whatif.pooled_fit import pooled_cost_model, same_deployment_runs
@@ -53,8 +55,10 @@ def test_only_runs_of_the_same_model_device_dtype_and_threads_are_pooled(tmp_pat
     base = _real_run(db_path, 2)
     _real_run(db_path, 64, {**FACTS, "torch_threads": 4})
     _real_run(db_path, 64, {**FACTS, "dtype": "bfloat16"})
-    same = _real_run(db_path, 8)
+    same, old = _real_run(db_path, 8), _real_run(db_path, 16)
     db = open_for_write(str(db_path))
+    with db.begin() as conn:  # recorded before the truthful engine: padded attention, a capped static batch
+        conn.execute(update(table_of(Run)).where(table_of(Run).c.id == old).values(recorded_schema=2))
     assert [r["id"] for r in same_deployment_runs(db, base)] == [base, same]
     pooled = pooled_cost_model(db, base)
     assert pooled.run_ids == (base, same) and pooled.left_out == ()

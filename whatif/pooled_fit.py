@@ -20,6 +20,7 @@ from engine.config import EngineConfig
 from engine.executors.cost_fit import fit_cost_model, holdout_quality
 from engine.executors.cost_model import FEATURES, LinearCostModel
 from storage.run_facts import exercised, step_features
+from storage.run_meta import TRUTHFUL_ENGINE_SCHEMA
 from storage.schema import Run, table_of
 from whatif.base_run import engine_config_from_record
 
@@ -37,14 +38,17 @@ class PooledFit:
 
 def same_deployment_runs(db: Engine, run_id: int) -> list[dict[str, Any]]:
     """Finished real runs of the run's model on its device, dtype and thread count (itself included),
-    oldest first; each as {id, config} (config: the EngineConfig it ran)."""
+    oldest first; each as {id, config} (config: the EngineConfig it ran). Runs recorded before the
+    truthful engine are left out: their step costs mean something else (the base itself stays, and
+    its own warning says so)."""
     runs = table_of(Run)
     with db.connect() as conn:
         base = conn.execute(select(runs.c.model, runs.c.executor).where(runs.c.id == run_id)).mappings().first()
         if base is None or base["model"] is None:
             return []
         rows = conn.execute(select(runs.c.id, runs.c.config, runs.c.executor).where(
-            runs.c.mode == "real", runs.c.status == "finished", runs.c.model == base["model"])
+            runs.c.mode == "real", runs.c.status == "finished", runs.c.model == base["model"],
+            (runs.c.recorded_schema >= TRUTHFUL_ENGINE_SCHEMA) | (runs.c.id == run_id))
             .order_by(runs.c.id)).mappings().all()
     facts = {k: (base["executor"] or {}).get(k) for k in DEVICE_FACTS}
     return [{"id": int(r["id"]), "config": engine_config_from_record(dict(r["config"] or {}))} for r in rows
