@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from storage.run_meta import RunMeta, Trust, run_meta
+from storage.run_meta import RunMeta, Trust, WhatIfNote, run_meta
 
 RunRow = Mapping[str, Any]
 Figures = Mapping[str, float | None]  # headline metrics by key (output_tokens_per_s, ttft_p50, ...): s, tokens/s
@@ -75,20 +75,14 @@ def what_if_changes(run: RunRow) -> dict[str, Any]:
 
 
 def what_if_fit(run: RunRow) -> str:
-    """A prediction's step costs: "run" (its base's own fit) or "pooled"."""
+    """A prediction's step costs: "run" (its base's own fit) or "pooled"; "run" for other runs."""
     note = meta(run).what_if
     return note.fit if note else "run"
 
 
-def what_if_cost_model(run: RunRow) -> str:
-    """The name of the cost model a prediction ran on ("fitted to run 3 + profile ...")."""
-    note = meta(run).what_if
-    return note.cost_model if note else "n/a"
-
-
-def what_if_pooled_runs(run: RunRow) -> list[int]:
-    note = meta(run).what_if
-    return list(note.pooled_runs) if note else []
+def what_if_note(run: RunRow) -> WhatIfNote | None:
+    """What a what-if prediction recorded about itself (its base, changes, trust, cost model)."""
+    return meta(run).what_if
 
 
 def self_check(run: RunRow) -> Comparison | None:

@@ -44,11 +44,13 @@ FITS = {"run": "this run's own fit", "pooled": "every real run of this model on 
 
 def fit_line(prediction: run_meta.RunRow) -> str:
     """Which steps the prediction's cost model was fitted to."""
-    pooled = run_meta.what_if_pooled_runs(prediction)
-    if run_meta.what_if_fit(prediction) == "pooled" and pooled:
-        return (f"Step costs fitted to the steps of {len(pooled)} real runs of this model on this device "
-                f"(#{', #'.join(map(str, pooled))}), none of them of the predicted configuration.")
-    return f"Step costs: {run_meta.what_if_cost_model(prediction)}."
+    note = run_meta.what_if_note(prediction)
+    if note is None:
+        return "Not a what-if prediction: no cost model recorded."
+    if note.fit == "pooled" and note.pooled_runs:
+        return (f"Step costs fitted to the steps of {len(note.pooled_runs)} real runs of this model on this device "
+                f"(#{', #'.join(map(str, note.pooled_runs))}), none of them of the predicted configuration.")
+    return f"Step costs: {note.cost_model}."
 
 
 def trust_note(base: run_meta.RunRow) -> str:

@@ -134,3 +134,21 @@ def test_the_text_report_names_the_pooled_runs_before_the_prediction(tmp_path: P
     line = f"pooled fit: the steps of runs {base}, {wide}; left out, as runs of the predicted configuration: {target}"
     assert line in out and out.index(line) < out.index("what-if: max_num_seqs=16")
     assert "cost model: fitted to 2 runs of this model and device" in out
+
+
+def test_the_what_if_page_says_which_runs_a_prediction_was_fitted_to(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from dashboard import run_meta
+    from dashboard.what_if import fit_line
+
+    db = tmp_path / "t.db"
+    base, wide = _real_run(db, 2), _real_run(db, 64)
+    pooled = _what_if(capsys, db, "--max-num-seqs", "16", "--fit", "pooled")["run_id"]
+    own = _what_if(capsys, db, "--max-num-seqs", "16")["run_id"]
+    reader = open_for_write(str(db))
+    assert run_meta.what_if_fit(get_run(reader, pooled)) == "pooled"  # what its Validate button passes on
+    assert fit_line(get_run(reader, pooled)) == (  # type: ignore[arg-type]
+        f"Step costs fitted to the steps of 2 real runs of this model on this device (#{base}, #{wide}), none of "
+        "them of the predicted configuration.")
+    assert fit_line(get_run(reader, own)) == f"Step costs: fitted to run {base}."  # type: ignore[arg-type]
+    assert fit_line(get_run(reader, base)) == "Not a what-if prediction: no cost model recorded."  # type: ignore[arg-type]
