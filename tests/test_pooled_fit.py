@@ -152,3 +152,11 @@ def test_the_what_if_page_says_which_runs_a_prediction_was_fitted_to(tmp_path: P
         "them of the predicted configuration.")
     assert fit_line(get_run(reader, own)) == f"Step costs: fitted to run {base}."  # type: ignore[arg-type]
     assert fit_line(get_run(reader, base)) == "Not a what-if prediction: no cost model recorded."  # type: ignore[arg-type]
+
+
+def test_a_pool_of_one_says_so(tmp_path: Path) -> None:
+    db_path = tmp_path / "t.db"
+    base = _real_run(db_path, 2)
+    pooled = pooled_cost_model(open_for_write(str(db_path)), base)
+    assert pooled.run_ids == (base,)
+    assert pooled.model.name == f"fitted to run {base} alone (no other real run of this model and device)"

@@ -70,8 +70,9 @@ def pooled_cost_model(db: Engine, base_run_id: int, predicted: EngineConfig | No
     provenance: dict[str, Any] = {"run_id": base_run_id, "pooled_runs": used, "left_out_runs": list(left_out)}
     if holdout:
         provenance["holdout"] = holdout_quality(features, durations)
-    model = fit_cost_model(features, durations, name=f"fitted to {len(used)} runs of this model and device",
-                           provenance=provenance)
+    name = (f"fitted to {len(used)} runs of this model and device" if len(used) > 1
+            else f"fitted to run {base_run_id} alone (no other real run of this model and device)")
+    model = fit_cost_model(features, durations, name=name, provenance=provenance)
     return PooledFit(model, tuple(used), left_out, pooled_exercised([exercised(db, r) for r in used]))
 
 
