@@ -50,7 +50,7 @@ def fit_line(prediction: run_meta.RunRow) -> str:
     if note.fit == "pooled" and note.pooled_runs:
         return (f"Step costs fitted to the steps of {len(note.pooled_runs)} real runs of this model on this device "
                 f"(#{', #'.join(map(str, note.pooled_runs))}), none of them of the predicted configuration.")
-    return f"Step costs: {note.cost_model}."
+    return f"Step costs from the cost model “{note.cost_model}”."
 
 
 def trust_note(base: run_meta.RunRow) -> str:

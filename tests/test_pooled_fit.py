@@ -150,7 +150,7 @@ def test_the_what_if_page_says_which_runs_a_prediction_was_fitted_to(tmp_path: P
     assert fit_line(get_run(reader, pooled)) == (  # type: ignore[arg-type]
         f"Step costs fitted to the steps of 2 real runs of this model on this device (#{base}, #{wide}), none of "
         "them of the predicted configuration.")
-    assert fit_line(get_run(reader, own)) == f"Step costs: fitted to run {base}."  # type: ignore[arg-type]
+    assert fit_line(get_run(reader, own)) == f"Step costs from the cost model “fitted to run {base}”."  # type: ignore[arg-type]
     assert fit_line(get_run(reader, base)) == "Not a what-if prediction: no cost model recorded."  # type: ignore[arg-type]
 
 
