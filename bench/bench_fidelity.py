@@ -167,6 +167,7 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]],  # type: ignor
     pairs: list[dict] = []  # type: ignore[type-arg]
     real: dict[str, dict[str, list[tuple[int, dict[str, float]]]]] = {}
     pools: dict[tuple[str, str], Any] = {}  # (model, target): every base of the model gets the same pool
+    steps: dict[int, Any] = {}  # each run's steps, read once for every pool
     for workload, configs in groups:
         real[workload.name] = {}
         for config in configs:
@@ -185,7 +186,7 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]],  # type: ignor
                     if fit == "pooled":
                         key = (workload.model, target.name)
                         if key not in pools:
-                            pools[key] = pooled_cost_model(db_engine, base_id, config, holdout=False)
+                            pools[key] = pooled_cost_model(db_engine, base_id, config, holdout=False, steps=steps)
                         base = on_pool(own, pools[key])
                     priced = price_for_prediction(base.cost_model, base.mode, base.exercised,
                                                   base.executor.get("kv_bytes_per_block"), profile)

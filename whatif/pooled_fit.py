@@ -29,6 +29,21 @@ SUMMED = ("swap_blocks", "preemptions", "padding_tokens", "padding_seqs", "prefi
 
 
 @dataclass(frozen=True)
+class RunSteps:
+    """One run's fitting data: its step features (FEATURES order), durations and exercised facts."""
+
+    features: np.ndarray
+    durations: np.ndarray
+    exercised: dict[str, float]
+
+
+def run_steps(db: Engine, run_id: int) -> RunSteps:
+    frame = step_features(db, run_id)
+    features = np.column_stack([np.ones(len(frame))] + [frame[k].to_numpy(float) for k in FEATURES[1:]])
+    return RunSteps(features, frame["duration"].to_numpy(float), exercised(db, run_id))
+
+
+@dataclass(frozen=True)
 class PooledFit:
     model: LinearCostModel
     run_ids: tuple[int, ...]  # the runs whose steps it was fitted to, the base first
@@ -56,24 +71,27 @@ def same_deployment_runs(db: Engine, run_id: int) -> list[dict[str, Any]]:
 
 
 def pooled_cost_model(db: Engine, base_run_id: int, predicted: EngineConfig | None = None,
-                      holdout: bool = True) -> PooledFit:
+                      holdout: bool = True, steps: dict[int, RunSteps] | None = None) -> PooledFit:
     """predicted: the configuration being predicted; runs of exactly it are left out of the pool (the
     base is always kept). holdout: also measure the fit on held-out blocks of the pooled steps
-    (contiguous, so each is mostly one run's)."""
+    (contiguous, so each is mostly one run's). steps: runs already read, by id (filled as it reads),
+    so several pools over one database read each run once."""
     candidates = same_deployment_runs(db, base_run_id)
     used = [base_run_id] + [r["id"] for r in candidates if r["id"] != base_run_id and r["config"] != predicted]
     left_out = tuple(r["id"] for r in candidates if r["id"] not in used)
-    frames = [step_features(db, run_id) for run_id in used]
-    features = np.vstack([np.column_stack([np.ones(len(f))] + [f[k].to_numpy(float) for k in FEATURES[1:]])
-                          for f in frames])
-    durations = np.concatenate([f["duration"].to_numpy(float) for f in frames])
+    steps = {} if steps is None else steps
+    for run_id in used:
+        if run_id not in steps:
+            steps[run_id] = run_steps(db, run_id)
+    features = np.vstack([steps[r].features for r in used])
+    durations = np.concatenate([steps[r].durations for r in used])
     provenance: dict[str, Any] = {"run_id": base_run_id, "pooled_runs": used, "left_out_runs": list(left_out)}
     if holdout:
         provenance["holdout"] = holdout_quality(features, durations)
     name = (f"fitted to {len(used)} runs of this model and device" if len(used) > 1
             else f"fitted to run {base_run_id} alone (no other real run of this model and device)")
     model = fit_cost_model(features, durations, name=name, provenance=provenance)
-    return PooledFit(model, tuple(used), left_out, pooled_exercised([exercised(db, r) for r in used]))
+    return PooledFit(model, tuple(used), left_out, pooled_exercised([steps[r].exercised for r in used]))
 
 
 def pooled_exercised(per_run: list[dict[str, float]]) -> dict[str, float]:

@@ -18,7 +18,7 @@ from engine.executors.cost_model import CostModel
 from storage.device_profiles import DeviceProfile, matching_profile
 from storage.run_meta import Trust
 from whatif.base_run import BaseRun
-from whatif.pooled_fit import PooledFit, pooled_cost_model
+from whatif.pooled_fit import PooledFit, RunSteps, pooled_cost_model
 from whatif.pricing import Priced, price_for_prediction
 from whatif.trust import build_trust, config_changes
 
@@ -60,12 +60,14 @@ def prepare(db: Engine, base: BaseRun, config: EngineConfig, cost_model: CostMod
                         build_trust(db, base, config, priced))
     if base.mode != "real":
         raise ConfigError(f"run {base.run_id} is simulated: a pooled fit needs real runs' step times (use --fit run)")
-    pooled = pooled_cost_model(db, base.run_id, config)
+    steps: dict[int, RunSteps] = {}  # each run's steps read once, for this pool and the track record's
+    pooled = pooled_cost_model(db, base.run_id, config, steps=steps)
     pool_base = on_pool(base, pooled)
     priced = _priced(pool_base, profile)
 
     def refit(target: EngineConfig) -> CostModel:  # the track record's runs, each left out of its own pool
-        return _priced(on_pool(base, pooled_cost_model(db, base.run_id, target, holdout=False)), profile).model
+        refitted = pooled_cost_model(db, base.run_id, target, holdout=False, steps=steps)
+        return _priced(on_pool(base, refitted), profile).model
 
     trust = build_trust(db, pool_base, config, priced, refit=refit, who=f"the {len(pooled.run_ids)} pooled runs")
     return Prepared(base, config, config_changes(base.config, config), priced, profile, trust, pooled)
