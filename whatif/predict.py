@@ -50,12 +50,8 @@ def prepare(db: Engine, base: BaseRun, config: EngineConfig, cost_model: CostMod
     if cost_model is not None and fit != "run":
         raise ConfigError(f"a given cost model and fit {fit!r} both choose the step costs: give one")
     profile = base_profile(db, base)
-    if cost_model is not None:
-        priced = Priced(cost_model)
-        return Prepared(base, config, config_changes(base.config, config), priced, profile,
-                        build_trust(db, base, config, priced))
-    if fit == "run":
-        priced = _priced(base, profile)
+    if cost_model is not None or fit == "run":
+        priced = Priced(cost_model) if cost_model is not None else _priced(base, profile)
         return Prepared(base, config, config_changes(base.config, config), priced, profile,
                         build_trust(db, base, config, priced))
     if base.mode != "real":
