@@ -88,6 +88,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     g.add_argument("--cost-model", choices=("default", "unit"), default=None,
                    help="without --from-run: default (fitted on tiny) or unit; with it: replaces the fitted model")
     g.add_argument("--cost-model-file", default=None, metavar="JSON", help="a cost model from `engine profile -o`")
+    g.add_argument("--fit", choices=("run", "pooled"), default="run",
+                   help="with --from-run: price steps with the base run's own fit (run), or with one fitted to "
+                        "every real run of its model on its device, dtype and thread count (pooled: step shapes "
+                        "the base never showed)")
     s = p.add_argument_group("how to search")
     s.add_argument("--jobs", type=positive_int, default=None, help="local worker processes (default: every CPU)")
     s.add_argument("--ray", default=None, metavar="ADDRESS",
@@ -141,7 +145,10 @@ def _source_from_args(args: argparse.Namespace, writer: Engine | None) -> Search
         if args.workload is not None:
             raise ConfigError("--from-run replays the recorded requests; drop --workload")
         assert writer is not None, "--from-run needs the database"
-        return from_run(writer, args.from_run, lambda base: engine_config_from_args(args, base=base), chosen)
+        return from_run(writer, args.from_run, lambda base: engine_config_from_args(args, base=base), chosen,
+                        fit=args.fit)
+    if args.fit != "run":
+        raise ConfigError("--fit needs --from-run RUN")
     config = engine_config_from_args(args, num_gpu_blocks=DEFAULT_SIM_GPU_BLOCKS)
     return from_workload(args.workload or "mixed", workload_options_from_args(args), config,
                          chosen or named_cost_model("default"))
@@ -178,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         header: dict[str, Any] = {
             "search_id": None, "workload": source.workload.description, "num_requests": len(source.workload),
             "base_run_id": source.base.run_id if source.base else None, "cost_model": source.cost_model.name,
+            "fit": source.fit, "pooled_runs": list(source.pooled_runs),
             "backend": backend.describe(), "space": {a.name: list(a.values) for a in args.search},
             "prune": args.prune,
         }

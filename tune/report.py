@@ -69,7 +69,8 @@ def format_text(outcome: SearchOutcome, slo: SLO, header: dict[str, Any], trust:
     lines = [
         f"search{' ' + str(header['search_id']) if header.get('search_id') else ''}: {len(outcome.results)} "
         f"configurations over {header['workload']}",
-        f"  cost model: {header['cost_model']}",
+        f"  cost model: {header['cost_model']}"
+        + (f" (runs {', '.join(map(str, header['pooled_runs']))})" if header.get("pooled_runs") else ""),
         f"  SLOs: {slo.describe()} ({slo.needed(n)} of {n} requests good)",
         f"  ran on {header['backend']}: {outcome.count(COMPLETE) + outcome.count(PRUNED)} simulated in "
         f"{outcome.wall_s:.1f} s, {_stopped(outcome)}",

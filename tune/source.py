@@ -31,6 +31,8 @@ class SearchSource:
     base: BaseRun | None = None  # --from-run
     borrowed: list[str] = field(default_factory=list)  # costs the base never exercised, priced from elsewhere
     unmeasured: list[str] = field(default_factory=list)  # costs nothing measured (extrapolation warnings)
+    fit: str = "run"  # --from-run: "run" (the base's own fit) or "pooled" (whatif/pooled_fit.py)
+    pooled_runs: tuple[int, ...] = ()  # with fit "pooled": the runs whose steps the cost model was fitted to
 
     @property
     def model(self) -> str | None:
@@ -54,20 +56,33 @@ def from_workload(name: str, options: WorkloadOptions, config: EngineConfig, cos
 
 
 def from_run(writer: Engine, run_id: int, configure: Callable[[EngineConfig], EngineConfig] | None = None,
-             cost_model: CostModel | None = None) -> SearchSource:
+             cost_model: CostModel | None = None, fit: str = "run") -> SearchSource:
     """Run RUN's recorded requests, its configuration as `configure` changes it, and the cost model a
-    what-if of it would use (or `cost_model` as it is: nothing borrowed, as a what-if does)."""
-    from whatif.predict import base_profile
+    what-if of it would use (or `cost_model` as it is: nothing borrowed, as a what-if does).
+
+    fit "pooled": one cost model fitted to every finished real run of the base's model on its
+    device, none left out. A search predicts many configurations at once, so it cannot leave each
+    one's runs out of its pool as a single what-if does; the trust figures shown with its answer
+    (tune.trust) do: they refit for the recommendation and for every run of the track record."""
+    from whatif.pooled_fit import pooled_cost_model
+    from whatif.predict import base_profile, check_fit, on_pool
     from whatif.pricing import price_for_prediction
 
     base = load_base_run(writer, run_id)
+    check_fit(base, fit, cost_model)
     config = configure(base.config) if configure is not None else base.config
+    source = {"kind": "run", "run_id": run_id}
     if cost_model is not None:
-        return SearchSource(base.workload, config, cost_model, {"kind": "run", "run_id": run_id}, base)
-    priced = price_for_prediction(base.cost_model, base.mode, base.exercised, base.executor.get("kv_bytes_per_block"),
-                                  base_profile(writer, base))
-    return SearchSource(base.workload, config, priced.model, {"kind": "run", "run_id": run_id}, base,
-                        list(priced.borrowed), list(priced.unmeasured))
+        return SearchSource(base.workload, config, cost_model, source, base)
+    pooled_runs: tuple[int, ...] = ()
+    priced_base = base
+    if fit == "pooled":
+        pooled = pooled_cost_model(writer, run_id, predicted=None)
+        priced_base, pooled_runs = on_pool(base, pooled), pooled.run_ids
+    priced = price_for_prediction(priced_base.cost_model, base.mode, priced_base.exercised,
+                                  base.executor.get("kv_bytes_per_block"), base_profile(writer, base))
+    return SearchSource(base.workload, config, priced.model, source, base, list(priced.borrowed),
+                        list(priced.unmeasured), fit, pooled_runs)
 
 
 def _portable_name(name: str) -> str:

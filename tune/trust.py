@@ -2,8 +2,9 @@
 
 From a recorded run they are exactly what a what-if of that configuration shows
 (whatif.predict.prepare(...).trust: held-out step-time fit, extrapolation warnings, track record,
-the in-sample consistency check). From a workload and a named cost model there is no base run:
-no fit to hold out and no track record, and it says so.
+the in-sample consistency check), on the search's fit: with a pooled fit the recommendation's own
+configuration is left out of the pool the trust figures are drawn from. From a workload and a
+named cost model there is no base run: no fit to hold out and no track record, and it says so.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def trust_for(db: Engine | None, source: SearchSource, config: EngineConfig, cos
     if source.base is not None and db is not None:
         from whatif.predict import prepare
 
-        return prepare(db, source.base, config, source.cost_model if cost_model_given else None).trust
+        return prepare(db, source.base, config, source.cost_model if cost_model_given else None, fit=source.fit).trust
     name = source.cost_model.name
     reason = (f"no base run: step times come from the {name!r} cost model, not from a fit to a recorded run of "
               "this workload, so there is nothing to hold out and no track record")

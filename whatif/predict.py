@@ -45,17 +45,12 @@ def base_profile(db: Engine, base: BaseRun) -> DeviceProfile | None:
 def prepare(db: Engine, base: BaseRun, config: EngineConfig, cost_model: CostModel | None = None,
             fit: str = "run") -> Prepared:
     """cost_model: run on this model instead of the base's (then nothing is borrowed)."""
-    if fit not in FITS:
-        raise ConfigError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
-    if cost_model is not None and fit != "run":
-        raise ConfigError(f"a given cost model and fit {fit!r} both choose the step costs: give one")
+    check_fit(base, fit, cost_model)
     profile = base_profile(db, base)
     if cost_model is not None or fit == "run":
         priced = Priced(cost_model) if cost_model is not None else _priced(base, profile)
         return Prepared(base, config, config_changes(base.config, config), priced, profile,
                         build_trust(db, base, config, priced))
-    if base.mode != "real":
-        raise ConfigError(f"run {base.run_id} is simulated: a pooled fit needs real runs' step times (use --fit run)")
     steps: dict[int, RunSteps] = {}  # each run's steps read once, for this pool and the track record's
     pooled = pooled_cost_model(db, base.run_id, config, steps=steps)
     pool_base = on_pool(base, pooled)
@@ -65,8 +60,19 @@ def prepare(db: Engine, base: BaseRun, config: EngineConfig, cost_model: CostMod
         refitted = pooled_cost_model(db, base.run_id, target, holdout=False, steps=steps)
         return _priced(on_pool(base, refitted), profile).model
 
-    trust = build_trust(db, pool_base, config, priced, refit=refit, who=f"the {len(pooled.run_ids)} pooled runs")
+    who = f"the {len(pooled.run_ids)} pooled runs" if len(pooled.run_ids) > 1 else "the base"
+    trust = build_trust(db, pool_base, config, priced, refit=refit, who=who)
     return Prepared(base, config, config_changes(base.config, config), priced, profile, trust, pooled)
+
+
+def check_fit(base: BaseRun, fit: str, cost_model: CostModel | None) -> None:
+    """ConfigError unless `fit` is known and can price this base (a pool needs real step times)."""
+    if fit not in FITS:
+        raise ConfigError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
+    if cost_model is not None and fit != "run":
+        raise ConfigError(f"a given cost model and fit {fit!r} both choose the step costs: give one")
+    if fit == "pooled" and base.mode != "real":
+        raise ConfigError(f"run {base.run_id} is simulated: a pooled fit needs real runs' step times (use --fit run)")
 
 
 def on_pool(base: BaseRun, pooled: PooledFit) -> BaseRun:
