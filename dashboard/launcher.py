@@ -218,6 +218,7 @@ class TuneRequest:
     max_num_seqs: str = "4,8,16,32,64"  # comma-separated, as typed
     max_num_batched_tokens: str = "256,512,1024,2048"
     try_chunked: bool = False  # also search enable_chunked_prefill=true,false
+    fit: str = "run"  # step costs: the base run's own fit, or "pooled" over every real run of its model and device
 
     def search_args(self) -> list[str]:
         """The --search axes, validated; LaunchError naming what is wrong."""
@@ -242,7 +243,8 @@ class TuneRequest:
         if not (math.isfinite(self.attainment_pct) and 0 < self.attainment_pct <= 100):
             raise LaunchError("the attainment must be a percentage above 0 and at most 100")
         return [sys.executable, "-m", "engine", "tune", "--db", db, "--from-run", str(int(self.base_run_id)),
-                "--slo", self.slo_arg(), "--attainment", f"{self.attainment_pct:g}", "--search", *self.search_args()]
+                "--slo", self.slo_arg(), "--attainment", f"{self.attainment_pct:g}", "--fit", self.fit,
+                "--search", *self.search_args()]
 
 
 # -- processes -------------------------------------------------------------------------------------

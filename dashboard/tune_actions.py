@@ -59,10 +59,14 @@ def new_search_form(target: str, runs: pd.DataFrame, expanded: bool) -> None:
             chunked = c3.checkbox("also with and without chunked prefill", value=True,
                                   help="without chunked prefill a budget below max_model_len is invalid; with it "
                                        "every budget above runs")
+            fit = st.radio("Step costs", wi.FITS, format_func=wi.FITS.__getitem__, horizontal=True, key="tune_fit",
+                           help="A run's own fit sees only the step shapes its configuration produced; pooling fits "
+                                "one cost model to every real run of this model on this device, dtype and thread "
+                                "count (a simulated run has only its own)")
             submitted = st.form_submit_button("Search", type="primary", icon=":material/search:")
         if submitted:
             request = launcher.TuneRequest(base_id, {k: v for k, v in slo.items() if v > 0}, attainment, seqs, tokens,
-                                           chunked)
+                                           chunked, fit)
             if ui.start_and_wait(lambda: request.argv(target), f"tune-{base_id}", "Searching…", "search", wait_s=300):
                 data.searches.clear()
                 st.query_params.pop("search", None)  # open on the new search, the newest

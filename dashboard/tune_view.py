@@ -134,6 +134,14 @@ def slo_line(slo: dict[str, Any]) -> str:
     return f"{', '.join(limits)} for {slo.get('attainment_pct', 99):g}% of requests"
 
 
+def cost_line(search: dict[str, Any]) -> str:
+    """The step costs the search ran on: "fitted to 6 runs of this model and device (runs 3, 5, 8, ...)"."""
+    report = search.get("report") or {}
+    name = report.get("cost_model") or (search.get("cost_model") or {}).get("name") or "unknown"
+    pooled = report.get("pooled_runs") or []
+    return f"“{name}”" + (f" (runs {', '.join(f'#{r}' for r in pooled)})" if pooled else "")
+
+
 def display_points(points: pd.DataFrame, axes_: list[str]) -> pd.DataFrame:
     """The points table in display units: percentages, milliseconds, a Replay link for a recorded point."""
     table = points.assign(

@@ -29,6 +29,7 @@ else:
         st.stop()
     based = f"run #{search['base_run_id']}: " if search["base_run_id"] is not None else ""
     st.markdown(f"**SLOs**: {tune_view.slo_line(search['slo'])}  \n**Workload**: {based}{search['workload']}  \n"
+                f"**Step costs**: {tune_view.cost_line(search)}  \n"
                 f"**Ran on** {search['backend']}, pruning `{search['prune']}` · {ui.status_badge(search['status'])}")
     counts = tune_view.counts(points)
     tiles = st.columns(len(counts) + 2)

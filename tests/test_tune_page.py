@@ -101,6 +101,7 @@ def test_the_page_opens_on_the_newest_search_with_the_databases_counts(tune_db, 
     assert metrics["configurations"] == "6 / 6" and metrics["meet the SLOs"] == "0"
     assert len(at.get("vega_lite_chart")) == 1
     assert "TTFT ≤ 1 ms for 99% of requests" in _text(at)
+    assert f"**Step costs**: “{made['missed']['cost_model']}”" in _text(at)  # what every point was priced with
 
 
 def test_a_search_named_in_the_url_shows_its_recommended_point_and_the_run_it_was_recorded_as(
@@ -164,6 +165,17 @@ def test_the_form_starts_a_search_from_a_recorded_run(tune_db, monkeypatch, laun
     assert argv[argv.index("--slo") + 1] == "ttft=500,e2e=5000"
     assert argv[argv.index("--search") + 1:] == ["max_num_seqs=4,8", "max_num_batched_tokens=256,512,1024,2048",
                                                  "enable_chunked_prefill=true,false"]  # the default: any base works
+    assert argv[argv.index("--fit") + 1] == "run"
+
+
+def test_the_form_can_price_a_search_with_the_pooled_fit(tune_db, monkeypatch, launched) -> None:  # type: ignore[no-untyped-def]
+    db, _ = tune_db
+    at = _open(db, monkeypatch)
+    at.radio(key="tune_fit").set_value("pooled")
+    at.button[-1].click()
+    at.run()
+    argv = launched[0]
+    assert argv[argv.index("--fit") + 1] == "pooled"
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
