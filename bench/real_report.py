@@ -140,7 +140,7 @@ def format_model(rep: ModelReport) -> str:
     parts = [f"## {rep.name}", "",
              f"{len(rep.lengths)} requests, {prompt:,} prompt + {output:,} output tokens; useful work "
              f"{rep.useful_flops / 1e9:,.1f} GFLOP.",
-             _systems_table(rep), _static_vs_continuous(rep), _targets(rep), _utilization(rep),
+             _systems_table(rep), _static_vs_continuous(rep), _static_forwards(rep), _targets(rep), _utilization(rep),
              _breakdown(rep), _every_run(rep)]
     return "\n\n".join(p for p in parts if p)
 
@@ -200,6 +200,33 @@ def _static_vs_continuous(rep: ModelReport) -> str:
           "is faster at each size. Padding: share of computed token rows that are padding (left padding in "
           "prefill + finished members' decode rows). HF's is worked out from its batches; ours is the "
           "engine's count.")
+
+
+def _static_forwards(rep: ModelReport) -> str:
+    """The static systems' time split into the model's forward passes and the loop around them."""
+    rows = []
+    for seqs in sorted({c.seqs for c in rep.of_kind(OURS_STATIC)}):
+        ours = rep.find(OURS_STATIC, seqs)
+        for hf in (rep.find(HF_STATIC, seqs), rep.find(HF_STATIC_CACHE, seqs)):
+            if ours is None or hf is None or hf.runs[0].forward_s is None:
+                continue
+            hf_fwd, our_fwd = hf.median(_forward), ours.median(_forward)
+            rows.append([str(seqs), hf.label, f"{hf_fwd:.2f}", f"{hf.duration_s - hf_fwd:.2f}", f"{our_fwd:.2f}",
+                         f"{ours.duration_s - our_fwd:.2f}", f"{hf_fwd / our_fwd:.2f}",
+                         f"{hf.duration_s / ours.duration_s:.2f}"])
+    if not rows:
+        return ""
+    return ("### Static: the model's forward passes apart from the loop around them (median seconds per run)\n\n"
+            + _table(["max_num_seqs", "HF system", "HF forwards", "HF rest (generate's loop)", "ours forwards",
+                      "ours rest (scheduler, inputs, sampling)", "forwards HF / ours", "whole run HF / ours"], rows)
+            + "\n\nHF's forwards are timed around every call of the model generate makes (hooks on its top "
+              "module: embeddings, layers with attention and the cache update, LM head); ours are the "
+              "executor's model, attention, KV write and gather parts. The same work in both: the same "
+              "batches, pad rows computed, the same kernels for the linear layers.")
+
+
+def _forward(r: RunResult) -> float:
+    return r.forward_s or 0.0
 
 
 def _tok_s(c: Contender | None) -> str:

@@ -57,6 +57,11 @@ class RunResult:
     engine_flops: float | None = None  # ours: useful FLOPs as the engine counted them, step by step
     static_pad_flops: float = 0.0  # ours: FLOPs of static pad rows
     bucket_pad_flops: float = 0.0  # ours: FLOPs of keys attention length buckets padded with
+    # Seconds inside the model's forward passes (embeddings, layers with attention and the KV cache's
+    # update, LM head): HF's timed around each call generate makes, ours from the executor's parts.
+    # The rest of the run is the loop around the model (generate's per-step work; our scheduler,
+    # input preparation and sampling). None: not timed.
+    forward_s: float | None = None
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -86,6 +91,7 @@ def run_hf_static(model: Any, reqs: list[BenchRequest], batch_size: int,
     implementation = {"dynamic": None, "static": "static"}[cache]  # None: generate's default, DynamicCache
     device = device or torch.device("cpu")
     latencies: list[float] = []
+    forward = ForwardTimer()
     t0 = time.perf_counter()
     for i in range(0, len(reqs), batch_size):
         batch = reqs[i : i + batch_size]
@@ -96,7 +102,7 @@ def run_hf_static(model: Any, reqs: list[BenchRequest], batch_size: int,
             ids[row, width - len(r.prompt) :] = torch.tensor(r.prompt)
             mask[row, width - len(r.prompt) :] = 1
         new = max(r.max_tokens for r in batch)
-        with torch.inference_mode():
+        with torch.inference_mode(), timed_forwards(model, forward):
             model.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=new, min_new_tokens=new,
                            do_sample=False, pad_token_id=0, cache_implementation=implementation)
         if device.type == "cuda":
@@ -104,7 +110,31 @@ def run_hf_static(model: Any, reqs: list[BenchRequest], batch_size: int,
         latencies += [time.perf_counter() - t0] * len(batch)
     pad, computed = hf_static_padding([(len(r.prompt), r.max_tokens) for r in reqs], batch_size)
     return RunResult(time.perf_counter() - t0, sum(r.max_tokens for r in reqs), latencies,
-                     padding_rows=pad, computed_rows=computed)
+                     padding_rows=pad, computed_rows=computed, forward_s=forward.seconds)
+
+
+@dataclass
+class ForwardTimer:
+    seconds: float = 0.0
+    started: float = 0.0
+
+
+@contextmanager
+def timed_forwards(model: Any, timer: ForwardTimer) -> Iterator[None]:
+    """Add to timer the wall time of every call of `model` (hooks on its top module) while inside."""
+
+    def before(*_: Any) -> None:
+        timer.started = time.perf_counter()
+
+    def after(*_: Any) -> None:
+        timer.seconds += time.perf_counter() - timer.started
+
+    handles = [model.register_forward_pre_hook(before), model.register_forward_hook(after)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def run_hf_cb(model: Any, reqs: list[BenchRequest], max_batch_tokens: int, max_seqs: int) -> RunResult:
@@ -201,7 +231,8 @@ def run_ours(loaded: LoadedModel, reqs: list[BenchRequest], budget: int, max_seq
                      padding_rows=stats.sum_padding_tokens,
                      computed_rows=stats.sum_batched_tokens + stats.sum_padding_tokens,
                      engine_flops=stats.model_flops, static_pad_flops=static_pad,
-                     bucket_pad_flops=stats.padding_flops - static_pad)
+                     bucket_pad_flops=stats.padding_flops - static_pad,
+                     forward_s=t["model"] + t["kv_gather"] + t["attention"] + t["kv_write"])
 
 
 def give_our_cpu_kernels(model: Any) -> str:
