@@ -266,10 +266,16 @@ def launch(argv: list[str], label: str) -> Launched:
     return Launched(proc.pid, log_path, argv)
 
 
-def early_failure(launched: Launched, wait_s: float = 2.0) -> str | None:
-    """If the process died within wait_s, the last line of its output; None while it runs or succeeded."""
+def early_failure(launched: Launched, wait_s: float = 2.0, ready: Callable[[], bool] | None = None) -> str | None:
+    """If the process died within wait_s, the last line of its output; None while it runs or succeeded.
+    ready: stop waiting as soon as it says True (what the page waits for is there), polled at 2 Hz."""
     deadline = time.monotonic() + wait_s
+    polled = 0.0
     while time.monotonic() < deadline:
+        if ready is not None and time.monotonic() - polled >= 0.5:
+            polled = time.monotonic()
+            if ready():
+                return None
         status = _exit_status(launched.pid)
         if status is not None:
             if status == 0:

@@ -67,7 +67,13 @@ def new_search_form(target: str, runs: pd.DataFrame, expanded: bool) -> None:
         if submitted:
             request = launcher.TuneRequest(base_id, {k: v for k, v in slo.items() if v > 0}, attainment, seqs, tokens,
                                            chunked, fit)
-            if ui.start_and_wait(lambda: request.argv(target), f"tune-{base_id}", "Searching…", "search", wait_s=300):
+            known = set(data.searches(target)["id"])
+
+            def started() -> bool:  # its search row is written: the page follows it from there
+                return bool(set(tune_view.search_table(data.reader(target))["id"]) - known)
+
+            if ui.start_and_wait(lambda: request.argv(target), f"tune-{base_id}", "Starting the search…", "search",
+                                 wait_s=300, ready=started):
                 data.searches.clear()
                 st.query_params.pop("search", None)  # open on the new search, the newest
                 st.rerun()

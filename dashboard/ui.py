@@ -143,16 +143,18 @@ def index_of(options: Sequence[Any], value: Any, fallback: int = 0) -> int:
     return list(options).index(value) if value in options else fallback
 
 
-def start_and_wait(build_argv: Callable[[], list[str]], label: str, doing: str, what: str, wait_s: float) -> bool:
-    """Build a command line from a typed request and run it to its end (or wait_s): a bad input says
-    "Not started: ..." and starts nothing; a failed command says why. True when it went through."""
+def start_and_wait(build_argv: Callable[[], list[str]], label: str, doing: str, what: str, wait_s: float,
+                   ready: Callable[[], bool] | None = None) -> bool:
+    """Build a command line from a typed request and run it to its end (or wait_s, or until `ready`
+    says True): a bad input says "Not started: ..." and starts nothing; a failed command says why.
+    True when it went through."""
     try:
         argv = build_argv()
     except launcher.LaunchError as exc:
         st.error(f"Not started: {exc}")
         return False
     with st.spinner(doing):
-        failure = launcher.early_failure(launcher.launch(argv, label), wait_s=wait_s)
+        failure = launcher.early_failure(launcher.launch(argv, label), wait_s=wait_s, ready=ready)
     if failure:
         st.error(f"The {what} failed: {failure}")
         return False

@@ -3,7 +3,7 @@ its points and frontier, how far to trust it; a point recorded as a run; a new s
 
 import streamlit as st
 
-from dashboard import data, tune_actions, tune_charts, tune_view, ui
+from dashboard import data, settings, tune_actions, tune_charts, tune_view, ui
 from dashboard import what_if as wi
 
 CLI = ("python -m engine tune --from-run RUN --slo ttft=500,e2e=5000 "
@@ -13,20 +13,16 @@ st.title("Tune")
 st.caption("Which configuration serves a workload best within latency targets (SLOs)? Every combination of the "
            "parameters you name is simulated on a recorded run's requests and cost model; the highest goodput "
            "(requests/s meeting every SLO) among those meeting the SLOs wins.")
-target, runs = ui.runs_or_stop(f"Record one on the **Runs** page, then search its configurations here or with `{CLI}`.")
-searches = data.searches(target)
 
-if searches.empty:
-    st.subheader("No searches yet")
-    st.info(f"Start one from a recorded run with the form below, or from the command line: `{CLI}`")
-else:
-    labels = tune_view.search_labels(searches)
-    default = tune_view.default_search(searches, st.query_params.get("search"))
-    search_id = st.selectbox("Search", list(labels), index=list(labels).index(default), format_func=labels.__getitem__)
-    st.query_params["search"] = str(search_id)
+
+def show_search(target: str, search_id: int, was_running: bool) -> None:
+    """The search's header, answer, chart, trust figures and points (a fragment, redrawn while the
+    search runs, so its points appear as they are written)."""
     search, points = data.search(target, search_id), data.search_points(target, search_id)
     if search is None:
         st.stop()
+    if was_running and search["status"] != "running":
+        st.rerun()  # finished: the whole page once more, with its actions, and no more refreshing
     based = f"run #{search['base_run_id']}: " if search["base_run_id"] is not None else ""
     st.markdown(f"**SLOs**: {tune_view.slo_line(search['slo'])}  \n**Workload**: {based}{search['workload']}  \n"
                 f"**Step costs**: {tune_view.cost_line(search)}  \n"
@@ -38,7 +34,7 @@ else:
     for tile, (status, n) in zip(tiles[2:], counts.items(), strict=True):
         tile.metric(status, n)
     if search["status"] == "running":
-        st.info("This search is still running: reload the page for the points written since.")
+        st.info("This search is still running: its points appear here as they are written.")
     elif search["error"]:
         st.error(f"The search stopped: {search['error']}")
 
@@ -81,6 +77,21 @@ else:
     st.dataframe(tune_view.display_points(points, tune_view.axes(search)), hide_index=True,
                  column_config=tune_view.POINT_FORMATS)
 
-    tune_actions.record_point(target, search_id, points, found)
+
+target, runs = ui.runs_or_stop(f"Record one on the **Runs** page, then search its configurations here or with `{CLI}`.")
+searches = data.searches(target)
+
+if searches.empty:
+    st.subheader("No searches yet")
+    st.info(f"Start one from a recorded run with the form below, or from the command line: `{CLI}`")
+else:
+    labels = tune_view.search_labels(searches)
+    default = tune_view.default_search(searches, st.query_params.get("search"))
+    search_id = st.selectbox("Search", list(labels), index=list(labels).index(default), format_func=labels.__getitem__)
+    st.query_params["search"] = str(search_id)
+    running = (data.search(target, search_id) or {}).get("status") == "running"
+    st.fragment(run_every=settings.LIVE_REFRESH_S if running else None)(show_search)(target, search_id, running)
+    points = data.search_points(target, search_id)
+    tune_actions.record_point(target, search_id, points, tune_view.answer(data.search(target, search_id) or {}, points))
 
 tune_actions.new_search_form(target, runs, expanded=searches.empty)

@@ -18,5 +18,5 @@ def record_launches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[lis
         return launcher.Launched(pid=999_999, log_path=tmp_path / f"{label}.log", argv=argv)
 
     monkeypatch.setattr(launcher, "launch", fake_launch)
-    monkeypatch.setattr(launcher, "early_failure", lambda launched, wait_s=2.0: None)
+    monkeypatch.setattr(launcher, "early_failure", lambda launched, wait_s=2.0, ready=None: None)
     return started

@@ -150,7 +150,7 @@ def test_first_launch_on_an_empty_database_starts_a_demo(tmp_path: Path, monkeyp
         return launcher.Launched(pid=999_999, log_path=tmp_path / "demo.log", argv=argv)
 
     monkeypatch.setattr(launcher, "launch", fake_launch)
-    monkeypatch.setattr(launcher, "early_failure", lambda launched, wait_s=2.0: None)
+    monkeypatch.setattr(launcher, "early_failure", lambda launched, wait_s=2.0, ready=None: None)
     import pages  # noqa: F401  (the page module reads launcher at run time)
 
     at = _open(PAGES[0], tmp_path / "new.db", monkeypatch)

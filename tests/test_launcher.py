@@ -106,3 +106,28 @@ def test_the_demo_is_a_real_tiny_run_of_its_own_bursty_workload(tmp_path: Path) 
     args = _parsed(form.argv(DB))
     assert (args.command, args.model, args.workload) == ("run", "tiny", str(path))
     assert (args.max_num_seqs, args.num_gpu_blocks, args.enable_chunked_prefill) == (16, demo.NUM_GPU_BLOCKS, True)
+
+
+def test_waiting_for_a_command_stops_once_what_the_page_waits_for_is_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import time
+
+    monkeypatch.setenv("BATCHSCOPE_DB", str(tmp_path / "b.db"))  # the logs go beside it
+    sleeper = launcher.launch([sys.executable, "-c", "import time; time.sleep(60)"], "sleeper")
+    try:
+        calls: list[float] = []
+
+        def ready() -> bool:
+            calls.append(time.monotonic())
+            return len(calls) >= 2  # there on the second look
+
+        t0 = time.monotonic()
+        assert launcher.early_failure(sleeper, wait_s=30, ready=ready) is None
+        assert len(calls) == 2 and time.monotonic() - t0 < 10  # not the 30 s, nor the command's 60
+    finally:
+        os.kill(sleeper.pid, signal.SIGKILL)
+        launcher.wait_for_exit(sleeper.pid, 10)
+    failing = launcher.launch([sys.executable, "-c", "raise SystemExit('error: no such run')"], "failing")
+    assert launcher.early_failure(failing, wait_s=30, ready=lambda: False) == "error: no such run"

@@ -83,7 +83,8 @@ def test_a_lessons_button_starts_its_runs_in_the_background_and_the_lesson_follo
 def test_a_recording_that_fails_says_why(lessons_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = _open(lessons_db, monkeypatch)
     at.button(key="learn_policies").click()
-    monkeypatch.setattr(launcher, "early_failure", lambda launched, wait_s=2.0: "error: no space left on device")
+    monkeypatch.setattr(launcher, "early_failure",
+                        lambda launched, wait_s=2.0, ready=None: "error: no space left on device")
     at.run()
     assert "Recording stopped: error: no space left on device" in _text(at)
 

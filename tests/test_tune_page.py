@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from cli.main import main as engine_main
 from cli.tune import main as tune_main
-from dashboard import launcher
+from dashboard import data, launcher
 from tests.fake_launches import record_launches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,3 +223,25 @@ def test_the_runs_page_lists_a_materialized_point_under_its_search_not_in_the_ma
     assert grouped["role"].tolist() == ["point"]
     assert grouped["replay"].tolist() == [f"Replay?run={made['materialized']}"]
     assert at.dataframe[0].value["source"].tolist() == ["workload"]
+
+
+def test_a_running_search_is_followed_as_its_points_are_written(tune_db, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from storage.searches import utcnow
+
+    source, made = tune_db
+    db = tmp_path / "copy.db"  # the module's database stays as it is (copied with its WAL)
+    with sqlite3.connect(source) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    search_id = made["met"]["search_id"]
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE searches SET status = 'running', recommended_point = NULL, heartbeat_at = ? WHERE id = ?",
+                     (utcnow().isoformat(sep=" "), search_id))
+    at = _open(db, monkeypatch, search=search_id)
+    assert "This search is still running: its points appear here as they are written." in _text(at)
+    assert not at.success  # nothing is recommended while it runs
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE searches SET status = 'finished', recommended_point = ? WHERE id = ?",
+                     (made["met"]["recommended"]["index"], search_id))
+    data.search.clear()  # what the page's next refresh reads once the cache's second has passed
+    at.run()
+    assert "still running" not in _text(at) and len(at.success) == 1
