@@ -81,6 +81,12 @@ def test_fit_pooled_needs_a_recorded_real_run(tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     assert main(["tune", "--db", str(db), "--from-run", "1", "--fit", "pooled", *SEARCH]) == 2
     assert "simulated" in capsys.readouterr().err
+    real = _real_run(db, 2)
+    assert main(["tune", "--db", str(db), "--from-run", str(real), "--fit", "pooled", "--cost-model", "unit",
+                 *SEARCH]) == 2
+    assert "both choose the step costs" in capsys.readouterr().err
+    with open_for_write(str(db)).connect() as conn:  # nothing was recorded by the refused commands
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM searches").scalar() == 0
 
 
 def test_the_text_report_names_the_pooled_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
