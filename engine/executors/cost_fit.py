@@ -30,7 +30,9 @@ from engine.executors.cost_model import FEATURES, LinearCostModel
 MIN_STEPS = 8
 OUTLIER_MADS = 6.0
 MIN_ROW_STEPS = 20  # steps needed at one row count to trust its factor
-FIT_VERSION = 4  # 2: row factors; 3: static padding charged; 4: true NNLS, held-out quality. Older fits are refitted
+# 2: row factors; 3: static padding charged; 4: true NNLS, held-out quality; 5: a step's duration
+# includes the engine loop's gap to the next step (storage.run_facts.step_features). Older fits are refitted.
+FIT_VERSION = 5
 HOLDOUT_FOLDS = 5  # contiguous blocks of the run, each predicted by a fit to the others
 
 
