@@ -104,13 +104,10 @@ def test_a_pooled_fit_needs_real_runs_and_no_other_cost_model(tmp_path: Path,
     assert "--fit needs --from-run RUN" in capsys.readouterr().err
 
 
-def test_each_track_record_run_is_predicted_from_a_pool_without_its_configuration(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def spy_on_pools(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The runs of every pool whatif.predict builds from now on, in order."""
     import whatif.predict as predict
 
-    db_path = tmp_path / "t.db"
-    base, wide, target = _real_run(db_path, 2), _real_run(db_path, 64), _real_run(db_path, 16)
-    db = open_for_write(str(db_path))
     pools: list[tuple[int, ...]] = []
 
     def spy(*args: object, **kwargs: object) -> object:
@@ -119,6 +116,17 @@ def test_each_track_record_run_is_predicted_from_a_pool_without_its_configuratio
         return fit
 
     monkeypatch.setattr(predict, "pooled_cost_model", spy)
+    return pools
+
+
+def test_each_track_record_run_is_predicted_from_a_pool_without_its_configuration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import whatif.predict as predict
+
+    db_path = tmp_path / "t.db"
+    base, wide, target = _real_run(db_path, 2), _real_run(db_path, 64), _real_run(db_path, 16)
+    db = open_for_write(str(db_path))
+    pools = spy_on_pools(monkeypatch)
     config = engine_config_from_record(get_run(db, target)["config"])  # type: ignore[index]
     prepared = predict.prepare(db, load_base_run(db, base), config, fit="pooled")
     assert [e.real_run_id for e in prepared.trust.track_record] == [target, wide]  # newest first

@@ -12,8 +12,7 @@ import pytest
 from cli.main import main
 from storage.database import open_for_write
 from storage.queries import get_run
-from tests.test_pooled_fit import _real_run
-from whatif.pooled_fit import pooled_cost_model
+from tests.test_pooled_fit import _real_run, spy_on_pools
 
 SEARCH = ["--slo", "e2e=600000", "--search", "max_num_seqs=2,16,64", "--prune", "none", "--jobs", "1", "--json"]
 
@@ -50,18 +49,9 @@ def test_a_pooled_search_prices_a_batch_size_the_base_never_ran_closer_to_the_tr
 
 def test_the_trust_figures_of_a_pooled_search_leave_the_answer_s_configuration_out(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import whatif.predict as predict
-
     db = tmp_path / "t.db"
     base, wide, sixteen = _real_run(db, 2), _real_run(db, 64), _real_run(db, 16)
-    pools: list[tuple[int, ...]] = []
-
-    def spy(*args: object, **kwargs: object) -> object:
-        fit = pooled_cost_model(*args, **kwargs)  # type: ignore[arg-type]
-        pools.append(fit.run_ids)
-        return fit
-
-    monkeypatch.setattr(predict, "pooled_cost_model", spy)
+    pools = spy_on_pools(monkeypatch)
     report = _tune(db, base, capsys, "--fit", "pooled")
     assert report["pooled_runs"] == [base, wide, sixteen]  # the search itself leaves none out
     answer = report["recommended"]["params"]["max_num_seqs"]
