@@ -65,8 +65,7 @@ def from_run(writer: Engine, run_id: int, configure: Callable[[EngineConfig], En
     one's runs out of its pool as a single what-if does; the trust figures shown with its answer
     (tune.trust) do: they refit for the recommendation and for every run of the track record."""
     from whatif.pooled_fit import pooled_cost_model
-    from whatif.predict import base_profile, check_fit, on_pool
-    from whatif.pricing import price_for_prediction
+    from whatif.predict import base_profile, check_fit, on_pool, priced_for
 
     base = load_base_run(writer, run_id)
     check_fit(base, fit, cost_model)
@@ -79,8 +78,7 @@ def from_run(writer: Engine, run_id: int, configure: Callable[[EngineConfig], En
     if fit == "pooled":
         pooled = pooled_cost_model(writer, run_id, predicted=None)
         priced_base, pooled_runs = on_pool(base, pooled), pooled.run_ids
-    priced = price_for_prediction(priced_base.cost_model, base.mode, priced_base.exercised,
-                                  base.executor.get("kv_bytes_per_block"), base_profile(writer, base))
+    priced = priced_for(priced_base, base_profile(writer, base))
     return SearchSource(base.workload, config, priced.model, source, base, list(priced.borrowed),
                         list(priced.unmeasured), fit, pooled_runs)
 

@@ -48,17 +48,17 @@ def prepare(db: Engine, base: BaseRun, config: EngineConfig, cost_model: CostMod
     check_fit(base, fit, cost_model)
     profile = base_profile(db, base)
     if cost_model is not None or fit == "run":
-        priced = Priced(cost_model) if cost_model is not None else _priced(base, profile)
+        priced = Priced(cost_model) if cost_model is not None else priced_for(base, profile)
         return Prepared(base, config, config_changes(base.config, config), priced, profile,
                         build_trust(db, base, config, priced))
     steps: dict[int, RunSteps] = {}  # each run's steps read once, for this pool and the track record's
     pooled = pooled_cost_model(db, base.run_id, config, steps=steps)
     pool_base = on_pool(base, pooled)
-    priced = _priced(pool_base, profile)
+    priced = priced_for(pool_base, profile)
 
     def refit(target: EngineConfig) -> CostModel:  # the track record's runs, each left out of its own pool
         refitted = pooled_cost_model(db, base.run_id, target, holdout=False, steps=steps)
-        return _priced(on_pool(base, refitted), profile).model
+        return priced_for(on_pool(base, refitted), profile).model
 
     who = f"the {len(pooled.run_ids)} pooled runs" if len(pooled.run_ids) > 1 else "the base"
     trust = build_trust(db, pool_base, config, priced, refit=refit, who=who)
@@ -80,6 +80,7 @@ def on_pool(base: BaseRun, pooled: PooledFit) -> BaseRun:
     return replace(base, cost_model=pooled.model, exercised=pooled.exercised)
 
 
-def _priced(base: BaseRun, profile: DeviceProfile | None) -> Priced:
+def priced_for(base: BaseRun, profile: DeviceProfile | None) -> Priced:
+    """The base's cost model with the costs it never exercised priced (whatif.pricing)."""
     return price_for_prediction(base.cost_model, base.mode, base.exercised, base.executor.get("kv_bytes_per_block"),
                                 profile)
