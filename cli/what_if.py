@@ -17,6 +17,7 @@ from typing import Any
 from cli.args import chosen_cost_model, engine_config_from_args, given_engine_flags
 from engine.clock import VirtualClock
 from engine.config import ConfigError
+from engine.executors.cost_model import LinearCostModel, idle_wake_note
 from engine.executors.simulated import SimulatedExecutor
 from engine.snapshot import RunInfo
 from sessions.recorded import RecordTarget, run_session
@@ -47,7 +48,9 @@ def run_what_if(args: argparse.Namespace) -> int:
     prepared = prepare(writer, base, config, chosen_cost_model(args), fit=args.fit)
     cost_model = prepared.priced.model
     if not args.json:
-        print_trust(base, prepared.trust, prepared.priced.borrowed, cost_model.name, prepared.pooled)
+        wake = idle_wake_note(cost_model.fit) if isinstance(cost_model, LinearCostModel) else None
+        print_trust(base, prepared.trust, prepared.priced.borrowed + ([wake] if wake else []), cost_model.name,
+                    prepared.pooled)
     info = RunInfo(
         name=args.name or f"what-if of run {base.run_id}: {describe_changes(changes)}",
         mode="simulated", batching=config.scheduler.batching, config=config.to_dict(), model=base.model,

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.executors.cost_model import idle_wake_note
 from storage.run_meta import RunMeta, Trust, WhatIfNote, run_meta
 
 RunRow = Mapping[str, Any]
@@ -42,6 +43,7 @@ class CostFit:
     median_abs_pct_error: float
     r2: float
     num_row_factors: int  # measured corrections for step sizes off the linear trend
+    idle_wake: str | None  # engine.executors.cost_model.idle_wake_note of the fit
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def cost_fit(run: RunRow) -> CostFit | None:
         return None
     fit = model.get("fit") or {}
     return CostFit(fit.get("num_steps"), float(fit.get("median_abs_pct_error", float("nan"))),
-                   float(fit.get("r2", float("nan"))), len(model.get("row_factors") or {}))
+                   float(fit.get("r2", float("nan"))), len(model.get("row_factors") or {}), idle_wake_note(fit))
 
 
 def headline(run: RunRow) -> Headline | None:

@@ -59,8 +59,9 @@ def trust_note(base: run_meta.RunRow) -> str:
     if fit is not None:
         rows_note = (f", plus measured corrections for {fit.num_row_factors} step sizes (token rows) off the "
                      "linear trend" if fit.num_row_factors else "")
+        wake = f" Idle wake-ups: {fit.idle_wake}." if fit.idle_wake else ""
         return (f"Cost model fitted to {fit.num_steps or '?'} recorded steps{rows_note}: median step-time error "
-                f"{fit.median_abs_pct_error:.1f}%, R² {fit.r2:.3f}.")
+                f"{fit.median_abs_pct_error:.1f}%, R² {fit.r2:.3f}.{wake}")
     if base["mode"] == "simulated":
         return "A simulated run: the what-if re-uses the cost model that produced it."
     return "The cost model is fitted to this run's steps on the first prediction, then stored with it."

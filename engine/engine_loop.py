@@ -80,6 +80,9 @@ class Engine:
         predicts = callable(getattr(executor, "predict_step_time", None))
         self._bursts = (BurstRunner(self, cast(StepTimePredictor, executor))
                         if fast_forward and getattr(clock, "virtual", False) and predicts else None)
+        # A simulated engine woken from idle by an arrival starts its step this much after it, as the
+        # recorded engine did (a real clock spends that time by itself).
+        self._idle_wake_s = float(getattr(executor, "idle_wake_s", 0.0)) if getattr(clock, "virtual", False) else 0.0
 
     # -- requests -----------------------------------------------------------------------------
     def make_request(self, spec: RequestSpec) -> Request:
@@ -360,7 +363,7 @@ class Engine:
             if not scheduler.has_unfinished_requests():
                 if not pending:
                     break
-                clock.wait_until(pending[0].arrival_time)
+                clock.wait_until(pending[0].arrival_time + self._idle_wake_s)
                 continue
             if self._bursts is not None and self._bursts.run(pending, on_step, stop):
                 continue

@@ -3,6 +3,7 @@ model is fitted on, what the run's steps exercised, and the other runs of the sa
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
@@ -22,7 +23,11 @@ def step_features(db: Engine, run_id: int) -> pd.DataFrame:
     went straight on, so a simulated step (which starts when the previous one ends) costs what the
     real loop took per step, not only the part between its two timestamps (1-2% of a busy run's wall
     time on `tiny` fell between steps). A step followed by an idle wait, and the last one, add the
-    median loop gap instead."""
+    median loop gap instead.
+
+    wake: for a step that an arrival woke the idle engine for (one after an idle wait), the time
+    from that arrival to the step's start; NaN for every other step (the first one too: the run's
+    start-up, not a wake-up, comes before it)."""
     from engine.executors.cost_model import FEATURE_SOURCES
 
     features = ", ".join(f"{' + '.join(cols)} AS {name}" for name, cols in FEATURE_SOURCES.items() if cols)
@@ -34,7 +39,27 @@ def step_features(db: Engine, run_id: int) -> pd.DataFrame:
     loop = gap <= LOOP_GAP_S  # NaN (the last step) compares False
     typical = float(gap[loop].median()) if loop.any() else 0.0
     frame["duration"] = frame["end_time"] - frame["start_time"] + gap.where(loop, typical)
+    frame["wake"] = _wake_gaps(db, run_id, frame["start_time"].to_numpy(float), frame["end_time"].to_numpy(float))
     return frame.drop(columns=["start_time", "end_time"])
+
+
+def _wake_gaps(db: Engine, run_id: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per step: its start less the first arrival after the previous step ended, where the engine had
+    been idle (the step before ended more than LOOP_GAP_S before it) and that arrival came by the
+    step's start; NaN elsewhere."""
+    arrivals = np.sort(read_frame(db, "SELECT arrival_time FROM requests WHERE run_id = :run",
+                                  run=run_id)["arrival_time"].to_numpy(float))
+    wake = np.full(len(starts), np.nan)
+    if not len(starts) or not len(arrivals):
+        return wake
+    previous_end = np.r_[np.nan, ends[:-1]]
+    idle = starts - previous_end > LOOP_GAP_S  # NaN (the first step) compares False
+    first = np.searchsorted(arrivals, np.where(idle, previous_end, np.inf), side="right")  # first arrival after it
+    has = idle & (first < len(arrivals))
+    woke = arrivals[np.minimum(first, len(arrivals) - 1)]
+    has &= woke <= starts
+    wake[has] = starts[has] - woke[has]
+    return wake
 
 
 def exercised(db: Engine, run_id: int) -> dict[str, float]:

@@ -61,6 +61,6 @@ def test_a_validation_and_a_cost_fit_read_back_typed() -> None:
                           "row_factors": {"64": 1.1, "128": 1.2}}}
     validation = run_meta.validation(run)
     assert validation == run_meta.Validation(9, {"ttft_p50": 0.1}, {"ttft_p50": 0.2})
-    assert run_meta.cost_fit(run) == run_meta.CostFit(120, 3.5, 0.98, 2)
+    assert run_meta.cost_fit(run) == run_meta.CostFit(120, 3.5, 0.98, 2, None)
     assert run_meta.cost_fit({"cost_model": None}) is None
 

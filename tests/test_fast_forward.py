@@ -3,6 +3,7 @@ what step-by-step execution records."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +28,7 @@ configs = st.fixed_dictionaries({
     "batching": st.sampled_from(["continuous", "static"]),
     "unit_cost": st.booleans(),
     "max_tokens_cap": st.none() | st.integers(15, 120),  # declared max_tokens above where requests stop
+    "idle_wake": st.booleans(),  # arrivals that wake the idle engine start their step later
 })
 
 
@@ -42,6 +44,8 @@ def _run(cfg: dict, seed: int, rate: float, fast: bool, abort_at: int | None = N
                     swap_space=32 if cfg["preemption_mode"] == "swap" else 0),
     )
     cost = UnitCostModel() if cfg["unit_cost"] else DEFAULT_COST_MODEL
+    if cfg.get("idle_wake") and not cfg["unit_cost"]:
+        cost = dataclasses.replace(DEFAULT_COST_MODEL, idle_wake_s=0.003)
     workload = synthetic_workload("mixed", 30, prompt_lens=(4, 60), request_rate=rate, priority_levels=3, seed=seed)
     if cfg.get("max_tokens_cap") is not None:
         workload = declare_max_tokens(workload, cfg["max_tokens_cap"])

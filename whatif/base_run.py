@@ -18,7 +18,7 @@ from sqlalchemy import Engine, update
 from engine.clock import VirtualClock
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine_loop import Engine as ServingEngine
-from engine.executors.cost_fit import FIT_VERSION, fit_cost_model, holdout_quality
+from engine.executors.cost_fit import FIT_VERSION, fit_cost_model, holdout_quality, with_idle_wake
 from engine.executors.cost_model import FEATURES, CostModel, cost_model_from_dict
 from engine.executors.simulated import SimulatedExecutor
 from engine.metrics import RunSummary
@@ -123,6 +123,7 @@ def fitted_cost_model(writer: Engine, run: dict[str, Any]) -> CostModel:
     model = fit_cost_model(features, durations, name=f"fitted to run {run['id']}",
                            provenance={"run_id": run["id"], "model": run.get("model"),
                                        "holdout": holdout_quality(features, durations)})
+    model = with_idle_wake(model, features, durations, frame["wake"].to_numpy(float))
     with writer.begin() as conn:
         conn.execute(update(table_of(Run)).where(table_of(Run).c.id == run["id"]).values(cost_model=model.to_dict()))
     return model

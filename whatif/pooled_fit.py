@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import Engine, select
 
 from engine.config import EngineConfig
-from engine.executors.cost_fit import fit_cost_model, holdout_quality
+from engine.executors.cost_fit import fit_cost_model, holdout_quality, with_idle_wake
 from engine.executors.cost_model import FEATURES, LinearCostModel
 from storage.run_facts import exercised, step_features
 from storage.run_meta import TRUTHFUL_ENGINE_SCHEMA
@@ -30,17 +30,19 @@ SUMMED = ("swap_blocks", "preemptions", "padding_tokens", "padding_seqs", "prefi
 
 @dataclass(frozen=True)
 class RunSteps:
-    """One run's fitting data: its step features (FEATURES order), durations and exercised facts."""
+    """One run's fitting data: its step features (FEATURES order), durations, idle wake-ups (NaN for
+    steps that did not follow one) and exercised facts."""
 
     features: np.ndarray
     durations: np.ndarray
+    wakes: np.ndarray
     exercised: dict[str, float]
 
 
 def run_steps(db: Engine, run_id: int) -> RunSteps:
     frame = step_features(db, run_id)
     features = np.column_stack([np.ones(len(frame))] + [frame[k].to_numpy(float) for k in FEATURES[1:]])
-    return RunSteps(features, frame["duration"].to_numpy(float), exercised(db, run_id))
+    return RunSteps(features, frame["duration"].to_numpy(float), frame["wake"].to_numpy(float), exercised(db, run_id))
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def pooled_cost_model(db: Engine, base_run_id: int, predicted: EngineConfig | No
     name = (f"fitted to {len(used)} runs of this model and device" if len(used) > 1
             else f"fitted to run {base_run_id} alone (no other real run of this model and device)")
     model = fit_cost_model(features, durations, name=name, provenance=provenance)
+    model = with_idle_wake(model, features, durations, np.concatenate([steps[r].wakes for r in used]))
     return PooledFit(model, tuple(used), left_out, pooled_exercised([steps[r].exercised for r in used]))
 
 

@@ -68,5 +68,5 @@ def price_for_prediction(cost_model: CostModel, mode: str, exercised: dict[str, 
     from_profile = profile is not None and any(profile.label() in b for b in borrowed)
     name = cost_model.name + (f" + {profile.label()}" if from_profile and profile is not None else "")
     model = LinearCostModel(coefficients=coefficients, name=name, fit=dict(cost_model.fit),
-                            row_factors=dict(cost_model.row_factors))
+                            row_factors=dict(cost_model.row_factors), idle_wake_s=cost_model.idle_wake_s)
     return Priced(model, borrowed, unmeasured)

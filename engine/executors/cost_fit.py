@@ -14,10 +14,14 @@ row count, so this is where a linear model's error would pile up in a queue.
 
 How well a fit predicts steps it did not see is measured apart (holdout_quality): the whole fit is
 redone on all but one contiguous block of the run and scored on that block, for every block.
+
+What an idle engine's wake-up costs is priced apart (with_idle_wake): it is not a step shape but
+the time from an arrival to the step it wakes the engine for, plus that step's cold start.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -30,9 +34,11 @@ from engine.executors.cost_model import FEATURES, LinearCostModel
 MIN_STEPS = 8
 OUTLIER_MADS = 6.0
 MIN_ROW_STEPS = 20  # steps needed at one row count to trust its factor
+MIN_WAKE_STEPS = 5  # idle wake-ups needed to price one
 # 2: row factors; 3: static padding charged; 4: true NNLS, held-out quality; 5: a step's duration
-# includes the engine loop's gap to the next step (storage.run_facts.step_features). Older fits are refitted.
-FIT_VERSION = 5
+# includes the engine loop's gap to the next step (storage.run_facts.step_features); 6: idle wake-ups
+# priced (with_idle_wake). Older fits are refitted.
+FIT_VERSION = 6
 HOLDOUT_FOLDS = 5  # contiguous blocks of the run, each predicted by a fit to the others
 
 
@@ -92,6 +98,23 @@ def fit_cost_model(features: np.ndarray, durations: np.ndarray, name: str = "fit
     }
     return LinearCostModel(coefficients={f: float(c) for f, c in zip(FEATURES, coef, strict=True)}, name=name,
                            fit=fit, row_factors=row_factors)
+
+
+def with_idle_wake(model: LinearCostModel, features: np.ndarray, durations: np.ndarray,
+                   wakes: np.ndarray) -> LinearCostModel:
+    """The model with idle_wake_s measured on the steps an arrival woke the idle engine for. wakes:
+    per step, the time from that arrival to the step's start (NaN for every other step). The price is
+    the median, over those steps, of that time plus what the step took beyond the model's price for
+    its shape (the first step after an idle wait runs on cold caches and sleeping threads), never
+    below 0. With fewer than MIN_WAKE_STEPS such steps it is 0; the fit says how many there were."""
+    x = np.asarray(features, dtype=float)
+    y = np.asarray(durations, dtype=float)
+    w = np.asarray(wakes, dtype=float)
+    woke = np.isfinite(w) & np.isfinite(y) & (y > 0)
+    extra = [float(w[i] + y[i] - model.predict(tuple(x[i]))) for i in np.flatnonzero(woke)]
+    price = max(0.0, float(np.median(extra))) if len(extra) >= MIN_WAKE_STEPS else 0.0
+    fit = dict(model.fit) | {"idle_wakes": len(extra), "idle_wake_s": price}
+    return dataclasses.replace(model, idle_wake_s=price, fit=fit)
 
 
 def _row_factors(rows: np.ndarray, y: np.ndarray, linear: np.ndarray) -> dict[int, float]:

@@ -83,12 +83,18 @@ class LinearCostModel:
     row_factors: matmul kernels are not linear in the row count (on CPUs a step of 8 rows can run
     faster than one of 7 or 9), so a fit keeps, per row count it saw often, the median ratio of
     measured to linear time. Row counts without a factor use the linear time.
+
+    idle_wake_s: what a step costs beyond its shape when an arrival wakes an idle engine for it: the
+    loop's wake-up and hand-over before the step starts, and a first step on cold caches (measured
+    from a recorded run's such steps; 0 when none was). A simulated engine starts that step this
+    long after the arrival.
     """
 
     coefficients: dict[str, float]
     name: str = "linear"
     fit: dict[str, Any] = field(default_factory=dict)  # fit quality and provenance, when fitted
     row_factors: dict[int, float] = field(default_factory=dict)
+    idle_wake_s: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.coefficients) - set(FEATURES)
@@ -96,6 +102,8 @@ class LinearCostModel:
             raise ValueError(f"unknown cost-model feature(s): {', '.join(sorted(unknown))}")
         if any(f <= 0 for f in self.row_factors.values()):
             raise ValueError("row factors must be positive")
+        if not self.idle_wake_s >= 0.0:
+            raise ValueError(f"idle_wake_s must be >= 0, got {self.idle_wake_s}")
         object.__setattr__(self, "_weights", tuple(float(self.coefficients.get(f, 0.0)) for f in FEATURES))
 
     def linear(self, features: tuple[float, ...]) -> float:
@@ -144,6 +152,8 @@ class LinearCostModel:
         out: dict[str, Any] = {"name": self.name, "coefficients": dict(self.coefficients), "fit": dict(self.fit)}
         if self.row_factors:
             out["row_factors"] = {str(rows): factor for rows, factor in sorted(self.row_factors.items())}
+        if self.idle_wake_s:
+            out["idle_wake_s"] = self.idle_wake_s
         return out
 
 
@@ -165,6 +175,20 @@ DEFAULT_COST_MODEL = LinearCostModel(
 )
 
 
+def idle_wake_note(fit: dict[str, Any]) -> str | None:
+    """One line on a fitted model's idle wake-up price (cost_fit.with_idle_wake), None for a model
+    without one (not fitted to a recorded run, or fitted before wake-ups were priced)."""
+    wakes = fit.get("idle_wakes")
+    if wakes is None:
+        return None
+    price = float(fit.get("idle_wake_s", 0.0))
+    if price > 0:
+        return (f"an arrival that wakes the idle engine starts its step {price * 1e3:.2f} ms later (median over "
+                f"{wakes} such recorded steps: the wake-up and the first step's cold start)")
+    return (f"idle wake-ups not priced: the recorded engine woke from idle {wakes} time(s), too few to measure, "
+            "or at no cost beyond the step")
+
+
 def _one_time_unit(context: int) -> float:
     return 1.0
 
@@ -177,7 +201,8 @@ def cost_model_from_dict(data: dict[str, Any]) -> CostModel:
         raise ValueError("a stored cost model needs 'coefficients'")
     return LinearCostModel(coefficients=dict(data["coefficients"]), name=str(data.get("name", "linear")),
                            fit=dict(data.get("fit", {})),
-                           row_factors={int(rows): float(f) for rows, f in data.get("row_factors", {}).items()})
+                           row_factors={int(rows): float(f) for rows, f in data.get("row_factors", {}).items()},
+                           idle_wake_s=float(data.get("idle_wake_s", 0.0)))
 
 
 def named_cost_model(name: str) -> CostModel:

@@ -24,6 +24,8 @@ class SimulatedExecutor:
         self.cost_model = cost_model
         self.predict_step_time = cost_model.step_time  # a step's time from its counts alone
         self.decode_step_time = cost_model.decode_time_fn  # ... and a decode-only step's, from its context
+        # An arrival that wakes an idle engine starts its step this much later (engine_loop.Engine.run).
+        self.idle_wake_s = float(getattr(cost_model, "idle_wake_s", 0.0))
 
     def execute_model(self, out: SchedulerOutput) -> ModelRunnerOutput:
         if not out.scheduled:
