@@ -194,11 +194,14 @@ def overhead_report(rows: list[OverheadRow]) -> list[str]:
              "client's run over that time. TTFT mean client / server-side: the client's mean against the "
              "server's own (receipt to first token, its /metrics histogram sum / count): the gap is the HTTP "
              "path. Medians over repeats; ratio: median of per-repeat ratios (the repeats with both sides "
-             "within the load limit).", "",
+             "within the load limit). TTFT diff per repeat: HTTP less in-process within each A B pair; "
+             "in-process spread: the largest less the smallest in-process TTFT p50 over the repeats, how far "
+             "two runs of the same side differ (a TTFT difference inside it is not the HTTP path's).", "",
              "| model, streams, workload | tok/s in-process | tok/s HTTP | HTTP / in-process | TTFT p50 in-process ms "
-             "| TTFT p50 HTTP ms | TTFT diff ms | TTFT mean client / server-side ms | ITL p50 in-process / HTTP ms "
+             "| TTFT p50 HTTP ms | TTFT diff ms | TTFT diff per repeat ms | in-process TTFT p50 spread ms "
+             "| TTFT mean client / server-side ms | ITL p50 in-process / HTTP ms "
              "| client CPU s | client cores | server cores |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         pairs = row.pairs
         a, note_a = _kept([p[0] for p in pairs])
@@ -206,8 +209,11 @@ def overhead_report(rows: list[OverheadRow]) -> list[str]:
         both_clean = [p for p in pairs if p[0].clean and p[1].clean] or pairs
         ratio = statistics.median(p[1].figures["tok_s"] / p[0].figures["tok_s"] for p in both_clean)
         ttft_a, ttft_b = _med(a, "ttft_p50_ms"), _med(b, "ttft_p50_ms")
+        per_repeat = " / ".join(f"{p[1].figures['ttft_p50_ms'] - p[0].figures['ttft_p50_ms']:+.0f}" for p in pairs)
+        spread = max(r.figures["ttft_p50_ms"] for r in a) - min(r.figures["ttft_p50_ms"] for r in a)
         lines.append(f"| {row.label}{note_a or note_b} | {_med(a, 'tok_s'):.1f} | {_med(b, 'tok_s'):.1f} | "
-                     f"{ratio:.3f} | {ttft_a:.1f} | {ttft_b:.1f} | {ttft_b - ttft_a:+.1f} | "
+                     f"{ratio:.3f} | {ttft_a:.1f} | {ttft_b:.1f} | {ttft_b - ttft_a:+.1f} | {per_repeat} | "
+                     f"{spread:.1f} | "
                      f"{_med(b, 'ttft_mean_ms'):.1f} / {_med(b, 'server_ttft_mean_ms'):.1f} | "
                      f"{_med(a, 'itl_p50_ms'):.1f} / {_med(b, 'itl_p50_ms'):.1f} | {_med(b, 'client_cpu_s'):.2f} | "
                      f"{_med(b, 'client_cores'):.2f} | {_med(b, 'server_cores'):.2f} |")
