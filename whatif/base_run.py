@@ -123,7 +123,7 @@ def fitted_cost_model(writer: Engine, run: dict[str, Any]) -> CostModel:
     model = fit_cost_model(features, durations, name=f"fitted to run {run['id']}",
                            provenance={"run_id": run["id"], "model": run.get("model"),
                                        "holdout": holdout_quality(features, durations)})
-    model = with_idle_wake(model, features, durations, frame["wake"].to_numpy(float))
+    model = with_idle_wake(model, frame["wake"].to_numpy(float))
     with writer.begin() as conn:
         conn.execute(update(table_of(Run)).where(table_of(Run).c.id == run["id"]).values(cost_model=model.to_dict()))
     return model

@@ -93,7 +93,7 @@ def pooled_cost_model(db: Engine, base_run_id: int, predicted: EngineConfig | No
     name = (f"fitted to {len(used)} runs of this model and device" if len(used) > 1
             else f"fitted to run {base_run_id} alone (no other real run of this model and device)")
     model = fit_cost_model(features, durations, name=name, provenance=provenance)
-    model = with_idle_wake(model, features, durations, np.concatenate([steps[r].wakes for r in used]))
+    model = with_idle_wake(model, np.concatenate([steps[r].wakes for r in used]))
     return PooledFit(model, tuple(used), left_out, pooled_exercised([steps[r].exercised for r in used]))
 
 

@@ -16,7 +16,7 @@ How well a fit predicts steps it did not see is measured apart (holdout_quality)
 redone on all but one contiguous block of the run and scored on that block, for every block.
 
 What an idle engine's wake-up costs is priced apart (with_idle_wake): it is not a step shape but
-the time from an arrival to the step it wakes the engine for, plus that step's cold start.
+the time from an arrival to the start of the step it wakes the engine for.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ MIN_ROW_STEPS = 20  # steps needed at one row count to trust its factor
 MIN_WAKE_STEPS = 5  # idle wake-ups needed to price one
 # 2: row factors; 3: static padding charged; 4: true NNLS, held-out quality; 5: a step's duration
 # includes the engine loop's gap to the next step (storage.run_facts.step_features); 6: idle wake-ups
-# priced (with_idle_wake). Older fits are refitted.
-FIT_VERSION = 6
+# priced (with_idle_wake); 7: the wake price is the wait alone. Older fits are refitted.
+FIT_VERSION = 7
 HOLDOUT_FOLDS = 5  # contiguous blocks of the run, each predicted by a fit to the others
 
 
@@ -100,20 +100,16 @@ def fit_cost_model(features: np.ndarray, durations: np.ndarray, name: str = "fit
                            fit=fit, row_factors=row_factors)
 
 
-def with_idle_wake(model: LinearCostModel, features: np.ndarray, durations: np.ndarray,
-                   wakes: np.ndarray) -> LinearCostModel:
+def with_idle_wake(model: LinearCostModel, wakes: np.ndarray) -> LinearCostModel:
     """The model with idle_wake_s measured on the steps an arrival woke the idle engine for. wakes:
     per step, the time from that arrival to the step's start (NaN for every other step). The price is
-    the median, over those steps, of that time plus what the step took beyond the model's price for
-    its shape (the first step after an idle wait runs on cold caches and sleeping threads), never
-    below 0. With fewer than MIN_WAKE_STEPS such steps it is 0; the fit says how many there were."""
-    x = np.asarray(features, dtype=float)
-    y = np.asarray(durations, dtype=float)
+    their median; with fewer than MIN_WAKE_STEPS such steps it is 0, and the fit says how many there
+    were. The woken step's own excess over its shape's price (a first step on cold caches) is left
+    out: adding it made the default fit's held-out TTFTs worse (BENCHMARKS.md, what-if fidelity)."""
     w = np.asarray(wakes, dtype=float)
-    woke = np.isfinite(w) & np.isfinite(y) & (y > 0)
-    extra = [float(w[i] + y[i] - model.predict(tuple(x[i]))) for i in np.flatnonzero(woke)]
-    price = max(0.0, float(np.median(extra))) if len(extra) >= MIN_WAKE_STEPS else 0.0
-    fit = dict(model.fit) | {"idle_wakes": len(extra), "idle_wake_s": price}
+    waits = w[np.isfinite(w) & (w >= 0)]
+    price = float(np.median(waits)) if len(waits) >= MIN_WAKE_STEPS else 0.0
+    fit = dict(model.fit) | {"idle_wakes": len(waits), "idle_wake_s": price}
     return dataclasses.replace(model, idle_wake_s=price, fit=fit)
 
 

@@ -84,10 +84,9 @@ class LinearCostModel:
     faster than one of 7 or 9), so a fit keeps, per row count it saw often, the median ratio of
     measured to linear time. Row counts without a factor use the linear time.
 
-    idle_wake_s: what a step costs beyond its shape when an arrival wakes an idle engine for it: the
-    loop's wake-up and hand-over before the step starts, and a first step on cold caches (measured
-    from a recorded run's such steps; 0 when none was). A simulated engine starts that step this
-    long after the arrival.
+    idle_wake_s: how long after an arrival that wakes an idle engine its step starts (the loop's
+    wake-up and hand-over; measured from a recorded run's such steps, 0 when too few were). A
+    simulated engine starts that step this long after the arrival.
     """
 
     coefficients: dict[str, float]
@@ -184,7 +183,7 @@ def idle_wake_note(fit: dict[str, Any]) -> str | None:
     price = float(fit.get("idle_wake_s", 0.0))
     if price > 0:
         return (f"an arrival that wakes the idle engine starts its step {price * 1e3:.2f} ms later (median over "
-                f"{wakes} such recorded steps: the wake-up and the first step's cold start)")
+                f"{wakes} such recorded steps: the loop's wake-up and hand-over)")
     return (f"idle wake-ups not priced: the recorded engine woke from idle {wakes} time(s), too few to measure, "
             "or at no cost beyond the step")
 
