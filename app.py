@@ -1,8 +1,10 @@
 """Batchscope dashboard entry: page config, navigation, and the first-launch demo.
 
 Streamlit runs this file on every page before the page itself, so what it does must be cheap and
-idempotent. Each view is a file in pages/ with an explicit URL path, so links such as
-`/Replay?run=3` keep working whatever the files are called.
+idempotent. Each view is a file in views/ with an explicit URL path, so links such as
+`/Replay?run=3` keep working whatever the files are called. The folder is not called `pages/`:
+beside the entry file that name makes Streamlit treat the app as an old-style multipage app, and the
+first view a fresh server opens from a direct link gets a "Page not found" dialog over it.
 """
 
 import streamlit as st
@@ -10,13 +12,13 @@ import streamlit as st
 from dashboard import demo, settings
 
 PAGES = [
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", url_path="", default=True),
-    st.Page("pages/live.py", title="Live", icon=":material/radio_button_checked:", url_path="Live"),
-    st.Page("pages/replay.py", title="Replay", icon=":material/replay:", url_path="Replay"),
-    st.Page("pages/what_if.py", title="What-if", icon=":material/science:", url_path="What-if"),
-    st.Page("pages/curves.py", title="Curves", icon=":material/show_chart:", url_path="Curves"),
-    st.Page("pages/tune.py", title="Tune", icon=":material/tune:", url_path="Tune"),
-    st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="Learn"),
+    st.Page("views/runs.py", title="Runs", icon=":material/table_rows:", url_path="", default=True),
+    st.Page("views/live.py", title="Live", icon=":material/radio_button_checked:", url_path="Live"),
+    st.Page("views/replay.py", title="Replay", icon=":material/replay:", url_path="Replay"),
+    st.Page("views/what_if.py", title="What-if", icon=":material/science:", url_path="What-if"),
+    st.Page("views/curves.py", title="Curves", icon=":material/show_chart:", url_path="Curves"),
+    st.Page("views/tune.py", title="Tune", icon=":material/tune:", url_path="Tune"),
+    st.Page("views/learn.py", title="Learn", icon=":material/school:", url_path="Learn"),
 ]
 
 # Across the top: the charts get the whole width.

@@ -12,8 +12,8 @@ from storage import searches
 
 COLUMNS = ["id", "status", "name", "source", "engine", "batching", "requests", "output_tokens_per_s", "ttft_ms",
            "itl_ms", "e2e_ms", "num_preemptions", "num_steps", "based_on", "created_at"]
-OPEN_IN = (("Live", ":material/radio_button_checked:", "pages/live.py"),  # the views a selected run opens in
-           ("Replay", ":material/replay:", "pages/replay.py"), ("What-if", ":material/science:", "pages/what_if.py"))
+OPEN_IN = (("Live", ":material/radio_button_checked:", "views/live.py"),  # the views a selected run opens in
+           ("Replay", ":material/replay:", "views/replay.py"), ("What-if", ":material/science:", "views/what_if.py"))
 MAX_HEIGHT_PX = 600  # about 16 rows; longer lists scroll
 COLUMN_CONFIG = {
     "id": st.column_config.NumberColumn("run", format="%d", width="small", pinned=True),

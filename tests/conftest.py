@@ -1,4 +1,4 @@
-"""Shared test setup: the repo root on sys.path (page files run with only pages/ on it)."""
+"""Shared test setup: the repo root on sys.path (page files run with only views/ on it)."""
 
 from __future__ import annotations
 

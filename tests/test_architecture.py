@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "storage", "cli", "sessions", "whatif", "serving", "tune", "dashboard", "pages")
-APPLICATIONS = ("storage", "cli", "sessions", "whatif", "serving", "tune", "dashboard", "pages", "app")
+PACKAGES = ("engine", "storage", "cli", "sessions", "whatif", "serving", "tune", "dashboard", "views")
+APPLICATIONS = ("storage", "cli", "sessions", "whatif", "serving", "tune", "dashboard", "views", "app")
 # (module, what it may import from above the library, why)
 ENGINE_EXCEPTIONS = {
     ("engine.__main__", "cli.main"),  # `python -m engine` keeps working
@@ -144,7 +144,7 @@ def test_pages_know_only_the_dashboard_helpers() -> None:
     ours = {m.split(".")[0] for m in MODULES}
     offending = []
     for module, path in MODULES.items():
-        if module.split(".")[0] not in ("pages", "app"):
+        if module.split(".")[0] not in ("views", "app"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -155,7 +155,7 @@ def test_pages_know_only_the_dashboard_helpers() -> None:
                 continue
             for source, name in found:
                 top = source.split(".")[0]
-                if top not in ours or top in ("dashboard", "pages"):
+                if top not in ours or top in ("dashboard", "views"):
                     continue
                 if source == "storage.database" and name.endswith("Error"):
                     continue

@@ -105,3 +105,22 @@ def test_learn_page_draws_every_lessons_chart_and_figures(learn_server) -> None:
             full_screenshot(page, Path(shots) / "learn.png")
     finally:
         page.close()
+
+
+def test_a_link_to_a_view_opened_first_on_a_fresh_server_shows_no_page_not_found(  # type: ignore[no-untyped-def]
+        server, tmp_path: Path) -> None:
+    """A bookmark or shared link (`/Replay?run=N`) is often the first thing a just-started dashboard
+    serves. With the views in a folder named `pages/`, Streamlit took the app for an old-style
+    multipage app and covered that first view with a "Page not found" dialog."""
+    context = server[1]  # the module's browser (one Playwright per process); a dashboard of its own
+    db = tmp_path / "fixture.db"
+    ids = build(db)
+    with dashboard(db) as url:
+        page = open_page(context, f"{url}/{PAGES['replay']}?run={ids['swap']}", wait_charts=MIN_CHARTS["replay"])
+        try:
+            page.wait_for_timeout(1500)  # the dialog, when it comes, comes with the first script run
+            assert page.locator('[role="dialog"]').count() == 0
+            assert "Page not found" not in page.inner_text("body")
+            assert page.inner_text('[data-testid="stMain"] h1').strip() == "Replay"
+        finally:
+            page.close()

@@ -14,7 +14,7 @@ from tests.dashboard_fixture import SERVED_URL, build
 from tests.recording import record_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("pages/runs.py", "pages/live.py", "pages/replay.py", "pages/what_if.py", "pages/curves.py", "pages/tune.py")
+PAGES = ("views/runs.py", "views/live.py", "views/replay.py", "views/what_if.py", "views/curves.py", "views/tune.py")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def _text(at: AppTest) -> str:
 def test_every_page_renders_every_kind_of_run(page: str, kind: str, fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
     at = _open(page, db, monkeypatch, ids[kind])
-    if page in ("pages/live.py", "pages/replay.py"):
+    if page in ("views/live.py", "views/replay.py"):
         assert _charts(at) >= 5
         assert f"#{ids[kind]} " in at.selectbox[0].value.__str__() or at.selectbox[0].value == ids[kind]
 
@@ -84,14 +84,14 @@ def test_runs_page_lists_every_run_with_its_status(fixture_db, monkeypatch) -> N
 
 def test_live_page_explains_an_interrupted_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/live.py", db, monkeypatch, ids["interrupted"])
+    at = _open("views/live.py", db, monkeypatch, ids["interrupted"])
     assert "stopped writing without finishing" in _text(at)
 
 
 def test_live_page_shows_what_a_served_run_serves_and_its_arrival_rate(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
     run_id = ids["served"]
-    at = _open("pages/live.py", db, monkeypatch, run_id)
+    at = _open("views/live.py", db, monkeypatch, run_id)
     assert f"the OpenAI API at `{SERVED_URL}/v1`" in _text(at)
     conn = sqlite3.connect(db)  # the live window, and the arrivals in it, straight from the tables
     start, end = conn.execute("SELECT MIN(start_time), MAX(end_time) FROM (SELECT start_time, end_time FROM steps "
@@ -102,14 +102,14 @@ def test_live_page_shows_what_a_served_run_serves_and_its_arrival_rate(fixture_d
     assert arrived > 0
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["arrivals/s"].strip() == f"{arrived / (end - start):,.1f}"
-    workload_run = _open("pages/live.py", db, monkeypatch, ids["continuous"])
+    workload_run = _open("views/live.py", db, monkeypatch, ids["continuous"])
     assert "arrivals/s" not in {m.label for m in workload_run.metric}
     assert "OpenAI API" not in _text(workload_run)
 
 
 def test_replay_of_static_batching_shows_padding(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/replay.py", db, monkeypatch, ids["static"])
+    at = _open("views/replay.py", db, monkeypatch, ids["static"])
     labels = {m.label: m.value for m in at.metric}
     assert "padding" in labels
     assert "padding" in _text(at)
@@ -117,13 +117,13 @@ def test_replay_of_static_batching_shows_padding(fixture_db, monkeypatch) -> Non
 
 def test_replay_shows_the_swap_pool_for_a_swap_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/replay.py", db, monkeypatch, ids["swap"])
+    at = _open("views/replay.py", db, monkeypatch, ids["swap"])
     assert "CPU swap pool" in _text(at)
 
 
 def test_what_if_page_shows_the_self_check_before_the_prediction(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/what_if.py", db, monkeypatch, ids["continuous"])
+    at = _open("views/what_if.py", db, monkeypatch, ids["continuous"])
     text = _text(at)
     assert text.index("How far to trust it") < text.index("Predicted vs recorded")
     assert "under its own configuration" in text
@@ -136,7 +136,7 @@ def test_what_if_page_shows_the_self_check_before_the_prediction(fixture_db, mon
 
 def test_curves_page_draws_the_sweep_and_the_static_comparison(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, _ = fixture_db
-    at = _open("pages/curves.py", db, monkeypatch)
+    at = _open("views/curves.py", db, monkeypatch)
     assert _charts(at) == 5
     sweep_table = next(d.value for d in at.dataframe if "value_label" in d.value.columns)
     assert sorted(sweep_table["value_label"].astype(int)) == [2, 8, 32]
@@ -151,7 +151,7 @@ def test_first_launch_on_an_empty_database_starts_a_demo(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(launcher, "launch", fake_launch)
     monkeypatch.setattr(launcher, "early_failure", lambda launched, wait_s=2.0, ready=None: None)
-    import pages  # noqa: F401  (the page module reads launcher at run time)
+    import views  # noqa: F401  (the page module reads launcher at run time)
 
     at = _open(PAGES[0], tmp_path / "new.db", monkeypatch)
     assert "No runs yet" in _text(at) and "Starting a demo run" in _text(at)
@@ -181,7 +181,7 @@ def test_a_foreign_database_gets_a_clear_message(page: str, tmp_path: Path, monk
 def test_a_corrupt_database_gets_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "broken.db"
     db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
-    at = _open("pages/replay.py", db, monkeypatch)
+    at = _open("views/replay.py", db, monkeypatch)
     assert "Cannot read the database" in _text(at)
 
 
@@ -216,7 +216,7 @@ def test_a_table_from_another_layout_stops_the_page_with_a_message(tmp_path: Pat
     conn.execute("DROP TABLE kv_block_keyframes")
     conn.commit()
     conn.close()
-    at = _open("pages/replay.py", db, monkeypatch, 1)
+    at = _open("views/replay.py", db, monkeypatch, 1)
     assert "Cannot read the database: no such table: kv_block_keyframes" in _text(at)
 
 
@@ -225,9 +225,9 @@ def test_the_demo_starts_once_however_many_pages_and_tabs_open(tmp_path: Path, m
     db = tmp_path / "new.db"
     at = _open(PAGES[0], db, monkeypatch)
     at.run()
-    at.switch_page("pages/live.py")
+    at.switch_page("views/live.py")
     at.run()
-    _open("pages/replay.py", db, monkeypatch)  # a second browser tab
+    _open("views/replay.py", db, monkeypatch)  # a second browser tab
     assert len(no_real_launches) == 1
 
 
@@ -259,6 +259,6 @@ def test_the_run_form_shows_the_engines_config_error_and_starts_nothing(fixture_
 
 def test_curves_compares_static_with_the_continuous_run_of_the_same_parameters(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
-    at = _open("pages/curves.py", db, monkeypatch)
+    at = _open("views/curves.py", db, monkeypatch)
     assert next(s for s in at.selectbox if s.label == "Static run").value == ids["static"]
     assert next(s for s in at.selectbox if s.label == "Continuous run").value == ids["continuous"]

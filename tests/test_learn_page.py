@@ -37,7 +37,7 @@ def _open(db: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("BATCHSCOPE_DB", str(db))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/learn.py")
+    at.switch_page("views/learn.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

@@ -58,14 +58,14 @@ def launched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]
     return started
 
 
-def _open(db: Path, monkeypatch: pytest.MonkeyPatch, page: str = "pages/tune.py",
+def _open(db: Path, monkeypatch: pytest.MonkeyPatch, page: str = "views/tune.py",
           search: int | None = None) -> AppTest:
     monkeypatch.setenv("BATCHSCOPE_DB", str(db))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
     if search is not None:
         at.query_params["search"] = str(search)
     at.run()
-    if page != "pages/runs.py":
+    if page != "views/runs.py":
         at.switch_page(page)
         at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -213,7 +213,7 @@ def test_without_searches_the_page_says_how_to_start_one(tmp_path: Path, monkeyp
 def test_the_runs_page_lists_a_materialized_point_under_its_search_not_in_the_main_list(
         tune_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, made = tune_db
-    at = _open(db, monkeypatch, page="pages/runs.py")
+    at = _open(db, monkeypatch, page="views/runs.py")
     assert at.dataframe[0].value["id"].tolist() == [1]
     sid = made["met"]["search_id"]
     assert [e.label for e in at.expander][:1] == [f"search {sid}: 1 run · tune replay of run 1: 40 recorded requests"]
