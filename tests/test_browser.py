@@ -89,7 +89,6 @@ def learn_server(server, tmp_path_factory: pytest.TempPathFactory):  # type: ign
 
 def test_learn_page_draws_every_lessons_chart_and_figures(learn_server) -> None:  # type: ignore[no-untyped-def]
     url, context = learn_server
-    open_page(context, f"{url}/", wait_charts=0).close()  # a fresh server's first page load runs the home page
     page = open_page(context, f"{url}/Learn", wait_charts=len(LESSONS))
     try:
         assert page.locator('[data-testid="stException"]').count() == 0
