@@ -9,16 +9,16 @@ first view a fresh server opens from a direct link gets a "Page not found" dialo
 
 import streamlit as st
 
-from dashboard import demo, settings
+from dashboard import demo, settings, view_files
 
 PAGES = [
-    st.Page("views/runs.py", title="Runs", icon=":material/table_rows:", url_path="", default=True),
-    st.Page("views/live.py", title="Live", icon=":material/radio_button_checked:", url_path="Live"),
-    st.Page("views/replay.py", title="Replay", icon=":material/replay:", url_path="Replay"),
-    st.Page("views/what_if.py", title="What-if", icon=":material/science:", url_path="What-if"),
-    st.Page("views/curves.py", title="Curves", icon=":material/show_chart:", url_path="Curves"),
-    st.Page("views/tune.py", title="Tune", icon=":material/tune:", url_path="Tune"),
-    st.Page("views/learn.py", title="Learn", icon=":material/school:", url_path="Learn"),
+    st.Page(view_files.RUNS, title="Runs", icon=":material/table_rows:", url_path="", default=True),
+    st.Page(view_files.LIVE, title="Live", icon=":material/radio_button_checked:", url_path="Live"),
+    st.Page(view_files.REPLAY, title="Replay", icon=":material/replay:", url_path="Replay"),
+    st.Page(view_files.WHAT_IF, title="What-if", icon=":material/science:", url_path="What-if"),
+    st.Page(view_files.CURVES, title="Curves", icon=":material/show_chart:", url_path="Curves"),
+    st.Page(view_files.TUNE, title="Tune", icon=":material/tune:", url_path="Tune"),
+    st.Page(view_files.LEARN, title="Learn", icon=":material/school:", url_path="Learn"),
 ]
 
 # Across the top: the charts get the whole width.

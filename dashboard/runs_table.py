@@ -8,12 +8,13 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
+from dashboard import view_files
 from storage import searches
 
 COLUMNS = ["id", "status", "name", "source", "engine", "batching", "requests", "output_tokens_per_s", "ttft_ms",
            "itl_ms", "e2e_ms", "num_preemptions", "num_steps", "based_on", "created_at"]
-OPEN_IN = (("Live", ":material/radio_button_checked:", "views/live.py"),  # the views a selected run opens in
-           ("Replay", ":material/replay:", "views/replay.py"), ("What-if", ":material/science:", "views/what_if.py"))
+OPEN_IN = (("Live", ":material/radio_button_checked:", view_files.LIVE),  # the views a selected run opens in
+           ("Replay", ":material/replay:", view_files.REPLAY), ("What-if", ":material/science:", view_files.WHAT_IF))
 MAX_HEIGHT_PX = 600  # about 16 rows; longer lists scroll
 COLUMN_CONFIG = {
     "id": st.column_config.NumberColumn("run", format="%d", width="small", pinned=True),

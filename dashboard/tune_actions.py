@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, launcher, tune_view, ui
+from dashboard import data, launcher, tune_view, ui, view_files
 from dashboard import what_if as wi
 
 
@@ -20,7 +20,7 @@ def record_point(target: str, search_id: int, points: pd.DataFrame, found: tune_
                              format_func=lambda p: f"point {p}" + (" (the answer)" if p == chosen_point else ""))
         run_id = tune_view.run_of_point(points, point)
         if run_id is not None:
-            st.page_link("views/replay.py", label=f"Open point {point} in Replay (run #{run_id})",
+            st.page_link(view_files.REPLAY, label=f"Open point {point} in Replay (run #{run_id})",
                          icon=":material/replay:", query_params={"run": str(run_id)})
         else:
             st.caption("A point is stored as its figures only; recording it re-simulates it (deterministically) "

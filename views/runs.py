@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import data, launcher, runs_table, settings, ui
+from dashboard import data, launcher, runs_table, settings, ui, view_files
 from dashboard.presets import CUSTOM, CUSTOM_PRESET, PRESETS
 from storage.database import DatabaseMissingError, EmptyDatabaseError, StorageError
 
@@ -46,11 +46,11 @@ else:
     running = every_run[every_run["status"] == "running"]
     if not running.empty:
         newest = int(running["id"].iloc[0])
-        st.page_link("views/live.py", label=f"Watch run #{newest} live", icon=":material/radio_button_checked:",
+        st.page_link(view_files.LIVE, label=f"Watch run #{newest} live", icon=":material/radio_button_checked:",
                      query_params={"run": str(newest)})
     for group in runs_table.search_groups(every_run, grouped, data.searches(target)):
         with st.expander(group.label, icon=":material/tune:"):
-            st.page_link("views/tune.py", label=f"Open search {group.search_id} in Tune", icon=":material/tune:",
+            st.page_link(view_files.TUNE, label=f"Open search {group.search_id} in Tune", icon=":material/tune:",
                          query_params={"search": str(group.search_id)})
             st.dataframe(group.runs, hide_index=True, column_config=runs_table.SEARCH_COLUMN_CONFIG,
                          height=runs_table.height(group.runs))
@@ -106,7 +106,7 @@ if submitted:
         else:
             data.runs.clear()
             st.success(f"Started (process {launched.pid}). Open **Live** to watch it.")
-            st.page_link("views/live.py", label="Watch it live", icon=":material/radio_button_checked:")
+            st.page_link(view_files.LIVE, label="Watch it live", icon=":material/radio_button_checked:")
 
 with st.expander("Where the data lives"):
     st.write(f"Database: `{target}` (set `BATCHSCOPE_DB` to use another file or a PostgreSQL URL). "
