@@ -153,9 +153,10 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]],  # type: ignor
     """Every (base run, target configuration) pair of a workload: sim error, null error, spread.
     fit "pooled": each prediction's cost model is fitted to every real run of the base's model in
     the database except the target configuration's runs (whatif/pooled_fit.py)."""
+    from engine.config import EngineConfig
     from storage.database import open_for_write
     from storage.queries import get_run, list_runs
-    from whatif.base_run import engine_config_from_record, load_base_run, simulate_quietly, summary_metrics
+    from whatif.base_run import load_base_run, simulate_quietly, summary_metrics
     from whatif.pooled_fit import pooled_cost_model
     from whatif.predict import base_profile, on_pool
     from whatif.pricing import price_for_prediction
@@ -181,7 +182,7 @@ def analyse(db: str, groups: list[tuple[Workload, list[Config]]],  # type: ignor
                     if target is base_config:
                         continue
                     target_runs = real[workload.name][target.name]
-                    config = engine_config_from_record(get_run(db_engine, target_runs[0][0])["config"])  # type: ignore[index]
+                    config = EngineConfig.from_record(get_run(db_engine, target_runs[0][0])["config"])  # type: ignore[index]
                     base = own
                     if fit == "pooled":
                         key = (workload.model, target.name)

@@ -143,7 +143,7 @@ class WhatIfRequest:
     def validate(self) -> EngineConfig:
         """The config the prediction runs under: the base's with the changes, as the CLI builds it."""
         recorded = EngineArgs.from_values(self.base_config).config_values()
-        return _check_config(lambda: EngineConfig.from_dict(recorded).replace(**self.changes))
+        return _check_config(lambda: EngineConfig.from_record(recorded).replace(**self.changes))
 
     def argv(self, db: str) -> list[str]:
         args = [sys.executable, "-m", "engine", "simulate", "--db", db, "--from-run", str(int(self.base_run_id)),

@@ -48,6 +48,14 @@ class SchedulerConfig:
             raise ConfigError(
                 f"scheduler_delay_factor must be a number >= 0, got {self.scheduler_delay_factor!r}"
             )
+        if self.batching == "static" and self.scheduler_delay_factor:
+            # A static batch forms only when the last one is done; V0's delay (which has no static
+            # mode) holds prompts while others run, so it would be silently ignored here.
+            raise ConfigError(
+                f"scheduler_delay_factor ({self.scheduler_delay_factor:g}) applies to continuous batching only: "
+                "a static batch is formed when the previous one has finished. Set it to 0 or use "
+                "--batching continuous."
+            )
         if self.token_budget < self.max_num_seqs:
             raise ConfigError(
                 f"max_num_batched_tokens ({self.token_budget}) must be >= max_num_seqs "
@@ -123,6 +131,15 @@ class EngineConfig:
             scheduler=SchedulerConfig(**{k: v for k, v in values.items() if k in sched_keys}),
             cache=CacheConfig(**{k: v for k, v in values.items() if k in cache_keys}),
         )
+
+    @classmethod
+    def from_record(cls, values: dict[str, Any]) -> EngineConfig:
+        """Build from what a run recorded: its config beside executor facts, which are ignored."""
+        known = set(SchedulerConfig.__dataclass_fields__) | set(CacheConfig.__dataclass_fields__)
+        kept = {k: v for k, v in values.items() if k in known}
+        if kept.get("batching") == "static":
+            kept["scheduler_delay_factor"] = 0.0  # runs recorded before static refused it ran without it
+        return cls.from_dict(kept)
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with some flat parameters changed (what-if and sweeps use this)."""

@@ -115,6 +115,7 @@ def test_database_urls_that_cannot_work_get_one_line(url: str, says: str, comman
     ["export", "1", "-o", "run1.json"],
     ["simulate", "--from-run", "1"],
     ["sweep", "--param", "max_num_seqs", "--values", "2,4", "--from-run", "1"],
+    ["tune", "--materialize", "1:0"],
 ])
 def test_commands_that_read_or_delete_never_create_a_database(command: list[str], tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch,

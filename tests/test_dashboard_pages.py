@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import launcher
+from dashboard import charts, launcher, run_meta
 from dashboard.settings import LIVE_WINDOW_STEPS
+from storage import queries
+from storage.database import open_for_read
+from storage.queries import get_run
 from tests.dashboard_fixture import SERVED_URL, build
 from tests.recording import record_simulation
 
@@ -107,12 +110,39 @@ def test_live_page_shows_what_a_served_run_serves_and_its_arrival_rate(fixture_d
     assert "OpenAI API" not in _text(workload_run)
 
 
-def test_replay_of_static_batching_shows_padding(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def _padding_drawn(db: Path, run_id: int) -> tuple[float, float]:
+    """(padding tokens the token-mix chart draws over the whole run, those the run's summary counts)."""
+    reader = open_for_read(str(db))
+    try:
+        run = get_run(reader, run_id)
+        assert run is not None
+        steps = queries.steps_window(reader, run_id, 0, int(run["num_steps"]) - 1)
+    finally:
+        reader.dispose()
+    spec = charts.token_mix(steps, run["config"].get("max_num_batched_tokens")).to_dict()
+    rows = [r for values in spec["datasets"].values() for r in values if r.get("kind") == "padding"]
+    return sum(r["tokens"] for r in rows), float(run["summary"]["num_padding_tokens"])
+
+
+def test_the_token_mix_draws_static_batchings_padding_and_the_summary_counts_it(fixture_db) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
+    drawn, counted = _padding_drawn(db, ids["static"])
+    assert counted > 0 and drawn == counted
+    assert _padding_drawn(db, ids["continuous"]) == (0, 0)  # continuous batching pads nothing
+
+
+def test_a_static_runs_headline_gives_its_padding_share(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, ids = fixture_db
+    reader = open_for_read(str(db))
+    try:
+        static, continuous = get_run(reader, ids["static"]), get_run(reader, ids["continuous"])
+    finally:
+        reader.dispose()
+    headline = run_meta.headline(static)  # type: ignore[arg-type]
+    assert headline is not None and headline.padding_share is not None and 0 < headline.padding_share < 1
+    assert run_meta.headline(continuous).padding_share is None  # type: ignore[arg-type, union-attr]
     at = _open("views/replay.py", db, monkeypatch, ids["static"])
-    labels = {m.label: m.value for m in at.metric}
-    assert "padding" in labels
-    assert "padding" in _text(at)
+    assert f"{headline.padding_share:.0%}" in _text(at)
 
 
 def test_replay_shows_the_swap_pool_for_a_swap_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]

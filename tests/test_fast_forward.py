@@ -29,6 +29,7 @@ configs = st.fixed_dictionaries({
     "unit_cost": st.booleans(),
     "max_tokens_cap": st.none() | st.integers(15, 120),  # declared max_tokens above where requests stop
     "idle_wake": st.booleans(),  # arrivals that wake the idle engine start their step later
+    "delay_factor": st.sampled_from([0.0, 0.0, 0.5]),  # V0's delay: the fast path must not skip its ticks
 })
 
 
@@ -39,7 +40,8 @@ def _run(cfg: dict, seed: int, rate: float, fast: bool, abort_at: int | None = N
     config = EngineConfig(
         SchedulerConfig(max_num_seqs=cfg["max_num_seqs"], max_model_len=160,
                         max_num_batched_tokens=64 if chunked else 160, enable_chunked_prefill=chunked,
-                        policy=cfg["policy"], preemption_mode=cfg["preemption_mode"], batching=cfg["batching"]),
+                        policy=cfg["policy"], preemption_mode=cfg["preemption_mode"], batching=cfg["batching"],
+                        scheduler_delay_factor=cfg.get("delay_factor", 0.0) if cfg["batching"] == "continuous" else 0.0),
         CacheConfig(block_size=cfg["block_size"], num_gpu_blocks=cfg["num_gpu_blocks"],
                     swap_space=32 if cfg["preemption_mode"] == "swap" else 0),
     )

@@ -17,7 +17,7 @@ from storage.database import open_for_write
 from storage.queries import get_run
 from storage.schema import Run, table_of
 from tests.recording import record_pretend_real
-from whatif.base_run import engine_config_from_record, load_base_run
+from whatif.base_run import load_base_run
 from whatif.pooled_fit import pooled_cost_model, same_deployment_runs
 from whatif.step_pricing import step_time_error_pct
 
@@ -39,7 +39,7 @@ def test_pooling_the_other_runs_prices_a_batch_size_the_base_never_ran(tmp_path:
     base, wide, target = _real_run(db_path, 2), _real_run(db_path, 64), _real_run(db_path, 16)
     db = open_for_write(str(db_path))
     own = load_base_run(db, base).cost_model
-    pooled = pooled_cost_model(db, base, engine_config_from_record(get_run(db, target)["config"]))  # type: ignore[index]
+    pooled = pooled_cost_model(db, base, EngineConfig.from_record(get_run(db, target)["config"]))  # type: ignore[index]
     assert pooled.run_ids == (base, wide) and pooled.left_out == (target,)
     own_error, pooled_error = step_time_error_pct(db, own, target), step_time_error_pct(db, pooled.model, target)
     assert own_error is not None and pooled_error is not None
@@ -127,7 +127,7 @@ def test_each_track_record_run_is_predicted_from_a_pool_without_its_configuratio
     base, wide, target = _real_run(db_path, 2), _real_run(db_path, 64), _real_run(db_path, 16)
     db = open_for_write(str(db_path))
     pools = spy_on_pools(monkeypatch)
-    config = engine_config_from_record(get_run(db, target)["config"])  # type: ignore[index]
+    config = EngineConfig.from_record(get_run(db, target)["config"])  # type: ignore[index]
     prepared = predict.prepare(db, load_base_run(db, base), config, fit="pooled")
     assert [e.real_run_id for e in prepared.trust.track_record] == [target, wide]  # newest first
     assert pools == [(base, wide), (base, wide), (base, target)]  # the prediction's, then one per track-record run

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.config import ConfigError, EngineConfig, SchedulerConfig
 from engine.request import RequestStatus
 from engine.scheduler import Scheduler
 from engine.snapshot import RequestFinish
@@ -287,6 +288,17 @@ def test_delay_does_not_hold_prompts_when_nothing_ran_before_the_step() -> None:
     sched.add_request(make_request("A", 8, max_tokens=1))
     admitted = _admission_times(sched, clock, 4, {2: [("B", 8, 3, 2.0, 0), ("C", 8, 3, 2.0, 0)]})
     assert admitted == {"A": 0, "B": 2, "C": 2}
+
+
+def test_static_batching_refuses_a_delay_factor_it_would_ignore() -> None:
+    # A static batch forms only when the last one is done: a delay would silently do nothing.
+    with pytest.raises(ConfigError, match=r"scheduler_delay_factor .* continuous batching only"):
+        SchedulerConfig(batching="static", scheduler_delay_factor=0.5)
+    SchedulerConfig(batching="static", scheduler_delay_factor=0.0)
+    # A static run recorded with a delay (before it was refused) ran without one, and loads so.
+    recorded = EngineConfig.from_record({"batching": "static", "scheduler_delay_factor": 0.5, "device": "cpu"})
+    assert recorded.scheduler.scheduler_delay_factor == 0.0
+    assert EngineConfig.from_record({"scheduler_delay_factor": 0.5}).scheduler.scheduler_delay_factor == 0.5
 
 
 # -- 10. token ids outside the vocabulary ----------------------------------------------------------

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import Engine, update
 
 from engine.clock import VirtualClock
-from engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from engine.config import EngineConfig
 from engine.engine_loop import Engine as ServingEngine
 from engine.executors.cost_fit import FIT_VERSION, fit_cost_model, holdout_quality, with_idle_wake
 from engine.executors.cost_model import FEATURES, CostModel, cost_model_from_dict
@@ -47,11 +47,6 @@ class BaseRun:
     meta: RunMeta
     exercised: dict[str, float]  # what its steps exercised (storage.run_facts.exercised)
 
-
-def engine_config_from_record(values: dict[str, Any]) -> EngineConfig:
-    """The EngineConfig a run recorded (ignores executor facts stored beside it)."""
-    known = set(SchedulerConfig.__dataclass_fields__) | set(CacheConfig.__dataclass_fields__)
-    return EngineConfig.from_dict({k: v for k, v in values.items() if k in known})
 
 
 def recorded_workload(requests: pd.DataFrame, run_id: int) -> Workload:
@@ -140,7 +135,7 @@ def load_base_run(writer: Engine, run_id: int) -> BaseRun:
         raise StorageError(f"run {run_id} recorded no requests to replay")
     return BaseRun(
         run_id=run_id, name=run["name"], mode=run["mode"], model=run.get("model"),
-        config=engine_config_from_record(run["config"]),
+        config=EngineConfig.from_record(run["config"]),
         workload=recorded_workload(requests, run_id),
         cost_model=fitted_cost_model(writer, run),
         recorded=recorded_metrics(writer, run_id),

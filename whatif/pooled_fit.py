@@ -22,7 +22,6 @@ from engine.executors.cost_model import FEATURES, LinearCostModel
 from storage.run_facts import exercised, step_features
 from storage.run_meta import TRUTHFUL_ENGINE_SCHEMA
 from storage.schema import Run, table_of
-from whatif.base_run import engine_config_from_record
 
 DEVICE_FACTS = ("device", "dtype", "torch_threads")  # what makes two runs' step times comparable
 SUMMED = ("swap_blocks", "preemptions", "padding_tokens", "padding_seqs", "prefill_tokens", "num_steps")
@@ -68,7 +67,7 @@ def same_deployment_runs(db: Engine, run_id: int) -> list[dict[str, Any]]:
             (runs.c.recorded_schema >= TRUTHFUL_ENGINE_SCHEMA) | (runs.c.id == run_id))
             .order_by(runs.c.id)).mappings().all()
     facts = {k: (base["executor"] or {}).get(k) for k in DEVICE_FACTS}
-    return [{"id": int(r["id"]), "config": engine_config_from_record(dict(r["config"] or {}))} for r in rows
+    return [{"id": int(r["id"]), "config": EngineConfig.from_record(dict(r["config"] or {}))} for r in rows
             if {k: (r["executor"] or {}).get(k) for k in DEVICE_FACTS} == facts]
 
 

@@ -26,7 +26,6 @@ from storage.run_facts import runs_of_workload
 from storage.run_meta import Comparison, TrackRecordEntry, Trust
 from whatif.base_run import (
     BaseRun,
-    engine_config_from_record,
     percent_errors,
     recorded_metrics,
     simulate_quietly,
@@ -122,7 +121,7 @@ def track_record(db: Engine, base: BaseRun, cost_model: CostModel,
     entries = []
     for row in runs_of_workload(db, base.meta.workload_key, base.run_id).head(MAX_TRACK_RECORD).itertuples():
         values = json.loads(row.config) if isinstance(row.config, str) else dict(row.config)
-        config = engine_config_from_record(values)
+        config = EngineConfig.from_record(values)
         actual = recorded_metrics(db, int(row.id))
         model = refit(config) if refit is not None else cost_model
         predicted = summary_metrics(simulate_quietly(config, model, base.workload))
