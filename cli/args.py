@@ -99,7 +99,8 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("workload")
     g.add_argument("--workload", default=None,
                    help=f"{', '.join(NAMED_WORKLOADS)}, or a .jsonl / Azure-format .csv file (default: mixed)")
-    g.add_argument("--num-prompts", type=positive_int, default=64, help="requests to generate (64)")
+    g.add_argument("--num-prompts", type=positive_int, default=64,
+                   help="requests to generate (64); bench serve sends this many of any workload")
     g.add_argument("--prompt-lens", type=int_range, default=(16, 128), help="prompt lengths MIN:MAX (16:128)")
     g.add_argument("--output-lens", type=int_range, default=(10, 100),
                    help="output lengths MIN:MAX for the uniform workload (10:100)")

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -224,19 +225,24 @@ def run_bench_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     workload = resolve_workload(args.workload, workload_options_from_args(args))
-    specs = workload.requests
+    specs = workload.requests[: args.num_prompts]  # as vllm bench serve, --num-prompts of any workload
     generated = args.workload in (None, "uniform", "mixed")
     if args.request_rate != float("inf") and (args.burstiness != 1.0 or not generated):
         times = send_times(len(specs), args.request_rate, args.burstiness, args.seed)
     else:  # the workload's own arrivals: Poisson at --request-rate for generated ones, the trace's times
         times = [s.arrival_time for s in specs]
     base_url = args.base_url.rstrip("/").removesuffix("/v1")
+    started = datetime.now(UTC)
     options = ClientOptions(base_url, args.model, args.api_key, args.max_concurrency,
-                            args.vocab_size or DEFAULT_VOCAB_SIZE)
-    print(f"bench serve: {len(specs)} requests to {base_url} ({workload.description})", file=sys.stderr, flush=True)
+                            args.vocab_size or DEFAULT_VOCAB_SIZE, id_prefix=f"bench-{started:%Y%m%d-%H%M%S-%f}-")
+    of = f" of {len(workload.requests)}" if len(specs) < len(workload.requests) else ""
+    capped = " (--num-prompts)" if of else ""
+    print(f"bench serve: {len(specs)}{of} requests{capped} to {base_url} ({workload.description})",
+          file=sys.stderr, flush=True)
     results, duration, model = asyncio.run(run_requests(options, specs, times))
     result = calculate(results, duration, goodput)
-    result |= {"model_id": model, "base_url": base_url, "request_rate": args.request_rate,
+    result |= {"date": f"{started:%Y%m%d-%H%M%S}", "num_prompts": len(specs), "model_id": model,
+               "base_url": base_url, "request_rate": args.request_rate,
                "burstiness": args.burstiness, "max_concurrency": args.max_concurrency, "goodput": goodput,
                "workload": workload.description}
     print(format_result(result, args.max_concurrency, args.request_rate))

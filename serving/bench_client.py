@@ -5,7 +5,8 @@ prompt as token ids, `max_tokens` and `ignore_eos`, streaming, with usage in the
 is vLLM's: TTFT is the first chunk with choices (its text may be empty: a token that completes no
 character yet), ITL the gaps between later such chunks, E2E latency the last one; the server sends
 one per step with new tokens, so on Batchscope chunks are tokens. Requests are named by the
-workload (x-request-id), so the server's recording uses the same ids; the server's run is read from
+workload (x-request-id, after a prefix new to each benchmark, so a second benchmark against the same
+server reuses no id), so the server's recording uses the same ids; the server's run is read from
 the x-batchscope-run-id header when the server is Batchscope.
 
 The HTTP client is aiohttp, as vllm bench serve's: its C parser keeps the client's own time out of
@@ -57,6 +58,7 @@ class ClientOptions:
     api_key: str | None = None
     max_concurrency: int | None = None
     vocab_size: int = DEFAULT_VOCAB_SIZE
+    id_prefix: str = ""  # sent before each workload id: a server keeps every id of its run, so a rerun needs new ones
 
 
 def prompt_of(spec: RequestSpec, vocab_size: int) -> str | list[int]:
@@ -105,8 +107,8 @@ async def sse_lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
 
 async def send_one(client: aiohttp.ClientSession, options: ClientOptions, model: str, spec: RequestSpec,
                    bench_start: float) -> RequestResult:
-    result = RequestResult(spec.request_id)
-    headers = {"x-request-id": spec.request_id}
+    result = RequestResult(options.id_prefix + spec.request_id)
+    headers = {"x-request-id": result.request_id}
     if options.api_key:
         headers["Authorization"] = f"Bearer {options.api_key}"
     body = request_body(spec, model, options.vocab_size)

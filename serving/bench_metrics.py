@@ -89,6 +89,8 @@ def calculate(results: Sequence[RequestResult], duration: float, goodput: dict[s
         "output_throughput": total_out / duration,
         "total_token_throughput": (total_in + total_out) / duration,
     }
+    peak_tokens, peak_requests = _peaks(ok)
+    result |= {"max_output_tokens_per_s": peak_tokens, "max_concurrent_requests": peak_requests}
     result |= _stats("ttft", [r.ttft for r in ok], percentiles)
     result |= _stats("tpot", tpots, percentiles)
     result |= _stats("itl", [g for r in ok for g in r.itl], percentiles)
@@ -104,6 +106,23 @@ def calculate(results: Sequence[RequestResult], duration: float, goodput: dict[s
         "run_ids": sorted({r.run_id for r in results if r.run_id is not None}),
     }
     return result
+
+
+def _peaks(ok: Sequence[RequestResult]) -> tuple[float, int]:
+    """vLLM's peaks over whole seconds of the benchmark: the most output tokens timed in one second
+    (a chunk with choices is a token) and the most requests in flight at a second's start."""
+    if not ok:
+        return 0.0, 0
+    seconds = int(max(r.start_time + r.latency for r in ok)) + 1
+    tokens = np.zeros(seconds)
+    for r in ok:
+        times = r.start_time + r.ttft + np.concatenate([[0.0], np.cumsum(r.itl)])
+        np.add.at(tokens, times.astype(int), 1)
+    starts = np.array([r.start_time for r in ok])
+    ends = starts + np.array([r.latency for r in ok])
+    marks = np.arange(seconds)[:, None]
+    in_flight = ((starts <= marks) & (ends > marks)).sum(axis=1)
+    return float(tokens.max()), int(in_flight.max())
 
 
 def _meets(r: RequestResult, slos: dict[str, float]) -> bool:
@@ -130,6 +149,8 @@ def format_result(result: dict[str, Any], max_concurrency: int | None, request_r
     if result["request_goodput"] is not None:
         row("Request goodput (req/s):", result["request_goodput"], ".2f")
     row("Output token throughput (tok/s):", result["output_throughput"], ".2f")
+    row("Peak output token throughput (tok/s):", result["max_output_tokens_per_s"], ".2f")
+    row("Peak concurrent requests:", result["max_concurrent_requests"], ".2f")
     row("Total Token throughput (tok/s):", result["total_token_throughput"], ".2f")
     for key, name, header in METRIC_HEADERS:
         lines.append("{s:{c}^{n}}".format(s=header, n=50, c="-"))

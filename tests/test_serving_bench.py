@@ -36,7 +36,9 @@ def test_bench_serve_agrees_with_the_recorded_run(tmp_path: Path, capsys: pytest
     assert result["run_ids"] == [run_id]
 
     rows = recorded_requests(db, run_id)  # type: ignore[arg-type]
-    assert sorted(rows["request_id"]) == sorted(f"r{i}" for i in range(12)) == sorted(result["request_ids"])
+    prefix = result["request_ids"][0].removesuffix("r0") if result["request_ids"][0].endswith("r0") else "?"
+    assert prefix.startswith("bench-")  # a prefix new to each benchmark: a rerun reuses no id
+    assert sorted(rows["request_id"]) == sorted(f"{prefix}r{i}" for i in range(12)) == sorted(result["request_ids"])
     assert (rows["finish_reason"] == "length").all()
     assert rows["output_len"].sum() == result["total_output_tokens"] == rows["max_tokens"].sum()
     assert rows["prompt_len"].sum() == result["total_input_tokens"]
@@ -52,6 +54,40 @@ def test_bench_serve_agrees_with_the_recorded_run(tmp_path: Path, capsys: pytest
     by_id = dict(zip(rows["request_id"], rows["output_len"], strict=True))
     assert all(r.output_len == by_id[r.request_id] for r in stored)
     assert json.loads(bench.run_ids) == [run_id] and json.loads(bench.result)["completed"] == 12
+
+
+def test_a_second_bench_against_the_same_server_completes_and_num_prompts_caps_a_trace(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "b.db"
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(json.dumps({"request_id": f"q{i}", "arrival_time": i * 0.01, "prompt_len": 8,
+                                         "max_tokens": 4}) + "\n" for i in range(9)))
+    results = [tmp_path / "first.json", tmp_path / "second.json"]
+    with serve(simulated(step_s=0.001, max_num_seqs=16), db) as server:
+        for result_file in results:
+            code = main(["bench", "serve", "--base-url", server.url, "--workload", str(trace), "--num-prompts", "5",
+                         "--request-rate", "inf", "--save-result", str(result_file)])
+            assert code == 0, capsys.readouterr().err
+        run_id = server.run_id
+    first, second = (json.loads(f.read_text()) for f in results)
+    assert first["completed"] == second["completed"] == first["num_prompts"] == 5
+    assert not set(first["request_ids"]) & set(second["request_ids"])
+    assert len(recorded_requests(db, run_id)) == 10  # type: ignore[arg-type]
+    assert "5 of 9 requests" in capsys.readouterr().err
+
+
+def test_peak_throughput_and_concurrency_count_whole_seconds() -> None:
+    from serving.bench_client import RequestResult
+    from serving.bench_metrics import calculate
+
+    a = RequestResult("a", success=True, output_tokens=3, ttft=0.2, itl=[0.3, 0.3], latency=0.8, start_time=0.0)
+    b = RequestResult("b", success=True, output_tokens=2, ttft=0.5, itl=[1.0], latency=1.5, start_time=0.4)
+    c = RequestResult("c", success=True, output_tokens=1, ttft=0.1, latency=0.1, start_time=1.2)
+    result = calculate([a, b, c], 2.0)
+    # second 0: a's 3 tokens (0.2, 0.5, 0.8) and b's first (0.9); second 1: b's second (1.9) and c's (1.3)
+    assert result["max_output_tokens_per_s"] == 4.0
+    # in flight at t=1: only b (a ended at 0.8, c starts at 1.2); at t=0: only a
+    assert result["max_concurrent_requests"] == 1
 
 
 def test_bench_arrivals_and_goodput_parsing() -> None:
