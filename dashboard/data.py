@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import tune_view
-from storage import queries, timeline_queries
+from storage import client_results, queries, timeline_queries
 from storage.database import open_for_read
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -196,3 +196,9 @@ def last_step(target: str, run_id: int, version: int) -> int:
 @st.cache_data(max_entries=32, show_spinner=False)
 def arrival_rate(target: str, run_id: int, start_time: float, end_time: float, version: int) -> float | None:
     return queries.arrival_rate(reader(target), run_id, start_time, end_time)
+
+
+@_stop_on_db_error
+@st.cache_data(max_entries=16, show_spinner=False)
+def client_vs_server(target: str, run_id: int, version: int) -> pd.DataFrame:
+    return client_results.client_vs_server(reader(target), run_id)

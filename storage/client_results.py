@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, insert, select
+import pandas as pd
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, insert, inspect, select
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.schema import Base, Run, table_of
+from storage.schema import Base, RequestRow, Run, table_of
 
 
 class ClientBenchmark(Base):
@@ -92,3 +93,37 @@ def save_benchmark(db: SqlEngine, base_url: str, model: str | None, workload: st
                 "tpot": r.tpot, "e2el": r.e2el, "itls": list(r.itls),
             } for r in requests])
     return bench_id, missing
+
+
+CLIENT_VS_SERVER = ["benchmark_id", "request_id", "client_ttft", "server_ttft", "client_e2el", "server_e2el"]
+
+
+def client_vs_server(db: SqlEngine, run_id: int) -> pd.DataFrame:
+    """Each request of the run that a benchmark client completed: TTFT and end-to-end latency as the
+    client timed them and as the server recorded them (seconds, the server's from its arrival
+    stamp); empty when no client benchmark named the run (or the database has no client tables)."""
+    if not inspect(db).has_table(ClientRequestRow.__tablename__):
+        return pd.DataFrame(columns=CLIENT_VS_SERVER)
+    c, r = table_of(ClientRequestRow), table_of(RequestRow)
+    query = (select(c.c.benchmark_id, c.c.request_id, c.c.ttft.label("client_ttft"),
+                    (r.c.first_token_time - r.c.arrival_time).label("server_ttft"), c.c.e2el.label("client_e2el"),
+                    (r.c.finish_time - r.c.arrival_time).label("server_e2el"))
+             .join(r, (r.c.run_id == c.c.run_id) & (r.c.request_id == c.c.request_id))
+             .where(c.c.run_id == run_id, c.c.success.is_(True))
+             .order_by(c.c.benchmark_id, c.c.request_id))
+    with db.connect() as conn:
+        return pd.DataFrame(conn.execute(query).all(), columns=CLIENT_VS_SERVER)
+
+
+def client_vs_server_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per benchmark and metric: p50 and p99 in ms as the client and the server saw them."""
+    rows = []
+    for bench_id, group in frame.groupby("benchmark_id", sort=True):
+        for metric, name in (("ttft", "TTFT"), ("e2el", "end-to-end")):
+            client, server = group[f"client_{metric}"].astype(float), group[f"server_{metric}"].astype(float)
+            for q in (0.5, 0.99):
+                c_ms, s_ms = client.quantile(q) * 1000, server.quantile(q) * 1000
+                rows.append({"benchmark": int(bench_id), "requests": len(group), "metric": f"{name} p{q * 100:g}",
+                             "client (ms)": c_ms, "server (ms)": s_ms, "client - server (ms)": c_ms - s_ms})
+    return pd.DataFrame(rows, columns=["benchmark", "requests", "metric", "client (ms)", "server (ms)",
+                                       "client - server (ms)"])

@@ -27,6 +27,7 @@ from engine.snapshot import RunInfo
 from engine.workload.files import load_jsonl
 from engine.workload.generators import synthetic_workload
 from engine.workload.spec import Workload
+from storage.client_results import ClientRequest, save_benchmark
 from storage.database import open_for_write
 from storage.recorder import Recorder
 from storage.schema import Run, table_of
@@ -92,6 +93,10 @@ def _record_served(db: str) -> int:
                         heartbeat_interval_s=3600)
     summary = Engine(config, SimulatedExecutor(DEFAULT_COST_MODEL), VirtualClock(), recorder).run(workload.requests)
     recorder.finish("finished", summary=summary.to_dict())
+    # A benchmark client's own timing of ten of its requests, stored as `bench serve --db` stores it.
+    clients = [ClientRequest(f"r{i}", recorder.run_id, True, None, 16, 4, 0.05 * i, 0.010 + 0.001 * i, 0.02,
+                             0.400 + 0.01 * i, [0.02] * 3) for i in range(10)]
+    save_benchmark(engine_db, SERVED_URL, "sim", "mixed", {"request_rate": 20.0}, {"completed": 10}, clients)
     engine_db.dispose()
     return recorder.run_id
 

@@ -145,6 +145,25 @@ def test_a_static_runs_headline_gives_its_padding_share(fixture_db, monkeypatch)
     assert f"{headline.padding_share:.0%}" in _text(at)
 
 
+def test_replay_of_a_served_run_sets_the_clients_timing_beside_the_servers(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, ids = fixture_db
+    at = _open("views/replay.py", db, monkeypatch, ids["served"])
+    assert "What the benchmark client measured" in _text(at)
+    table = at.dataframe[-1].value
+    ttft = table[table["metric"] == "TTFT p50"].iloc[0]
+    assert ttft["requests"] == 10 and ttft["client (ms)"] == pytest.approx(14.5)  # client TTFTs 10..19 ms
+    reader = open_for_read(str(db))
+    try:
+        served = queries.run_requests(reader, ids["served"])
+    finally:
+        reader.dispose()
+    first_ten = served[served["request_id"].isin([f"r{i}" for i in range(10)])]
+    server_ttft = (first_ten["first_token_time"] - first_ten["arrival_time"]).median() * 1000
+    assert ttft["server (ms)"] == pytest.approx(server_ttft)
+    assert "What the benchmark client measured" not in _text(_open("views/replay.py", db, monkeypatch,
+                                                                   ids["continuous"]))
+
+
 def test_replay_shows_the_swap_pool_for_a_swap_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, ids = fixture_db
     at = _open("views/replay.py", db, monkeypatch, ids["swap"])

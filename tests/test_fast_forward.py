@@ -37,11 +37,12 @@ def _run(cfg: dict, seed: int, rate: float, fast: bool, abort_at: int | None = N
          stop_at: int | None = None) -> tuple[list[StepSnapshot], Engine]:
     """abort_at: after that step, abort the request arrived third; stop_at: after that step, stop the run."""
     chunked = cfg["enable_chunked_prefill"]
+    delay = cfg.get("delay_factor", 0.0) if cfg["batching"] == "continuous" else 0.0  # static refuses a delay
     config = EngineConfig(
         SchedulerConfig(max_num_seqs=cfg["max_num_seqs"], max_model_len=160,
                         max_num_batched_tokens=64 if chunked else 160, enable_chunked_prefill=chunked,
                         policy=cfg["policy"], preemption_mode=cfg["preemption_mode"], batching=cfg["batching"],
-                        scheduler_delay_factor=cfg.get("delay_factor", 0.0) if cfg["batching"] == "continuous" else 0.0),
+                        scheduler_delay_factor=delay),
         CacheConfig(block_size=cfg["block_size"], num_gpu_blocks=cfg["num_gpu_blocks"],
                     swap_space=32 if cfg["preemption_mode"] == "swap" else 0),
     )
