@@ -48,6 +48,12 @@ def reader(target: str) -> Engine:
 
 
 @_stop_on_db_error
+@st.cache_data(ttl=LIVE_TTL_S, max_entries=32, show_spinner=False)
+def next_part(target: str, run_id: int) -> int | None:
+    return queries.next_part(reader(target), run_id)
+
+
+@_stop_on_db_error
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=8, show_spinner=False)
 def runs(target: str) -> pd.DataFrame:
     return queries.list_runs(reader(target))

@@ -117,6 +117,12 @@ def get_run(db: Engine, run_id: int) -> dict[str, Any] | None:
     return run
 
 
+def next_part(db: Engine, run_id: int) -> int | None:
+    """The run a rotating server recorded after this one (its previous_run_id names it), if any."""
+    frame = read_frame(db, "SELECT id FROM runs WHERE previous_run_id = :run ORDER BY id LIMIT 1", run=run_id)
+    return None if frame.empty else int(frame["id"].iloc[0])
+
+
 def sweep_groups(db: Engine) -> pd.DataFrame:
     """Sweeps recorded in this database: id, parameter, number of runs."""
     frame = read_frame(db, """

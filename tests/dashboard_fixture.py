@@ -80,14 +80,15 @@ def _record_live(db: str, folder: Path) -> int:
                            datetime.now(UTC) + timedelta(days=1), until_s=caught)
 
 
-def _record_served(db: str) -> int:
+def record_served(db: str, previous_run_id: int | None = None) -> int:
     """What `serve` records: a finished run marked as served, with the URL it listened on, whose
-    requests arrived as clients sent them (Poisson here, on the simulator's clock)."""
+    requests arrived as clients sent them (Poisson here, on the simulator's clock); with
+    previous_run_id, the next part of a rotating server's recording."""
     config = EngineConfig(SchedulerConfig(max_num_seqs=16), CacheConfig(num_gpu_blocks=256))
     workload = synthetic_workload("mixed", 80, request_rate=20.0, seed=11)
     info = RunInfo(name="serve sim (continuous, 16 seqs)", mode="simulated", batching="continuous",
                    config=config.to_dict(), model="sim", workload=f"served at {SERVED_URL} as `sim`",
-                   source="served", served_url=SERVED_URL)
+                   source="served", served_url=SERVED_URL, previous_run_id=previous_run_id)
     engine_db = open_for_write(db)
     recorder = Recorder(engine_db, info, {"executor": "simulated", "cost_model": DEFAULT_COST_MODEL.to_dict()},
                         heartbeat_interval_s=3600)
@@ -120,7 +121,7 @@ def build(path: Path) -> dict[str, int]:
     assert cli(["simulate", "--db", db, "--from-run", str(ids["continuous"]), "--max-num-seqs", "4"]) == 0
     ids["what_if"] = ids["interrupted"] + 1
     assert cli(["sweep", "--db", db, "--param", "max_num_seqs", "--values", "2,8,32", *COMMON]) == 0
-    ids["served"] = _record_served(db)
+    ids["served"] = record_served(db)
     assert cli(["tune", "--db", db, "--from-run", str(ids["continuous"]), "--slo", "ttft=200,e2e=2000",
                 "--search", "max_num_seqs=4,8,16,32", "num_gpu_blocks=256,2048"]) == 0
     return ids

@@ -13,7 +13,7 @@ from dashboard.settings import LIVE_WINDOW_STEPS
 from storage import queries
 from storage.database import open_for_read
 from storage.queries import get_run
-from tests.dashboard_fixture import SERVED_URL, build
+from tests.dashboard_fixture import SERVED_URL, build, record_served
 from tests.recording import record_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +83,19 @@ def test_runs_page_lists_every_run_with_its_status(fixture_db, monkeypatch) -> N
     assert status[ids["interrupted"]] == "interrupted"
     assert status[ids["continuous"]] == "finished"
     assert table.set_index("id").loc[ids["what_if"], "based_on"] == ids["continuous"]
+
+
+def test_live_page_follows_a_rotating_server_into_its_next_part(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "rotated.db"
+    first = record_served(str(db))
+    second = record_served(str(db), previous_run_id=first)
+    at = _open("views/live.py", db, monkeypatch, first)
+    assert at.query_params["run"] == [str(second)] or at.query_params["run"] == str(second)
+    assert at.selectbox(key="live_run").value == second
+    paused = _open("views/live.py", db, monkeypatch, first)
+    paused.toggle[0].set_value(False).run()  # not following: the page stays where it was put
+    paused.selectbox(key="live_run").set_value(first).run()
+    assert paused.selectbox(key="live_run").value == first
 
 
 def test_live_page_explains_an_interrupted_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,12 @@ from dashboard import charts, data, launcher, run_meta, settings, ui
 
 st.title("Live")
 target, runs = ui.runs_or_stop()
+if (successor := st.session_state.pop("live_next_part", None)) is not None:
+    if successor in set(runs["id"]):  # a rotating server's next part, chosen before the picker is drawn
+        st.session_state["live_run"] = successor
+        st.query_params["run"] = str(successor)
+    else:  # the run list read before it was written: try again on the next refresh
+        st.session_state["live_next_part"] = successor
 run_id = ui.pick_run(runs, key="live_run", prefer_running=True)
 c1, c2 = st.columns([1, 2])
 follow = c1.toggle("Follow (refresh every second)", value=True, help="Pause to look closely; play to follow again.")
@@ -94,6 +100,9 @@ def live_panel() -> None:
     if run is None:
         st.warning(f"Run #{run_id} is gone (deleted?).")
         return
+    if follow and run["status"] != "running" and (successor := data.next_part(target, run_id)) is not None:
+        st.session_state["live_next_part"] = successor  # the server rotated its recording: follow it there
+        st.rerun(scope="app")
     status_lines(run)
     n = int(run["num_steps"])
     if n == 0:
