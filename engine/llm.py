@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tqdm import tqdm
+
 from engine.clock import WallClock
 from engine.config import ConfigError
 from engine.engine_args import DEFAULT_CPU_MEMORY_GIB, EngineArgs, build_real_engine
@@ -23,7 +25,7 @@ from engine.executors.kv_pool_sizing import KVPoolChoice
 from engine.executors.model_loading import LoadedModel
 from engine.metrics import RunSummary
 from engine.request import Request
-from engine.sampling_params import SamplingParams
+from engine.sampling_params import SamplingParams, SamplingParamsError
 from engine.snapshot import RunInfo, RunRecorder
 
 _log = logging.getLogger(__name__)
@@ -78,6 +80,9 @@ class CompletionOutput:
     logprobs: None = None
     stop_reason: int | str | None = None  # the stop token, when one ended it
 
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
 
 @dataclass(frozen=True)
 class RequestOutput:
@@ -91,6 +96,8 @@ class RequestOutput:
     finish_reason: str | None  # Batchscope's words, as recorded: stopped | length | aborted | rejected
     reject_reason: str | None  # why a rejected prompt was refused
     metrics: RequestMetrics
+    prompt_logprobs: None = None  # not computed
+    num_cached_tokens: int = 0  # no prefix caching
 
     @property
     def finished(self) -> bool:
@@ -148,8 +155,13 @@ class LLM:
         self,
         prompts: Prompts,
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        use_tqdm: bool = True,
+        lora_request: object = None,
     ) -> list[RequestOutput]:
-        """Generate for every prompt (continuously batched); outputs in prompt order."""
+        """Generate for every prompt (continuously batched); outputs in prompt order. As vLLM's,
+        use_tqdm shows a bar of processed prompts on stderr."""
+        if lora_request is not None:
+            raise SamplingParamsError("LoRA adapters are not supported; leave lora_request unset")
         texts, token_lists = self._normalize(prompts)
         params = self._params_for(sampling_params, len(token_lists))
         recorder = self._recorder(len(token_lists)) if self.record else None
@@ -162,17 +174,22 @@ class LLM:
             ids.append(rid)
             engine.add_request(Request(rid, ids_, p, arrival_time=clock.now(),
                                        eos_token_id=self.executor.eos_token_id))
+        bar = tqdm(total=len(ids), desc="Processed prompts", unit="prompt", disable=not use_tqdm)
         try:
             scheduler = engine.scheduler
             while scheduler.has_unfinished_requests():
-                if engine.step() is None and scheduler.has_unfinished_requests():
+                snapshot = engine.step()
+                if snapshot is None and scheduler.has_unfinished_requests():
                     raise EngineStalledError(f"no request could be scheduled with "
                                              f"{scheduler.get_num_unfinished_requests()} unfinished")
+                bar.update(len(ids) - scheduler.get_num_unfinished_requests() - bar.n)
             summary = engine.finish()
         except BaseException as exc:
             if recorder is not None:
                 recorder.finish("failed", error=f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            bar.close()
         if recorder is not None:
             recorder.finish("finished", summary=summary.to_dict())
             self.last_run_id = recorder.run_id

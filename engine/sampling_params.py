@@ -21,8 +21,20 @@ class SamplingParams:
     ignore_eos: bool = False  # keep going past EOS (benchmarks force exact lengths this way)
     stop_token_ids: tuple[int, ...] = ()  # extra tokens that end the request
     min_tokens: int = 0  # no EOS or stop token ends the request before this many output tokens
+    # vLLM fields a script may set; only their do-nothing values are accepted here, so a script that
+    # relies on them is told, never silently given something else.
+    n: int = 1  # completions per request
+    stop: str | list[str] | None = None  # stop strings: the server has them (serve), the offline API not
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
+        if self.n != 1:
+            raise SamplingParamsError(f"n must be 1 (one completion per request), got {self.n!r}")
+        if self.stop:
+            raise SamplingParamsError("stop strings are not supported by the offline LLM (the server's "
+                                      "/v1/completions has them); use stop_token_ids")
+        if self.logprobs is not None:
+            raise SamplingParamsError("logprobs are not computed; leave logprobs unset")
         if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
             raise SamplingParamsError(f"max_tokens must be at least 1, got {self.max_tokens!r}")
         if not isinstance(self.temperature, (int, float)) or self.temperature < 0:

@@ -111,3 +111,24 @@ def test_vllm_prompt_forms_and_request_output_shape(llm: object) -> None:
     assert single[0].token_ids == outs[2].token_ids
     with pytest.raises(ValueError, match="prompt_token_ids must be a list of whole numbers"):
         llm.generate({"prompt_token_ids": ["x"]}, params)  # type: ignore[attr-defined]
+
+
+def test_vllm_generate_arguments_and_fields_a_script_may_use(llm: object, capsys: pytest.CaptureFixture[str]) -> None:
+    params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True, n=1, stop=None, logprobs=None)
+    outs = llm.generate(["Hello", "World"], params, use_tqdm=True, lora_request=None)  # type: ignore[attr-defined]
+    err = capsys.readouterr().err
+    assert "Processed prompts" in err and "2/2" in err
+    assert all(o.outputs[0].finished() and o.prompt_logprobs is None and o.num_cached_tokens == 0 for o in outs)
+    llm.generate(["Hello"], params, use_tqdm=False)  # type: ignore[attr-defined]
+    assert "Processed prompts" not in capsys.readouterr().err
+    with pytest.raises(ValueError, match="LoRA adapters are not supported"):
+        llm.generate(["Hello"], params, lora_request=object())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("n", 2, "n must be 1"), ("stop", ["\n"], "stop strings are not supported by the offline LLM"),
+    ("logprobs", 1, "logprobs are not computed"),
+])
+def test_vllm_sampling_fields_this_engine_lacks_are_refused_by_name(field: str, value: object, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        SamplingParams(**{field: value})  # type: ignore[arg-type]
