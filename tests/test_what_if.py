@@ -128,3 +128,33 @@ def test_what_if_and_sweep_errors_are_one_line(tmp_path: Path, capsys: pytest.Ca
     code, _, err = _run_cli(capsys, *argv, "--db", db)
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("mode", "recorded_model", "given", "loaded"), [
+    ("simulated", "sim", None, "tiny"),  # a simulated server records its served name, not a loadable model
+    ("real", "smollm2", None, "smollm2"),
+    ("simulated", "sim", "smollm2", "smollm2"),
+])
+def test_validate_loads_the_bases_model_only_when_the_base_ran_one(monkeypatch: pytest.MonkeyPatch, mode: str,
+                                                                   recorded_model: str, given: str | None,
+                                                                   loaded: str) -> None:
+    import argparse
+    from types import SimpleNamespace
+
+    from engine.config import EngineConfig
+    from engine.metrics import LatencyStats
+    from whatif import validate
+
+    seen: list[str] = []
+
+    def fake_real_session(args, config, workload, *, model, **_: object):  # type: ignore[no-untyped-def]
+        seen.append(model)
+        stats = LatencyStats.of([0.1])
+        return SimpleNamespace(run_id=None, summary=SimpleNamespace(output_tokens_per_s=1.0, ttft_s=stats,
+                                                                    e2e_s=stats))
+
+    monkeypatch.setattr(validate, "run_real_session", fake_real_session)
+    base = SimpleNamespace(mode=mode, model=recorded_model, run_id=1, workload=None)
+    validate.validate_prediction(argparse.Namespace(model=given, db="unused.db"), base, EngineConfig(), None,  # type: ignore[arg-type]
+                                 {"output_tokens_per_s": 1.0})
+    assert seen == [loaded]

@@ -16,7 +16,8 @@ from whatif.base_run import BaseRun, percent_errors, summary_metrics
 def validate_prediction(args: argparse.Namespace, base: BaseRun, config: EngineConfig, prediction_run_id: int | None,
                         predicted: dict[str, float | None]) -> dict[str, Any]:
     """Serve the base run's requests for real under `config`; store the errors with the prediction."""
-    model = args.model or base.model or "tiny"
+    # A simulated base names no loadable model (a simulated server records its served name).
+    model = args.model or (base.model if base.mode == "real" else None) or "tiny"
     result = run_real_session(args, config, base.workload, name=f"validation of run {prediction_run_id}",
                               model=model, base_run_id=base.run_id, source="validation",
                               validates_run_id=prediction_run_id)
