@@ -8,7 +8,9 @@ so several servers can live in one process (tests).
 Definitions, where the data allows a choice:
 - vllm:prompt_tokens counts each request's prompt once, when its first token is produced (vLLM's
   IterationStats); recomputed prompts after a preemption are not counted again.
-- vllm:iteration_tokens_total observes each step's batched tokens (prefill + decode in the forward).
+- vllm:iteration_tokens_total observes, each step, vLLM's IterationStats sum: the prompt tokens counted
+  that step (as above: a request's whole prompt at its first token) plus the tokens generated. With
+  chunked prefill that is not the forward's size, which the recorded steps keep (num_batched_tokens).
 - Latency histograms of a finished request: e2e = arrival to finish, queue = arrival to first
   scheduled, prefill = first scheduled to first token, decode = first token to finish,
   request_time_per_output_token = decode / (output tokens - 1), 0 with one token (vLLM's).
@@ -92,7 +94,7 @@ class ServingMetrics:
         self.kv_usage.set(report.gpu_cache_usage)
         self.cpu_usage.set(report.cpu_cache_usage)
         if report.stepped:
-            self.iteration_tokens.observe(report.num_batched_tokens)
+            self.iteration_tokens.observe(report.prompt_tokens + report.generation_tokens)
         if report.num_preemptions:
             self.preemptions.inc(report.num_preemptions)
         if report.prompt_tokens:

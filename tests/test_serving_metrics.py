@@ -12,7 +12,7 @@ import openai
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from serving.prometheus_metrics import ITERATION_TOKENS_BUCKETS, ITL_BUCKETS, REQUEST_LATENCY_BUCKETS, TTFT_BUCKETS
+from serving.prometheus_metrics import NUM_PREEMPTIONS_BUCKETS
 from tests.serving_helpers import recorded_requests, recorded_steps, serve, simulated, wait_for
 
 EXPECTED_TYPES = {
@@ -26,9 +26,18 @@ EXPECTED_TYPES = {
     "vllm:request_decode_time_seconds": "histogram", "vllm:iteration_tokens_total": "histogram",
     "vllm:request_num_preemptions": "histogram",
 }
-BUCKETS = {"vllm:time_to_first_token_seconds": TTFT_BUCKETS, "vllm:inter_token_latency_seconds": ITL_BUCKETS,
-           "vllm:e2e_request_latency_seconds": REQUEST_LATENCY_BUCKETS,
-           "vllm:iteration_tokens_total": ITERATION_TOKENS_BUCKETS}
+# vLLM V1's boundaries (vllm/v1/metrics/loggers.py), written out here so that a changed constant fails.
+VLLM_TTFT = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+             80.0, 160.0, 640.0, 2560.0)
+VLLM_ITL = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+VLLM_REQUEST = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+                480.0, 960.0, 1920.0, 7680.0)
+BUCKETS = {"vllm:time_to_first_token_seconds": VLLM_TTFT, "vllm:inter_token_latency_seconds": VLLM_ITL,
+           "vllm:request_time_per_output_token_seconds": VLLM_ITL,
+           "vllm:e2e_request_latency_seconds": VLLM_REQUEST, "vllm:request_queue_time_seconds": VLLM_REQUEST,
+           "vllm:request_prefill_time_seconds": VLLM_REQUEST, "vllm:request_decode_time_seconds": VLLM_REQUEST,
+           "vllm:iteration_tokens_total": (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384),
+           "vllm:request_num_preemptions": NUM_PREEMPTIONS_BUCKETS}
 
 
 def _scrape(url: str) -> dict[str, tuple[str, list[Sample]]]:
@@ -99,8 +108,9 @@ def test_metrics_have_vllm_names_and_agree_with_the_recorded_run(tmp_path: Path)
     assert _value(families, "vllm:request_num_preemptions", "vllm:request_num_preemptions_sum") == \
         requests["num_preemptions"].sum()
     assert _value(families, "vllm:iteration_tokens_total", "vllm:iteration_tokens_total_count") == len(steps)
+    # vLLM's sum per step: prompts counted at their first token, plus the tokens generated.
     assert _value(families, "vllm:iteration_tokens_total", "vllm:iteration_tokens_total_sum") == \
-        steps["num_batched_tokens"].sum()
+        started["prompt_len"].sum() + requests["output_len"].sum()
     assert _value(families, "vllm:time_to_first_token_seconds", "vllm:time_to_first_token_seconds_count") == \
         len(started)
     assert _value(families, "vllm:e2e_request_latency_seconds", "vllm:e2e_request_latency_seconds_count") == \
