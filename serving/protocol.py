@@ -2,7 +2,8 @@
 
 Requests accept vLLM's extra sampling fields (top_k, ignore_eos, min_tokens, stop_token_ids,
 priority) and ignore fields they do not know, as vLLM does; fields whose feature Batchscope lacks
-(logprobs, penalties, n > 1 ...) are refused by name in serving.generation, never silently dropped.
+(logprobs, penalties, n > 1, include_stop_str_in_output, continuous_usage_stats ...) are refused
+by name in serving.validation, never silently dropped.
 Numbers and booleans are strict: `"max_tokens": "7"` is a 400, not a 7.
 """
 

@@ -59,6 +59,10 @@ def check_supported(body: SamplingFields) -> None:
         raise _refuse("logit_bias", "the sampler has temperature, top_p, top_k and seed only")
     if body.response_format and body.response_format.get("type") not in (None, "text"):
         raise _refuse("response_format", "no structured output")
+    if (body.model_extra or {}).get("include_stop_str_in_output"):
+        raise _refuse("include_stop_str_in_output", "a stop string ends the text and is not included")
+    if body.stream_options is not None and (body.stream_options.model_extra or {}).get("continuous_usage_stats"):
+        raise _refuse("continuous_usage_stats", "usage comes in the last chunk only (stream_options.include_usage)")
     if isinstance(body, CompletionRequest):
         if body.echo:
             raise _refuse("echo", "the prompt is not returned")
