@@ -134,7 +134,8 @@ class Request:
 
     def stops_on(self, token: int) -> bool:
         """Whether sampling `token` ends it: EOS (unless ignored) or one of its stop tokens, once it has
-        min_tokens outputs (the sampler masks them before; this guards a sampler that did not)."""
+        min_tokens outputs. Before that they are kept as ordinary tokens: the sampler does not mask
+        them, as vLLM's does, so a sampled EOS does not end the request but is part of its output."""
         min_tokens = self.sampling_params.min_tokens
         if min_tokens and len(self.output_token_ids) <= min_tokens:
             return False
