@@ -12,6 +12,7 @@ from dashboard import charts, data, settings, ui
 QUEUE_PHASES = {"waiting": ("queued", "preempted"), "running": ("prefill", "decode"), "swapped": ("swapped",),
                 "padding": ("padding",)}
 QUEUE_COLUMNS = ["request_id", "phase", "prompt_len", "max_tokens", "priority", "start_step"]
+CLIENT_COLUMNS = ["benchmark", "requests", "metric", "client (ms)", "server (ms)", "client - server (ms)"]
 
 
 def step_line(step: int, row: dict[str, Any], budget: int | None) -> str:
@@ -43,3 +44,17 @@ def whole_run(target: str, run_id: int, version: int, step: int) -> tuple[alt.La
     return (charts.gantt_overview(data.gantt_overview(target, run_id, version), current=step),
             "Too many requests to draw one by one: each cell shows the phase covering most of it, "
             "fainter when few requests are alive there. Zoom in below.")
+
+def client_vs_server(target: str, run_id: int, version: int) -> pd.DataFrame:
+    """Per benchmark and metric: p50 and p99 in ms as a benchmark client and the server saw the same
+    requests; empty when no `bench serve --db` named the run."""
+    frame = data.client_vs_server(target, run_id, version)
+    rows = []
+    for bench_id, group in frame.groupby("benchmark_id", sort=True):
+        for metric, name in (("ttft", "TTFT"), ("e2el", "end-to-end")):
+            client, server = group[f"client_{metric}"].astype(float), group[f"server_{metric}"].astype(float)
+            for q in (0.5, 0.99):
+                c_ms, s_ms = client.quantile(q) * 1000, server.quantile(q) * 1000
+                rows.append({"benchmark": int(bench_id), "requests": len(group), "metric": f"{name} p{q * 100:g}",
+                             "client (ms)": c_ms, "server (ms)": s_ms, "client - server (ms)": c_ms - s_ms})
+    return pd.DataFrame(rows, columns=CLIENT_COLUMNS)

@@ -114,16 +114,3 @@ def client_vs_server(db: SqlEngine, run_id: int) -> pd.DataFrame:
     with db.connect() as conn:
         return pd.DataFrame(conn.execute(query).all(), columns=CLIENT_VS_SERVER)
 
-
-def client_vs_server_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per benchmark and metric: p50 and p99 in ms as the client and the server saw them."""
-    rows = []
-    for bench_id, group in frame.groupby("benchmark_id", sort=True):
-        for metric, name in (("ttft", "TTFT"), ("e2el", "end-to-end")):
-            client, server = group[f"client_{metric}"].astype(float), group[f"server_{metric}"].astype(float)
-            for q in (0.5, 0.99):
-                c_ms, s_ms = client.quantile(q) * 1000, server.quantile(q) * 1000
-                rows.append({"benchmark": int(bench_id), "requests": len(group), "metric": f"{name} p{q * 100:g}",
-                             "client (ms)": c_ms, "server (ms)": s_ms, "client - server (ms)": c_ms - s_ms})
-    return pd.DataFrame(rows, columns=["benchmark", "requests", "metric", "client (ms)", "server (ms)",
-                                       "client - server (ms)"])

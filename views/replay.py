@@ -3,7 +3,6 @@
 import streamlit as st
 
 from dashboard import charts, data, replay, settings, ui
-from storage import client_results
 
 st.title("Replay")
 target, runs = ui.runs_or_stop()
@@ -108,10 +107,10 @@ def step_view() -> None:
 
 step_view()
 
-measured = data.client_vs_server(target, run_id, version)
+measured = replay.client_vs_server(target, run_id, version)
 if not measured.empty:
     st.subheader("What the benchmark client measured")
-    st.dataframe(client_results.client_vs_server_summary(measured), hide_index=True,
+    st.dataframe(measured, hide_index=True,
                  column_config={c: st.column_config.NumberColumn(format="%.1f")
                                 for c in ("client (ms)", "server (ms)", "client - server (ms)")})
     st.caption("`bench serve --db` stored its own timing of these requests. The server's figures count from "
