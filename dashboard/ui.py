@@ -85,12 +85,13 @@ def run_label(row: Any) -> str:
 
 
 def pick_run(runs: pd.DataFrame, key: str, prefer_running: bool = False, label: str = "Run",
-             allowed: pd.Series | None = None, remember: bool = True, preferred: int | None = None) -> int:
+             allowed: pd.Series | None = None, remember: bool = True, preferred: int | None = None,
+             none_fits: str = "No run fits here yet.") -> int:
     """A run picker; the page's main one is remembered in the URL (?run=ID) so views can be linked
-    and reloaded."""
+    and reloaded. none_fits: what the page says when no run is allowed."""
     choices = runs if allowed is None else runs[allowed]
     if choices.empty:
-        st.info("No run fits here yet.")
+        st.info(none_fits)
         st.stop()
     ids = [int(i) for i in choices["id"]]
     labels = {int(r["id"]): run_label(r) for _, r in choices.iterrows()}

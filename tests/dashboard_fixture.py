@@ -69,7 +69,7 @@ def _record_interrupted(db: str) -> int:
     return _record_partial(db, "killed mid-run", config, workload, datetime(2020, 1, 1, tzinfo=UTC), max_iterations=150)
 
 
-def _record_live(db: str, folder: Path) -> int:
+def record_live(db: str, folder: Path) -> int:
     """The first-launch demo's configuration and bursty workload, caught in its fourth burst as a
     live run (its heartbeat is kept fresh for a day), for the Live page's screenshot."""
     config = demo.FORM.engine_args().create_engine_config()
@@ -116,7 +116,7 @@ def build(path: Path) -> dict[str, int]:
     for key, extra in plan:
         assert cli(["simulate", "--db", db, *COMMON, *extra]) == 0
         ids[key] = len(ids) + 1
-    ids["live"] = _record_live(db, path.parent)
+    ids["live"] = record_live(db, path.parent)
     ids["interrupted"] = _record_interrupted(db)
     assert cli(["simulate", "--db", db, "--from-run", str(ids["continuous"]), "--max-num-seqs", "4"]) == 0
     ids["what_if"] = ids["interrupted"] + 1

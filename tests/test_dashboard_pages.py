@@ -13,7 +13,7 @@ from dashboard.settings import LIVE_WINDOW_STEPS
 from storage import queries
 from storage.database import open_for_read
 from storage.queries import get_run
-from tests.dashboard_fixture import SERVED_URL, build, record_served
+from tests.dashboard_fixture import SERVED_URL, build, record_live, record_served
 from tests.recording import record_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,6 +175,13 @@ def test_replay_of_a_served_run_sets_the_clients_timing_beside_the_servers(fixtu
     assert ttft["server (ms)"] == pytest.approx(server_ttft)
     assert "What the benchmark client measured" not in _text(_open("views/replay.py", db, monkeypatch,
                                                                    ids["continuous"]))
+
+
+def test_what_if_with_only_a_running_run_says_what_it_waits_for(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "live-only.db"
+    record_live(str(db), tmp_path)
+    at = _open("views/what_if.py", db, monkeypatch)
+    assert "starts from a run that has ended" in _text(at)
 
 
 def test_replay_shows_the_swap_pool_for_a_swap_run(fixture_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,9 @@ st.caption("Pick a recorded run, change parameters, and the same scheduler re-ru
            "virtual clock, with step times from a cost model fitted to that run.")
 target, runs = ui.runs_or_stop()
 base_id = ui.pick_run(runs, key="whatif_base", label="Recorded run", allowed=wi.recorded_runs(runs),
-                      preferred=wi.default_base(runs))
+                      preferred=wi.default_base(runs),
+                      none_fits="A what-if starts from a run that has ended (finished or stopped), and none has yet. "
+                                "A running one, like the first-launch demo, can be stopped on the Live page.")
 base = data.run(target, base_id)
 if base is None:
     st.stop()
