@@ -45,6 +45,7 @@ def whole_run(target: str, run_id: int, version: int, step: int) -> tuple[alt.La
             "Too many requests to draw one by one: each cell shows the phase covering most of it, "
             "fainter when few requests are alive there. Zoom in below.")
 
+
 def client_vs_server(target: str, run_id: int, version: int) -> pd.DataFrame:
     """Per benchmark and metric: p50 and p99 in ms as a benchmark client and the server saw the same
     requests; empty when no `bench serve --db` named the run."""

@@ -35,6 +35,7 @@ class SamplingParams:
                                       "/v1/completions has them); use stop_token_ids")
         if self.logprobs is not None:
             raise SamplingParamsError("logprobs are not computed; leave logprobs unset")
+        object.__setattr__(self, "stop", None)  # only an empty value gets here; None keeps the params hashable
         if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
             raise SamplingParamsError(f"max_tokens must be at least 1, got {self.max_tokens!r}")
         if not isinstance(self.temperature, (int, float)) or self.temperature < 0:

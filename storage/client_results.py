@@ -113,4 +113,3 @@ def client_vs_server(db: SqlEngine, run_id: int) -> pd.DataFrame:
              .order_by(c.c.benchmark_id, c.c.request_id))
     with db.connect() as conn:
         return pd.DataFrame(conn.execute(query).all(), columns=CLIENT_VS_SERVER)
-
