@@ -118,10 +118,11 @@ def _peaks(ok: Sequence[RequestResult]) -> tuple[float, int]:
     for r in ok:
         times = r.start_time + r.ttft + np.concatenate([[0.0], np.cumsum(r.itl)])
         np.add.at(tokens, times.astype(int), 1)
-    starts = np.array([r.start_time for r in ok])
-    ends = starts + np.array([r.latency for r in ok])
-    marks = np.arange(seconds)[:, None]
-    in_flight = ((starts <= marks) & (ends > marks)).sum(axis=1)
+    starts = np.sort([r.start_time for r in ok])
+    ends = np.sort([r.start_time + r.latency for r in ok])
+    marks = np.arange(seconds)
+    # Started by each mark minus ended by it: sorted searches, not a seconds x requests matrix.
+    in_flight = np.searchsorted(starts, marks, side="right") - np.searchsorted(ends, marks, side="right")
     return float(tokens.max()), int(in_flight.max())
 
 
