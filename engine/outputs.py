@@ -23,6 +23,7 @@ class ScheduledRequest(NamedTuple):
     sampling_params: SamplingParams
     token_ids: tuple[int, ...] = ()  # the num_tokens token ids; empty for executors that need none
     block_ids: tuple[int, ...] = ()  # the whole GPU block table; empty for executors that need none
+    held_off_token_ids: tuple[int, ...] = ()  # the sampler must not draw these (EOS, stop tokens before min_tokens)
 
 
 class KVBlockEvent(NamedTuple):

@@ -132,10 +132,19 @@ class Request:
         n_out = len(self.output_token_ids)
         return min(self.sampling_params.max_tokens - n_out, self.max_total_tokens - self.num_prompt_tokens - n_out)
 
+    def held_off_token_ids(self) -> tuple[int, ...]:
+        """Tokens its next sample must not be, as vLLM's min_tokens masks them: EOS (unless ignored)
+        and its stop tokens while it has fewer than min_tokens outputs; () after."""
+        params = self.sampling_params
+        if len(self.output_token_ids) >= params.min_tokens:
+            return ()
+        eos = () if params.ignore_eos or self.eos_token_id is None else (self.eos_token_id,)
+        return (*eos, *params.stop_token_ids)
+
     def stops_on(self, token: int) -> bool:
         """Whether sampling `token` ends it: EOS (unless ignored) or one of its stop tokens, once it has
-        min_tokens outputs. Before that they are kept as ordinary tokens: the sampler does not mask
-        them, as vLLM's does, so a sampled EOS does not end the request but is part of its output."""
+        min_tokens outputs. A real executor's sampler never draws them before (held_off_token_ids);
+        the simulator, which draws no tokens, keeps its placeholder tokens there as ordinary ones."""
         min_tokens = self.sampling_params.min_tokens
         if min_tokens and len(self.output_token_ids) <= min_tokens:
             return False

@@ -179,10 +179,14 @@ class SchedulerState:
         """req's share of this step: num_new tokens from its computed ones on."""
         start = req.num_computed_tokens
         end = start + num_new
-        ids = (req.token_ids(start, end), tuple(self.block_manager.block_table(req.request_id))) \
-            if self._include_ids else ((), ())
-        return ScheduledRequest(req.request_id, num_new, start, start < req.prefill_target,
-                                end == req.num_prompt_tokens + len(req.output_token_ids), req.sampling_params, *ids)
+        do_sample = end == req.num_prompt_tokens + len(req.output_token_ids)
+        if not self._include_ids:  # the simulator: no tokens are sampled, so none is held off
+            return ScheduledRequest(req.request_id, num_new, start, start < req.prefill_target, do_sample,
+                                    req.sampling_params)
+        return ScheduledRequest(req.request_id, num_new, start, start < req.prefill_target, do_sample,
+                                req.sampling_params, req.token_ids(start, end),
+                                tuple(self.block_manager.block_table(req.request_id)),
+                                req.held_off_token_ids() if do_sample else ())
 
     def finish_request(self, req: Request, status: RequestStatus, now: float, kv_events: list[KVBlockEvent]) -> None:
         """req stopped (by length, EOS, a stop token): free its blocks (events into kv_events), report it

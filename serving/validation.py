@@ -169,8 +169,7 @@ def prepare(state: ServingState, body: CompletionRequest | ChatCompletionRequest
             top_p=1.0 if body.top_p is None else float(body.top_p),
             top_k=0 if body.top_k is None else body.top_k,
             seed=body.seed, ignore_eos=body.ignore_eos, stop_token_ids=tuple(body.stop_token_ids or ()),
-            # The engine ignores EOS and stop tokens until min_tokens, but its sampler does not mask them
-            # yet (vLLM's does): an EOS sampled early is kept as an ordinary token.
+            # As vLLM does, the sampler never draws EOS or a stop token before min_tokens outputs.
             min_tokens=body.min_tokens,
         )
     except SamplingParamsError as exc:

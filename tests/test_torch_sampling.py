@@ -90,3 +90,42 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass() -> None:
     logits = torch.log(torch.tensor([[0.2, 0.5, 0.3], [0.2, 0.5, 0.3]]))
     kept = _apply_top_p(logits, torch.tensor([0.7, 0.5])).isfinite().tolist()
     assert kept == [[False, True, True], [False, True, False]]
+
+
+def test_min_tokens_holds_stop_tokens_off_the_sampler_as_vllm_does(llama: LoadedModel) -> None:
+    prompt = _prompt(7)
+
+    def run(params: SamplingParams) -> Request:
+        engine = run_requests(llama, engine_config(), [Request("a", prompt, params)])
+        return engine.requests["a"]  # type: ignore[attr-defined,no-any-return]
+
+    first = run(SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)).output_token_ids[0]
+    plain = run(SamplingParams(max_tokens=8, temperature=0, stop_token_ids=(first,)))
+    assert list(plain.output_token_ids) == [first]  # without min_tokens it ends at once
+    held = run(SamplingParams(max_tokens=8, temperature=0, stop_token_ids=(first,), min_tokens=3))
+    # Masked, not kept: greedy draws another token, so none of the first three is the stop token.
+    assert first not in held.output_token_ids[:3] and len(held.output_token_ids) > 3
+
+
+def test_held_off_tokens_are_never_drawn_and_other_rows_are_untouched() -> None:
+    sampler = Sampler(torch.device("cpu"))
+    logits = torch.zeros(3, 20)
+    logits[:, 5] = 8.0  # token 5 is by far the likeliest in every row
+    params = [SamplingParams(temperature=1.0, seed=s) for s in range(3)]
+    draws = [sampler.sample(logits, [f"r{i}-{k}" for i in range(3)], params, [(5, 99), (), (5,)])
+             for k in range(200)]
+    assert all(d[0] != 5 and d[2] != 5 for d in draws)
+    assert sum(d[1] == 5 for d in draws) > 150  # the row without held-off tokens still draws it
+    assert sampler.sample(logits, ["g"], [SamplingParams(temperature=0)], [(5,)]) != [5]
+    assert logits[:, 5].eq(8.0).all()  # the caller's logits are not written
+
+
+def test_which_tokens_min_tokens_holds_off() -> None:
+    def req(**kw: object) -> Request:
+        return Request("r", [1, 2], SamplingParams(max_tokens=9, stop_token_ids=(7,), **kw), eos_token_id=2)
+
+    assert req(min_tokens=2).held_off_token_ids() == (2, 7)
+    assert req(min_tokens=2, ignore_eos=True).held_off_token_ids() == (7,)  # EOS does not stop it anyway
+    done = req(min_tokens=2)
+    done.output_token_ids.extend([4, 4])
+    assert done.held_off_token_ids() == () and req().held_off_token_ids() == ()

@@ -34,8 +34,12 @@ class Sampler:
     def num_generators(self) -> int:
         return len(self._generators)
 
-    def sample(self, logits: torch.Tensor, request_ids: Sequence[str], params: Sequence[SamplingParams]) -> list[int]:
-        """One token per row of logits [R, V]; row i belongs to request_ids[i]."""
+    def sample(self, logits: torch.Tensor, request_ids: Sequence[str], params: Sequence[SamplingParams],
+               held_off: Sequence[tuple[int, ...]] = ()) -> list[int]:
+        """One token per row of logits [R, V]; row i belongs to request_ids[i] and never draws a token in
+        held_off[i] (EOS and stop tokens before min_tokens, as vLLM's min-tokens processor masks them)."""
+        if any(held_off):
+            logits = _hold_off(logits, held_off)
         greedy = [p.temperature == 0 for p in params]
         if all(greedy):  # the common case: one batched argmax
             return logits.argmax(dim=-1).tolist()
@@ -71,6 +75,16 @@ class Sampler:
             gen = self._generators[request_id] = torch.Generator(device=self.device)
             gen.manual_seed(seed)
         return gen
+
+
+def _hold_off(logits: torch.Tensor, held_off: Sequence[tuple[int, ...]]) -> torch.Tensor:
+    """A copy of logits with each row's held-off tokens at -inf (ids beyond the vocabulary skipped)."""
+    vocab = logits.shape[-1]
+    pairs = [(row, t) for row, ids in enumerate(held_off) for t in ids if 0 <= t < vocab]
+    if not pairs:
+        return logits
+    rows, cols = torch.tensor(pairs, dtype=torch.long, device=logits.device).T
+    return logits.index_put((rows, cols), torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device))
 
 
 def _apply_top_k(x: torch.Tensor, top_k: list[int]) -> torch.Tensor:

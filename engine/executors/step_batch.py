@@ -29,6 +29,7 @@ class StepBatch:
     logits_indices: torch.Tensor  # the last token of each sampling request, then finished members' pad rows
     sample_req_ids: list[str]  # request of each logits row
     sample_params: list[SamplingParams]
+    sample_held_off: list[tuple[int, ...]]  # tokens each sampling row must not draw (min_tokens)
     meta: PagedAttentionMetadata
     layout: StepLayout
 
@@ -59,6 +60,7 @@ def build_step_batch(out: SchedulerOutput, kv_cache: PagedKVCache, backend: obje
     logits_rows: list[int] = []
     sample_ids: list[str] = []
     sample_params: list[SamplingParams] = []
+    sample_held_off: list[tuple[int, ...]] = []
     row = 0
     num_flat = 0
     max_context = 0
@@ -75,6 +77,7 @@ def build_step_batch(out: SchedulerOutput, kv_cache: PagedKVCache, backend: obje
             logits_rows.append(row - 1)
             sample_ids.append(s.request_id)
             sample_params.append(s.sampling_params)
+            sample_held_off.append(s.held_off_token_ids)
 
     num_pad = out.counts.num_padding_tokens
     layout = StepLayout(
@@ -107,6 +110,7 @@ def build_step_batch(out: SchedulerOutput, kv_cache: PagedKVCache, backend: obje
         logits_indices=torch.tensor(logits_rows, dtype=torch.long).to(device, non_blocking=True),
         sample_req_ids=sample_ids,
         sample_params=sample_params,
+        sample_held_off=sample_held_off,
         meta=meta,
         layout=layout,
     )

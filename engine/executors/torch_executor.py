@@ -106,8 +106,8 @@ class TorchExecutor:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             t_model = time.perf_counter()
-            tokens = self.sampler.sample(logits, batch.sample_req_ids, batch.sample_params) if batch.sample_req_ids \
-                else []
+            tokens = self.sampler.sample(logits, batch.sample_req_ids, batch.sample_params,
+                                         batch.sample_held_off) if batch.sample_req_ids else []
         t_sample = time.perf_counter()
 
         num_flops = self.flop_model.step_flops(out.scheduled, len(batch.sample_req_ids))
