@@ -27,6 +27,7 @@ from engine.metrics import RunSummary
 from engine.request import Request
 from engine.sampling_params import SamplingParams, SamplingParamsError
 from engine.snapshot import RunInfo, RunRecorder
+from engine.stop_strings import StopStrings
 
 _log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class CompletionOutput:
     finish_reason: str | None  # vLLM's words: stop | length | abort
     cumulative_logprob: float | None = None  # not computed
     logprobs: None = None
-    stop_reason: int | str | None = None  # the stop token, when one ended it
+    stop_reason: int | str | None = None  # the stop token or stop string that ended it, if one did
 
     def finished(self) -> bool:
         return self.finish_reason is not None
@@ -164,6 +165,9 @@ class LLM:
             raise SamplingParamsError("LoRA adapters are not supported; leave lora_request unset")
         texts, token_lists = self._normalize(prompts)
         params = self._params_for(sampling_params, len(token_lists))
+        if self.loaded.tokenizer is None and any(p.stop for p in params):
+            raise SamplingParamsError(f"stop strings need a tokenizer to decode the text, and {self.model_name} "
+                                      f"has none; use stop_token_ids")
         recorder = self._recorder(len(token_lists)) if self.record else None
         clock = WallClock()  # after opening the database: that is not the requests' time
         engine = Engine(self.config, self.executor, clock, recorder)
@@ -174,11 +178,15 @@ class LLM:
             ids.append(rid)
             engine.add_request(Request(rid, ids_, p, arrival_time=clock.now(),
                                        eos_token_id=self.executor.eos_token_id))
+        stops = StopStrings(self.loaded.tokenizer)
+        for rid in ids:
+            stops.watch(engine.requests[rid])
         bar = tqdm(total=len(ids), desc="Processed prompts", unit="prompt", disable=not use_tqdm)
         try:
             scheduler = engine.scheduler
             while scheduler.has_unfinished_requests():
                 snapshot = engine.step()
+                stops.after_step(engine)
                 if snapshot is None and scheduler.has_unfinished_requests():
                     raise EngineStalledError(f"no request could be scheduled with "
                                              f"{scheduler.get_num_unfinished_requests()} unfinished")
@@ -196,7 +204,7 @@ class LLM:
         self.last_summary = summary
         # The last finishes never reach the executor through a next schedule(): drop their state here.
         self.executor.sampler.drop(ids)
-        return [self._output(engine.requests[rid], text, tokens)
+        return [self._output(engine.requests[rid], text, tokens, stops.ended(rid))
                 for rid, text, tokens in zip(ids, texts, token_lists, strict=True)]
 
     def shutdown(self) -> None:
@@ -249,12 +257,16 @@ class LLM:
         )
         return sqlalchemy_recorder(self.db, info, self.executor.describe())
 
-    def _output(self, req: Request, prompt: str | None, prompt_ids: list[int]) -> RequestOutput:
+    def _output(self, req: Request, prompt: str | None, prompt_ids: list[int],
+                stopped_by: tuple[str, str] | None) -> RequestOutput:
+        """stopped_by: (text before it, the stop string) when a stop string ended the request."""
         tokens = list(req.output_token_ids)
         text = self.executor.decode(tokens) if self.loaded.tokenizer is not None and tokens else ""
         reason = req.status.finish_reason
-        stop = tokens[-1] if reason == "stopped" and tokens and tokens[-1] in req.sampling_params.stop_token_ids \
-            else None
+        stop: int | str | None = tokens[-1] if reason == "stopped" and tokens and \
+            tokens[-1] in req.sampling_params.stop_token_ids else None
+        if stopped_by is not None:
+            text, stop = stopped_by
         completion = CompletionOutput(0, text, tokens, VLLM_FINISH_REASONS.get(reason or ""), stop_reason=stop)
         return RequestOutput(
             request_id=req.request_id,

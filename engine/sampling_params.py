@@ -24,18 +24,16 @@ class SamplingParams:
     # vLLM fields a script may set; only their do-nothing values are accepted here, so a script that
     # relies on them is told, never silently given something else.
     n: int = 1  # completions per request
-    stop: str | list[str] | None = None  # stop strings: the server has them (serve), the offline API not
+    stop: str | list[str] | tuple[str, ...] | None = None  # stop strings: kept as a tuple (the offline LLM
+    # decodes and applies them; the server takes them from its request body)
     logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.n != 1:
             raise SamplingParamsError(f"n must be 1 (one completion per request), got {self.n!r}")
-        if self.stop:
-            raise SamplingParamsError("stop strings are not supported by the offline LLM (the server's "
-                                      "/v1/completions has them); use stop_token_ids")
         if self.logprobs is not None:
             raise SamplingParamsError("logprobs are not computed; leave logprobs unset")
-        object.__setattr__(self, "stop", None)  # only an empty value gets here; None keeps the params hashable
+        object.__setattr__(self, "stop", _stop_strings(self.stop))
         if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
             raise SamplingParamsError(f"max_tokens must be at least 1, got {self.max_tokens!r}")
         if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
@@ -53,3 +51,14 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+def _stop_strings(stop: object) -> tuple[str, ...] | None:
+    """vLLM's stop (a string or a list of them) as a tuple, which keeps the params hashable; None when empty."""
+    if stop is None:
+        return None
+    items = [stop] if isinstance(stop, str) else stop
+    if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) for s in items):
+        raise SamplingParamsError(f"stop must be a string or a list of strings, got {stop!r}")
+    kept = tuple(s for s in items if s)
+    return kept or None

@@ -17,8 +17,8 @@ from typing import Literal
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from engine.detokenizer import OutputText
 from engine.online import NotAcceptingError, OnlineRequest, QueueFullError
-from serving.detokenizer import OutputText
 from serving.errors import APIError, error_body
 from serving.protocol import (
     SSE_DONE,

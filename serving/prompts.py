@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from engine.detokenizer import Detokenizer, IncrementalDetokenizer, NoTextDetokenizer, SyntheticDetokenizer
 from engine.executors.simulated import SimulatedExecutor
-from serving.detokenizer import Detokenizer, IncrementalDetokenizer, NoTextDetokenizer, SyntheticDetokenizer
 
 Messages = list[dict[str, str]]
 

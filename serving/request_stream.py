@@ -12,8 +12,8 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.detokenizer import OutputText
 from engine.online import RequestOutput
-from serving.detokenizer import OutputText
 from serving.protocol import FinishReason
 
 _FINISH_REASONS: dict[str, FinishReason] = {"stopped": "stop", "length": "length", "aborted": "abort"}

@@ -3,7 +3,7 @@
 Each step lasts what the cost model predicts for it: the executor sleeps the rest of the predicted
 time after the (fast) simulated step, so clients see a server with the same schedule a simulation
 would predict, for testing routers, autoscalers and clients without a GPU. Tokens are
-SIMULATED_TOKEN_ID and read as serving.detokenizer.SIMULATED_TOKEN_TEXT, so nobody mistakes the
+SIMULATED_TOKEN_ID and read as engine.detokenizer.SIMULATED_TOKEN_TEXT, so nobody mistakes the
 output for a model's. The step's recorded model time is the predicted one.
 """
 

@@ -126,9 +126,37 @@ def test_vllm_generate_arguments_and_fields_a_script_may_use(llm: object, capsys
 
 
 @pytest.mark.parametrize(("field", "value", "says"), [
-    ("n", 2, "n must be 1"), ("stop", ["\n"], "stop strings are not supported by the offline LLM"),
+    ("n", 2, "n must be 1"), ("stop", [3], "stop must be a string or a list of strings"),
     ("logprobs", 1, "logprobs are not computed"),
 ])
 def test_vllm_sampling_fields_this_engine_lacks_are_refused_by_name(field: str, value: object, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         SamplingParams(**{field: value})  # type: ignore[arg-type]
+
+
+def test_stop_strings_cut_the_text_and_stop_the_request_as_vllm_does(llm: object) -> None:
+    prompts = ["Hello there", "Hi"]
+    full = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))  # type: ignore[attr-defined]
+    text = full[0].outputs[0].text  # a random model's text: take a plain letter from its second half
+    stop = next(c for c in text[len(text) // 2:] if c.isascii() and c.isalnum())
+    at = text.find(stop)
+    params = [SamplingParams(temperature=0, max_tokens=16, ignore_eos=True, stop=stop),
+              SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)]
+    cut, other = llm.generate(prompts, params)  # type: ignore[attr-defined]
+    out = cut.outputs[0]
+    assert (out.text, out.finish_reason, out.stop_reason) == (text[:at], "stop", stop)
+    # It stopped at the token that completed the string, not at max_tokens.
+    assert out.token_ids == full[0].token_ids[:len(out.token_ids)] and len(out.token_ids) < 16
+    assert stop in llm.get_tokenizer().decode(out.token_ids)  # type: ignore[attr-defined]
+    assert other.outputs[0].token_ids == full[1].token_ids  # a batch-mate without stop strings runs on
+
+
+def test_stop_strings_wait_for_min_tokens(llm: object) -> None:
+    full = llm.generate("Hello there", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0]  # type: ignore[attr-defined]
+    first = next(c for c in full.outputs[0].text if c.isascii() and c.isalnum())
+    early = llm.generate("Hello there", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True,  # type: ignore[attr-defined]
+                                                       stop=first))[0].outputs[0]
+    assert early.stop_reason == first and first not in early.text and len(early.token_ids) < 12
+    late = llm.generate("Hello there", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True,  # type: ignore[attr-defined]
+                                                      stop=first, min_tokens=12))[0].outputs[0]
+    assert late.token_ids == full.token_ids and late.finish_reason == "length"

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
+from engine.detokenizer import IncrementalDetokenizer, OutputText
 from engine.executors.tiny_model import build_tiny_tokenizer
-from serving.detokenizer import IncrementalDetokenizer, OutputText
 
 
 @pytest.fixture(scope="module")

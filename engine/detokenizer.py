@@ -1,4 +1,4 @@
-"""Incremental detokenization and stop strings, as a streaming server needs them.
+"""Incremental detokenization and stop strings, as the server streams them and the offline LLM stops on them.
 
 - A character whose bytes are split across tokens is never emitted half-decoded: text is released
   only once the decoded window no longer ends in U+FFFD (the replacement an incomplete UTF-8
