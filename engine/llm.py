@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from engine.chat_prompt import chat_prompt, conversation
 from engine.clock import WallClock
 from engine.config import ConfigError
 from engine.engine_args import DEFAULT_CPU_MEMORY_GIB, EngineArgs, build_real_engine
@@ -206,6 +207,35 @@ class LLM:
         self.executor.sampler.drop(ids)
         return [self._output(engine.requests[rid], text, tokens, stops.ended(rid))
                 for rid, text, tokens in zip(ids, texts, token_lists, strict=True)]
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        use_tqdm: bool = True,
+        lora_request: object = None,
+        chat_template: str | None = None,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        tools: object = None,
+    ) -> list[RequestOutput]:
+        """vLLM's LLM.chat: one conversation (a list of {"role", "content"} messages) or a list of
+        them, rendered with the tokenizer's chat template (or the documented plain format where it has
+        none, engine.chat_prompt) and generated like generate's prompts; outputs in order."""
+        if tools is not None:
+            raise SamplingParamsError("tools are not supported; leave tools unset")
+        tokenizer = self.loaded.tokenizer
+        if tokenizer is None:
+            raise ValueError(f"chat needs a tokenizer to render the messages, and {self.model_name} has none; "
+                             f"use generate with prompt_token_ids")
+        single = len(messages) > 0 and isinstance(messages[0], Mapping)
+        conversations = [messages] if single else list(messages)
+        prompts: list[dict[str, Any]] = []
+        for conv in conversations:
+            text, ids = chat_prompt(tokenizer, conversation(conv), add_generation_prompt,  # type: ignore[arg-type]
+                                    continue_final_message, chat_template)
+            prompts.append({"prompt": text, "prompt_token_ids": ids})
+        return self.generate(prompts, sampling_params, use_tqdm=use_tqdm, lora_request=lora_request)
 
     def shutdown(self) -> None:
         self.executor.shutdown()

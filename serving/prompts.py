@@ -1,8 +1,7 @@
 """Prompts in and text out for one served model: tokenizing, the chat template, a detokenizer per request.
 
-Chat messages use the tokenizer's chat template when it has one. Otherwise (the `tiny` model, the
-simulated server, model folders without a template) they are joined in a plain format, one line per
-message, `role: content`, followed by `assistant:` for the model to continue.
+Chat messages use the tokenizer's chat template when it has one, else a plain documented format
+(engine.chat_prompt, shared with the offline LLM.chat).
 """
 
 from __future__ import annotations
@@ -10,15 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from engine.chat_prompt import Messages, chat_prompt, plain_chat_text
 from engine.detokenizer import Detokenizer, IncrementalDetokenizer, NoTextDetokenizer, SyntheticDetokenizer
 from engine.executors.simulated import SimulatedExecutor
-
-Messages = list[dict[str, str]]
-
-
-def plain_chat_text(messages: Messages) -> str:
-    """The documented fallback for models without a chat template."""
-    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
 
 
 class PromptCodec(Protocol):
@@ -39,7 +32,6 @@ class TokenizerCodec:
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
         self.has_text = tokenizer is not None
-        self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
 
     def encode(self, text: str) -> Sequence[int]:
         if self.tokenizer is None:
@@ -50,12 +42,7 @@ class TokenizerCodec:
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer, so chat messages cannot be encoded; use /v1/completions "
                              "with token ids")
-        if not self.has_chat_template:
-            return self.encode(plain_chat_text(messages))
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if hasattr(ids, "keys"):  # some versions return a BatchEncoding
-            ids = ids["input_ids"]
-        return [int(t) for t in ids]
+        return chat_prompt(self.tokenizer, messages)[1]
 
     def detokenizer(self, prompt_token_ids: Sequence[int]) -> Detokenizer:
         if self.tokenizer is None:

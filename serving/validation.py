@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.chat_prompt import conversation
 from engine.sampling_params import SamplingParams, SamplingParamsError
 from engine.workload.synthetic import SyntheticPrompt
 from serving.errors import APIError
@@ -99,20 +100,8 @@ def completion_prompt(state: ServingState, body: CompletionRequest) -> Sequence[
 
 
 def chat_prompt(state: ServingState, body: ChatCompletionRequest) -> Sequence[int]:
-    messages = []
-    for i, m in enumerate(body.messages):
-        content = m.content
-        if isinstance(content, list):
-            parts = []
-            for part in content:
-                if part.type != "text" or part.text is None:
-                    raise APIError(400, f"messages[{i}] has a '{part.type}' part; only text parts are supported",
-                                   "messages")
-                parts.append(part.text)
-            content = "".join(parts)
-        messages.append({"role": m.role, "content": content or ""})
     try:
-        return state.codec.encode_chat(messages)
+        return state.codec.encode_chat(conversation([m.model_dump() for m in body.messages]))
     except ValueError as exc:
         raise APIError(400, str(exc), "messages") from None
     except Exception as exc:  # a chat template may refuse a conversation (roles out of order, ...)

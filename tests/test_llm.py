@@ -160,3 +160,47 @@ def test_stop_strings_wait_for_min_tokens(llm: object) -> None:
     late = llm.generate("Hello there", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True,  # type: ignore[attr-defined]
                                                       stop=first, min_tokens=12))[0].outputs[0]
     assert late.token_ids == full.token_ids and late.finish_reason == "length"
+
+
+def test_chat_renders_conversations_and_generates_them_in_order(llm: object) -> None:
+    from engine.chat_prompt import plain_chat_text
+
+    tokenizer = llm.get_tokenizer()  # type: ignore[attr-defined]
+    params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    first = [{"role": "user", "content": "Hi"}]
+    second = [{"role": "system", "content": "Be brief."},
+              {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]}]
+    outs = llm.chat([first, second], params, use_tqdm=False)  # type: ignore[attr-defined]
+    # tiny has no chat template: the documented plain format, parts joined.
+    assert [o.prompt for o in outs] == ["user: Hi\nassistant:", "system: Be brief.\nuser: Hello there\nassistant:"]
+    assert outs[1].prompt == plain_chat_text([second[0], {"role": "user", "content": "Hello there"}])
+    assert [o.prompt_token_ids for o in outs] == [tokenizer.encode(o.prompt) for o in outs]
+    alone = llm.generate(outs[0].prompt, params, use_tqdm=False)[0]  # type: ignore[attr-defined]
+    assert outs[0].outputs[0].token_ids == alone.outputs[0].token_ids
+    single = llm.chat(first, params, use_tqdm=False)  # type: ignore[attr-defined]
+    assert len(single) == 1 and single[0].prompt == outs[0].prompt
+
+
+def test_chat_uses_a_given_template_and_continues_a_final_message(llm: object) -> None:
+    template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+                "{% if add_generation_prompt %}<assistant>{% endif %}")
+    params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Well"}]
+    out = llm.chat(msgs[:1], params, use_tqdm=False, chat_template=template)[0]  # type: ignore[attr-defined]
+    assert out.prompt == "<user>Hi<assistant>"
+    assert out.prompt_token_ids == llm.get_tokenizer().encode(out.prompt, add_special_tokens=False)  # type: ignore[attr-defined]
+    cont = llm.chat(msgs, params, use_tqdm=False, add_generation_prompt=False,  # type: ignore[attr-defined]
+                    continue_final_message=True)[0]
+    assert cont.prompt == "user: Hi\nassistant: Well"
+
+
+@pytest.mark.parametrize(("messages", "kwargs", "says"), [
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], {}, "'image_url' part"),
+    ([{"content": "no role"}], {}, "must be a dict with a 'role'"),
+    ([{"role": "user", "content": "Hi"}], {"continue_final_message": True}, "cannot both be set"),
+    ([{"role": "user", "content": "Hi"}], {"tools": [{"type": "function"}]}, "tools are not supported"),
+])
+def test_chat_refuses_what_it_cannot_render(llm: object, messages: list[dict[str, object]], kwargs: dict[str, object],
+                                            says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        llm.chat(messages, SamplingParams(max_tokens=2), use_tqdm=False, **kwargs)  # type: ignore[attr-defined]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx2
 
+from engine.chat_prompt import Messages, plain_chat_text
 from engine.workload.spec import RequestSpec
 from serving.backend import Backend
 from serving.bench_client import ClientOptions, run_requests
-from serving.prompts import Messages, plain_chat_text
 from tests.serving_helpers import serve, simulated
 
 
