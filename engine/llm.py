@@ -115,6 +115,25 @@ class RequestOutput:
         return self.outputs[0].token_ids
 
 
+# vLLM LLM arguments a script commonly passes. Parallelism must be 1 (one device here); the flags
+# change nothing: the engine is always eager (no CUDA graphs), only known architectures load (no
+# model code is ever fetched or run), and stats are kept per run, not logged.
+_VLLM_SINGLE_DEVICE = ("tensor_parallel_size", "pipeline_parallel_size")
+_VLLM_NO_EFFECT_FLAGS = ("enforce_eager", "trust_remote_code", "disable_log_stats")
+
+
+def _take_vllm_neutral_args(engine_args: dict[str, Any]) -> None:
+    """Remove those arguments from engine_args, refusing a value that would ask for something else."""
+    for name in _VLLM_SINGLE_DEVICE:
+        value = engine_args.pop(name, 1)
+        if value != 1 or isinstance(value, bool):
+            raise ConfigError(f"{name} must be 1 (this engine runs on one device), got {value!r}")
+    for name in _VLLM_NO_EFFECT_FLAGS:
+        value = engine_args.pop(name, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
 class LLM:
     def __init__(
         self,
@@ -128,7 +147,9 @@ class LLM:
         db: str | None = None,
         **engine_args: Any,
     ) -> None:
-        """engine_args: EngineConfig fields by vLLM name (max_num_seqs, block_size, num_gpu_blocks, ...)."""
+        """engine_args: EngineConfig fields by vLLM name (max_num_seqs, block_size, num_gpu_blocks, ...),
+        and vLLM's arguments that change nothing on one device (_take_vllm_neutral_args)."""
+        _take_vllm_neutral_args(engine_args)
         unknown = sorted(set(engine_args) - set(EngineArgs.__dataclass_fields__))
         if unknown:
             raise ConfigError(f"unknown parameter(s): {', '.join(unknown)}")

@@ -204,3 +204,15 @@ def test_chat_refuses_what_it_cannot_render(llm: object, messages: list[dict[str
                                             says: str) -> None:
     with pytest.raises(ValueError, match=says):
         llm.chat(messages, SamplingParams(max_tokens=2), use_tqdm=False, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_vllm_arguments_that_change_nothing_on_one_device_are_taken_and_others_refused() -> None:
+    from engine.llm import LLM
+
+    llm = LLM("tiny", num_gpu_blocks=16, tensor_parallel_size=1, pipeline_parallel_size=1, enforce_eager=True,
+              trust_remote_code=False, disable_log_stats=True)
+    assert llm.config.scheduler.max_num_seqs > 0
+    with pytest.raises(ConfigError, match="tensor_parallel_size must be 1"):
+        LLM("tiny", tensor_parallel_size=2)
+    with pytest.raises(ConfigError, match="enforce_eager must be True or False"):
+        LLM("tiny", enforce_eager="yes")
