@@ -25,8 +25,10 @@ def plain_chat_text(messages: Messages, add_generation_prompt: bool = True,
 
 
 def chat_prompt(tokenizer: Any, messages: Messages, add_generation_prompt: bool = True,
-                continue_final_message: bool = False, chat_template: str | None = None) -> tuple[str, list[int]]:
-    """(prompt text, its token ids) for a conversation; ValueError for one that cannot be rendered."""
+                continue_final_message: bool = False, chat_template: str | None = None,
+                chat_template_kwargs: Mapping[str, Any] | None = None) -> tuple[str, list[int]]:
+    """(prompt text, its token ids) for a conversation; ValueError for one that cannot be rendered.
+    chat_template_kwargs: extra variables for the template (e.g. enable_thinking), as vLLM passes them."""
     if add_generation_prompt and continue_final_message:
         raise ValueError("add_generation_prompt and continue_final_message cannot both be set: the first starts "
                          "a new assistant message, the second continues the last one")
@@ -34,13 +36,17 @@ def chat_prompt(tokenizer: Any, messages: Messages, add_generation_prompt: bool 
         text = plain_chat_text(messages, add_generation_prompt, continue_final_message)
         return text, [int(t) for t in tokenizer.encode(text)]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         continue_final_message=continue_final_message, chat_template=chat_template)
+                                         continue_final_message=continue_final_message, chat_template=chat_template,
+                                         **dict(chat_template_kwargs or {}))
     return str(text), [int(t) for t in tokenizer.encode(text, add_special_tokens=False)]
 
 
 def conversation(messages: Sequence[Mapping[str, Any]]) -> Messages:
     """OpenAI-style messages as plain {"role", "content"} dicts: content as a string, or a list of
-    {"type": "text", "text": ...} parts joined; anything else is a ValueError naming the message."""
+    {"type": "text", "text": ...} parts joined by newlines (as vLLM's "string" content format);
+    anything else is a ValueError naming the message."""
+    if not messages:
+        raise ValueError("messages is empty: a conversation needs at least one message")
     out: Messages = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
@@ -53,7 +59,7 @@ def conversation(messages: Sequence[Mapping[str, Any]]) -> Messages:
                 if kind != "text" or not isinstance(part.get("text"), str):
                     raise ValueError(f"messages[{i}] has a {kind!r} part; only text parts are supported")
                 texts.append(part["text"])
-            content = "".join(texts)
+            content = "\n".join(texts)  # vLLM's "string" content format
         elif content is not None and not isinstance(content, str):
             raise ValueError(f"messages[{i}]'s content must be a string or a list of text parts")
         out.append({"role": m["role"], "content": content or ""})

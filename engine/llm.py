@@ -236,25 +236,35 @@ class LLM:
         use_tqdm: bool = True,
         lora_request: object = None,
         chat_template: str | None = None,
+        chat_template_content_format: str = "auto",
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
         tools: object = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        mm_processor_kwargs: object = None,
     ) -> list[RequestOutput]:
-        """vLLM's LLM.chat: one conversation (a list of {"role", "content"} messages) or a list of
-        them, rendered with the tokenizer's chat template (or the documented plain format where it has
-        none, engine.chat_prompt) and generated like generate's prompts; outputs in order."""
+        """vLLM's LLM.chat, its arguments in its order: one conversation (a list of {"role", "content"}
+        messages) or a list of them, rendered with the tokenizer's chat template (or the documented
+        plain format where it has none, engine.chat_prompt) and generated like generate's prompts;
+        outputs in order. Text parts of a message are joined by newlines (the "string" format)."""
         if tools is not None:
             raise SamplingParamsError("tools are not supported; leave tools unset")
+        if mm_processor_kwargs is not None:
+            raise SamplingParamsError("multimodal inputs are not supported; leave mm_processor_kwargs unset")
+        if chat_template_content_format not in ("auto", "string"):
+            raise SamplingParamsError(f"chat_template_content_format must be 'auto' or 'string' (text only), got "
+                                      f"{chat_template_content_format!r}")
         tokenizer = self.loaded.tokenizer
         if tokenizer is None:
             raise ValueError(f"chat needs a tokenizer to render the messages, and {self.model_name} has none; "
                              f"use generate with prompt_token_ids")
-        single = len(messages) > 0 and isinstance(messages[0], Mapping)
-        conversations = [messages] if single else list(messages)
+        if not messages:
+            raise ValueError("messages is empty: give a conversation or a list of them")
+        conversations = [messages] if isinstance(messages[0], Mapping) else list(messages)
         prompts: list[dict[str, Any]] = []
         for conv in conversations:
             text, ids = chat_prompt(tokenizer, conversation(conv), add_generation_prompt,  # type: ignore[arg-type]
-                                    continue_final_message, chat_template)
+                                    continue_final_message, chat_template, chat_template_kwargs)
             prompts.append({"prompt": text, "prompt_token_ids": ids})
         return self.generate(prompts, sampling_params, use_tqdm=use_tqdm, lora_request=lora_request)
 

@@ -157,7 +157,12 @@ class OnlineEngine:
     # -- orders, from any thread ------------------------------------------------------------------
     def submit(self, request: OnlineRequest, sink: OutputSink, max_waiting: int | None = None) -> None:
         """Hand a request to the engine thread. NotAcceptingError when draining, stopped or failed;
-        QueueFullError when max_waiting requests are already waiting."""
+        QueueFullError when max_waiting requests are already waiting; ValueError for stop strings in
+        its SamplingParams, which the engine cannot see in token ids (the sink applies them, as the
+        server's stream does, and ends the request with stop_request)."""
+        if request.sampling_params.stop:
+            raise ValueError("stop strings are applied by the output sink (the server's stream), not the online "
+                             "engine: leave SamplingParams.stop unset and stop the request from the sink")
         self._inbox.submit(request, sink, max_waiting)
 
     def abort(self, request_id: str) -> None:

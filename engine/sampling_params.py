@@ -60,5 +60,6 @@ def _stop_strings(stop: object) -> tuple[str, ...] | None:
     items = [stop] if isinstance(stop, str) else stop
     if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) for s in items):
         raise SamplingParamsError(f"stop must be a string or a list of strings, got {stop!r}")
-    kept = tuple(s for s in items if s)
-    return kept or None
+    if any(not s for s in items):
+        raise SamplingParamsError("stop cannot contain an empty string")
+    return tuple(items) or None

@@ -143,6 +143,8 @@ class SchedulerState:
         if req.status == RequestStatus.RUNNING:
             self.running.remove(req)
             self._add_event(self._pending_kv_events, request_id, "free", "gpu", bm.free(request_id))
+            if self._static:  # a member of the batch: it holds its slot as padding, as a finished one does
+                self.padding.append(request_id)
         elif req.status == RequestStatus.SWAPPED:
             self.swapped.remove(req)
             self._add_event(self._pending_kv_events, request_id, "free", "cpu", bm.free_cpu(request_id))

@@ -31,7 +31,9 @@ class StopStrings:
         if not stop:
             return
         stops = (stop,) if isinstance(stop, str) else tuple(stop)
-        detok = IncrementalDetokenizer(self._tokenizer, req.prompt_token_ids)
+        # No prompt context: the text then decodes as executor.decode(outputs) does for every other
+        # request (a SentencePiece tokenizer's leading space included), so a stop string only cuts it.
+        detok = IncrementalDetokenizer(self._tokenizer)
         self._watched[req.request_id] = _Watched(OutputText(detok, stops, req.sampling_params.min_tokens))
         self._live.append(req.request_id)
 

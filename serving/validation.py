@@ -164,5 +164,7 @@ def prepare(state: ServingState, body: CompletionRequest | ChatCompletionRequest
     except SamplingParamsError as exc:
         raise APIError(400, str(exc)) from None
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    if any(not s for s in stop):
+        raise APIError(400, "stop cannot contain an empty string", "stop")
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return Prepared(request_id, ids, params, body.priority, stop, body.stream, include_usage)

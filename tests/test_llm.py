@@ -127,6 +127,7 @@ def test_vllm_generate_arguments_and_fields_a_script_may_use(llm: object, capsys
 
 @pytest.mark.parametrize(("field", "value", "says"), [
     ("n", 2, "n must be 1"), ("stop", [3], "stop must be a string or a list of strings"),
+    ("stop", ["\n", ""], "stop cannot contain an empty string"),
     ("logprobs", 1, "logprobs are not computed"),
 ])
 def test_vllm_sampling_fields_this_engine_lacks_are_refused_by_name(field: str, value: object, says: str) -> None:
@@ -160,6 +161,15 @@ def test_stop_strings_wait_for_min_tokens(llm: object) -> None:
     late = llm.generate("Hello there", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True,  # type: ignore[attr-defined]
                                                       stop=first, min_tokens=12))[0].outputs[0]
     assert late.token_ids == full.token_ids and late.finish_reason == "length"
+    # The boundary: looked for once the request has more than min_tokens tokens, as vLLM does. The
+    # stop string was found with n tokens; min_tokens n - 1 still finds it there, n does not.
+    n = len(early.token_ids)
+    edge = llm.generate("Hello there", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True,  # type: ignore[attr-defined]
+                                                      stop=first, min_tokens=n - 1))[0].outputs[0]
+    assert (edge.token_ids, edge.stop_reason) == (early.token_ids, first)
+    past = llm.generate("Hello there", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True,  # type: ignore[attr-defined]
+                                                      stop=first, min_tokens=n))[0].outputs[0]
+    assert len(past.token_ids) > n
 
 
 def test_chat_renders_conversations_and_generates_them_in_order(llm: object) -> None:
@@ -171,9 +181,9 @@ def test_chat_renders_conversations_and_generates_them_in_order(llm: object) -> 
     second = [{"role": "system", "content": "Be brief."},
               {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]}]
     outs = llm.chat([first, second], params, use_tqdm=False)  # type: ignore[attr-defined]
-    # tiny has no chat template: the documented plain format, parts joined.
-    assert [o.prompt for o in outs] == ["user: Hi\nassistant:", "system: Be brief.\nuser: Hello there\nassistant:"]
-    assert outs[1].prompt == plain_chat_text([second[0], {"role": "user", "content": "Hello there"}])
+    # tiny has no chat template: the documented plain format, text parts joined by newlines as vLLM's.
+    assert [o.prompt for o in outs] == ["user: Hi\nassistant:", "system: Be brief.\nuser: Hello \nthere\nassistant:"]
+    assert outs[1].prompt == plain_chat_text([second[0], {"role": "user", "content": "Hello \nthere"}])
     assert [o.prompt_token_ids for o in outs] == [tokenizer.encode(o.prompt) for o in outs]
     alone = llm.generate(outs[0].prompt, params, use_tqdm=False)[0]  # type: ignore[attr-defined]
     assert outs[0].outputs[0].token_ids == alone.outputs[0].token_ids
@@ -192,6 +202,10 @@ def test_chat_uses_a_given_template_and_continues_a_final_message(llm: object) -
     cont = llm.chat(msgs, params, use_tqdm=False, add_generation_prompt=False,  # type: ignore[attr-defined]
                     continue_final_message=True)[0]
     assert cont.prompt == "user: Hi\nassistant: Well"
+    thinking = "{{ messages[0].content }}{% if enable_thinking %}<think>{% endif %}"
+    out = llm.chat(msgs[:1], params, use_tqdm=False, chat_template=thinking,  # type: ignore[attr-defined]
+                   chat_template_kwargs={"enable_thinking": True})[0]
+    assert out.prompt == "Hi<think>"
 
 
 @pytest.mark.parametrize(("messages", "kwargs", "says"), [
@@ -199,6 +213,9 @@ def test_chat_uses_a_given_template_and_continues_a_final_message(llm: object) -
     ([{"content": "no role"}], {}, "must be a dict with a 'role'"),
     ([{"role": "user", "content": "Hi"}], {"continue_final_message": True}, "cannot both be set"),
     ([{"role": "user", "content": "Hi"}], {"tools": [{"type": "function"}]}, "tools are not supported"),
+    ([{"role": "user", "content": "Hi"}], {"chat_template_content_format": "openai"}, "'auto' or 'string'"),
+    ([{"role": "user", "content": "Hi"}], {"mm_processor_kwargs": {}}, "multimodal inputs are not supported"),
+    ([], {}, "messages is empty"),
 ])
 def test_chat_refuses_what_it_cannot_render(llm: object, messages: list[dict[str, object]], kwargs: dict[str, object],
                                             says: str) -> None:

@@ -200,6 +200,7 @@ BAD_REQUESTS = [
      "continuous_usage_stats"),
     ("top_p out of range", {"prompt": "hi", "max_tokens": 2, "top_p": 0}, 400, None),
     ("min_tokens above max_tokens", {"prompt": "hi", "max_tokens": 2, "min_tokens": 5}, 400, "min_tokens"),
+    ("empty stop string", {"prompt": "hi", "max_tokens": 2, "stop": ["x", ""]}, 400, "stop"),
     ("unknown model", {"model": "gpt-9", "prompt": "hi", "max_tokens": 2}, 404, "model"),
 ]
 

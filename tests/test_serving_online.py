@@ -101,6 +101,15 @@ def test_rotation_starts_a_new_run_once_the_engine_is_empty(tmp_path: Path) -> N
     assert recorded_run(db, run_a)["status"] == "finished"
 
 
+def test_stop_strings_handed_to_the_engine_itself_are_refused(tmp_path: Path) -> None:
+    # The engine sees token ids only; a stop string it were handed would be silently ignored.
+    loop, recording = _loop(tmp_path / "s.db")
+    with pytest.raises(ValueError, match="stop strings are applied by the output sink"):
+        loop.submit(_request("s", 4, stop=["x"]), Sink())
+    loop.close()
+    recording.dispose()
+
+
 def test_min_tokens_holds_off_stop_tokens(tmp_path: Path) -> None:
     loop, recording = _loop(tmp_path / "m.db")
     sinks = {n: Sink() for n in (0, 3)}

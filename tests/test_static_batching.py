@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from engine.outputs import SchedulerOutput
+from engine.request import RequestStatus
 from engine.scheduler import Scheduler
 from engine.snapshot import StepSnapshot
 from engine.workload.spec import RequestSpec
@@ -99,6 +100,20 @@ def test_finished_members_compute_one_pad_row_each_until_the_batch_ends() -> Non
     assert [o.counts.num_padding_tokens for o in outs] == [12, 1, 2, 3, 3]
     assert [o.padding_req_ids for o in outs[1:]] == [("r1",), ("r1", "r2"), ("r1", "r2", "r0"),
                                                      ("r1", "r2", "r0")]
+
+
+@pytest.mark.parametrize("status", [RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_ABORTED])
+def test_a_member_stopped_from_outside_holds_its_slot_as_padding(status: RequestStatus) -> None:
+    # A stop string (found once the text is decoded) or a client that went away ends a member
+    # through abort_request; like one that ran out of tokens, it computes a pad row until the batch ends.
+    sched = make_scheduler(batching="static", max_num_seqs=2)
+    sched.add_request(make_request("A", 4, max_tokens=5))
+    sched.add_request(make_request("B", 4, max_tokens=5))
+    run_step(sched)  # the prefill
+    assert sched.abort_request("A", status)
+    outs = _run(sched)
+    assert [o.padding_req_ids for o in outs] == [("A",)] * 4
+    assert [o.counts.num_padding_seqs for o in outs] == [1] * 4
 
 
 @pytest.mark.parametrize("fast_forward", [False, True])

@@ -99,12 +99,20 @@ def test_min_tokens_holds_stop_tokens_off_the_sampler_as_vllm_does(llama: Loaded
         engine = run_requests(llama, engine_config(), [Request("a", prompt, params)])
         return engine.requests["a"]  # type: ignore[attr-defined,no-any-return]
 
-    first = run(SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)).output_token_ids[0]
+    greedy = list(run(SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)).output_token_ids)
+    first = greedy[0]
     plain = run(SamplingParams(max_tokens=8, temperature=0, stop_token_ids=(first,)))
     assert list(plain.output_token_ids) == [first]  # without min_tokens it ends at once
     held = run(SamplingParams(max_tokens=8, temperature=0, stop_token_ids=(first,), min_tokens=3))
     # Masked, not kept: greedy draws another token, so none of the first three is the stop token.
     assert first not in held.output_token_ids[:3] and len(held.output_token_ids) > 3
+    # The boundary, exactly: a token greedy first draws at output k (0-based) may end the request
+    # there with min_tokens = k (k outputs before it), and is masked there with min_tokens = k + 1.
+    k = next(i for i in range(1, len(greedy)) if greedy[i] not in greedy[:i])
+    at_k = run(SamplingParams(max_tokens=12, temperature=0, stop_token_ids=(greedy[k],), min_tokens=k))
+    assert list(at_k.output_token_ids) == greedy[:k + 1]
+    past_k = run(SamplingParams(max_tokens=12, temperature=0, stop_token_ids=(greedy[k],), min_tokens=k + 1))
+    assert list(past_k.output_token_ids[:k]) == greedy[:k] and past_k.output_token_ids[k] != greedy[k]
 
 
 def test_held_off_tokens_are_never_drawn_and_other_rows_are_untouched() -> None:
@@ -125,6 +133,9 @@ def test_which_tokens_min_tokens_holds_off() -> None:
         return Request("r", [1, 2], SamplingParams(max_tokens=9, stop_token_ids=(7,), **kw), eos_token_id=2)
 
     assert req(min_tokens=2).held_off_token_ids() == (2, 7)
+    one_short = req(min_tokens=2)
+    one_short.output_token_ids.append(4)  # one output, two asked for: the next sample is still held
+    assert one_short.held_off_token_ids() == (2, 7)
     assert req(min_tokens=2, ignore_eos=True).held_off_token_ids() == (7,)  # EOS does not stop it anyway
     done = req(min_tokens=2)
     done.output_token_ids.extend([4, 4])
