@@ -170,6 +170,7 @@ class _TimedExecutor:
         self.inner = inner
         self.mode, self.include_token_ids = inner.mode, inner.include_token_ids
         self.eos_token_id, self.vocab_size = inner.eos_token_id, inner.vocab_size
+        self.extra_eos_token_ids = inner.extra_eos_token_ids
         self.totals: dict[str, float] = defaultdict(float)
 
     def execute_model(self, out: SchedulerOutput) -> ModelRunnerOutput:

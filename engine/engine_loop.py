@@ -23,7 +23,7 @@ from engine.metrics import EngineStats, RunSummary, summarize
 from engine.outputs import KVBlockEvent, ModelRunnerOutput, SchedulerOutput
 from engine.phases import PhaseChange, PhaseTracker
 from engine.request import Request, RequestStatus
-from engine.sampling_params import SamplingParams
+from engine.sampling_params import SamplingParams, with_model_eos
 from engine.scheduler import Scheduler
 from engine.snapshot import FirstToken, RequestArrival, RequestFinish, StepRecorder, StepSnapshot, finish_record
 from engine.step_counts import StepCounts
@@ -98,6 +98,7 @@ class Engine:
             ids = SyntheticPrompt(spec.prompt_len, salt, self.executor.vocab_size)
         params = SamplingParams(max_tokens=spec.max_tokens, temperature=spec.temperature,
                                 ignore_eos=spec.ignore_eos, seed=zlib.crc32(spec.request_id.encode()))
+        params = with_model_eos(params, self.executor.extra_eos_token_ids)
         return Request(spec.request_id, ids, params, arrival_time=spec.arrival_time, priority=spec.priority,
                        eos_token_id=self.executor.eos_token_id, true_output_len=spec.true_output_len)
 

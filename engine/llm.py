@@ -26,7 +26,7 @@ from engine.executors.kv_pool_sizing import KVPoolChoice
 from engine.executors.model_loading import LoadedModel
 from engine.metrics import RunSummary
 from engine.request import Request
-from engine.sampling_params import SamplingParams, SamplingParamsError
+from engine.sampling_params import SamplingParams, SamplingParamsError, with_model_eos
 from engine.snapshot import RunInfo, RunRecorder
 from engine.stop_strings import StopStrings
 
@@ -198,7 +198,8 @@ class LLM:
             rid = str(self._next_id)
             self._next_id += 1
             ids.append(rid)
-            engine.add_request(Request(rid, ids_, p, arrival_time=clock.now(),
+            engine.add_request(Request(rid, ids_, with_model_eos(p, self.executor.extra_eos_token_ids),
+                                       arrival_time=clock.now(),
                                        eos_token_id=self.executor.eos_token_id))
         stops = StopStrings(self.loaded.tokenizer)
         for rid in ids:

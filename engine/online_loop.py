@@ -23,6 +23,7 @@ from engine.online_io import OnlineRequest, OutputSink, RecordingFactory, Reques
 from engine.online_outputs import Deliveries, StepTally, step_report
 from engine.online_segment import Segment, open_segment, rotation_due
 from engine.request import Request, RequestStatus
+from engine.sampling_params import with_model_eos
 from engine.snapshot import StepSnapshot
 
 log = logging.getLogger("batchscope.online")
@@ -121,7 +122,8 @@ class EngineThread:
             sink.admitted(seg.run_id, f"request id {rid!r} is already in use in this run")
             return
         received = request.received_at if request.received_at is not None else time.perf_counter()
-        req = Request(rid, request.prompt_token_ids, request.sampling_params,
+        req = Request(rid, request.prompt_token_ids,
+                      with_model_eos(request.sampling_params, self._executor.extra_eos_token_ids),
                       arrival_time=max(seg.clock.run_time(received), 0.0), priority=request.priority,
                       eos_token_id=self._executor.eos_token_id)
         engine.add_request(req)

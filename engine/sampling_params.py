@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from engine.errors import UserError
@@ -51,6 +52,15 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+def with_model_eos(params: SamplingParams, extra_eos_token_ids: tuple[int, ...]) -> SamplingParams:
+    """params with the model's other EOS ids among its stop tokens, as vLLM's
+    update_from_generation_config adds them (not under ignore_eos: nothing EOS-like ends it then)."""
+    if not extra_eos_token_ids or params.ignore_eos:
+        return params
+    ids = tuple(dict.fromkeys((*params.stop_token_ids, *extra_eos_token_ids)))
+    return params if ids == params.stop_token_ids else dataclasses.replace(params, stop_token_ids=ids)
 
 
 def _stop_strings(stop: object) -> tuple[str, ...] | None:

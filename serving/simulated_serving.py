@@ -37,6 +37,7 @@ class SleepingExecutor:
         self.inner = SimulatedExecutor(cost_model)
         self.include_token_ids = self.inner.include_token_ids
         self.eos_token_id = self.inner.eos_token_id
+        self.extra_eos_token_ids = self.inner.extra_eos_token_ids
         self.vocab_size = self.inner.vocab_size
         self._sleep = sleep
         self._clock = clock

@@ -233,3 +233,25 @@ def test_vllm_arguments_that_change_nothing_on_one_device_are_taken_and_others_r
         LLM("tiny", tensor_parallel_size=2)
     with pytest.raises(ConfigError, match="enforce_eager must be True or False"):
         LLM("tiny", enforce_eager="yes")
+
+
+def test_every_eos_id_of_the_generation_config_ends_a_request_as_vllm_does(tmp_path: Path) -> None:
+    # Llama-3-Instruct lists several EOS ids (<|end_of_text|>, <|eot_id|>...); each must end a request.
+    from transformers import GenerationConfig
+
+    from engine.llm import LLM
+    from tests.torch_models import VOCAB, save_llama
+
+    folder = save_llama(tmp_path / "llama")
+    prompt = {"prompt_token_ids": [5, 6, 7, 8, 9]}
+    greedy = LLM(str(folder), num_gpu_blocks=32).generate(
+        prompt, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True), use_tqdm=False)[0].outputs[0].token_ids
+    k = next(i for i in range(1, len(greedy)) if greedy[i] not in greedy[:i])
+    unused = next(t for t in range(VOCAB - 1, 0, -1) if t not in greedy)
+    GenerationConfig(eos_token_id=[unused, greedy[k]]).save_pretrained(folder)
+    llm = LLM(str(folder), num_gpu_blocks=32)
+    assert llm.executor.eos_token_id == unused and llm.executor.extra_eos_token_ids == (greedy[k],)
+    out = llm.generate(prompt, SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)[0].outputs[0]
+    assert (out.token_ids, out.finish_reason, out.stop_reason) == (greedy[:k + 1], "stop", greedy[k])
+    kept = llm.generate(prompt, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True), use_tqdm=False)[0]
+    assert kept.outputs[0].token_ids == greedy  # ignore_eos ignores all of them

@@ -13,6 +13,7 @@ class Executor(Protocol):
     mode: str  # "real" (a torch model) or "simulated" (a cost model on a virtual clock)
     include_token_ids: bool  # whether ScheduledRequest must carry token and block ids
     eos_token_id: int | None
+    extra_eos_token_ids: tuple[int, ...]  # the model's other EOS ids; requests stop on them (with_model_eos)
     vocab_size: int
 
     def execute_model(self, out: SchedulerOutput) -> ModelRunnerOutput:

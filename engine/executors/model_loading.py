@@ -50,6 +50,8 @@ class LoadedModel:
     max_position_embeddings: int | None
     eos_token_id: int | None
     sliding_window: int | None = None  # tokens a layer attends back, when the model limits it
+    # The generation config's other EOS ids (Llama-3-Instruct's <|eot_id|>, ...): they end a request too.
+    extra_eos_token_ids: tuple[int, ...] = ()
 
     @property
     def architecture(self) -> str:
@@ -243,7 +245,9 @@ def _describe(spec: str, model: Any, tokenizer: Any | None, device: torch.device
     eos = model.generation_config.eos_token_id if model.generation_config is not None else None
     if eos is None:
         eos = getattr(config, "eos_token_id", None)
+    extra_eos: tuple[int, ...] = ()
     if isinstance(eos, (list, tuple)):
+        extra_eos = tuple(dict.fromkeys(int(t) for t in eos[1:] if int(t) != int(eos[0])))
         eos = eos[0] if eos else None
     if eos is None and tokenizer is not None:
         eos = tokenizer.eos_token_id
@@ -264,6 +268,7 @@ def _describe(spec: str, model: Any, tokenizer: Any | None, device: torch.device
         max_position_embeddings=int(max_pos) if max_pos else None,
         eos_token_id=int(eos) if eos is not None else None,
         sliding_window=_sliding_window(config),
+        extra_eos_token_ids=extra_eos,
     )
 
 

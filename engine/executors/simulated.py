@@ -17,6 +17,7 @@ class SimulatedExecutor:
     mode = "simulated"
     include_token_ids = False
     eos_token_id: int | None = None
+    extra_eos_token_ids: tuple[int, ...] = ()
     vocab_size = 32_000
     burst_token = SIMULATED_TOKEN_ID  # what every request samples in a decode burst (engine/decode_burst.py)
 

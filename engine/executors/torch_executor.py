@@ -44,6 +44,7 @@ class TorchExecutor:
         self.device = loaded.device
         self.model = loaded.model
         self.eos_token_id: int | None = loaded.eos_token_id
+        self.extra_eos_token_ids: tuple[int, ...] = loaded.extra_eos_token_ids
         self.vocab_size: int = loaded.vocab_size
         max_pos = loaded.max_position_embeddings
         if max_pos is not None and config.scheduler.max_model_len > max_pos:
