@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -24,9 +23,9 @@ TEST_PEAK_FLOPS = 1e11  # skips the start-up matmul timing
 TINY_MAX_MODEL_LEN = 256
 
 
-@functools.cache
 def tiny_backend() -> Backend:
-    """The tiny model, loaded once per session; the servers that use it run one after another."""
+    """The tiny model, loaded afresh: a server that stops frees its executor's KV pool, so each
+    server gets its own."""
     args = EngineArgs(model="tiny", max_model_len=TINY_MAX_MODEL_LEN, num_gpu_blocks=256, max_num_seqs=8)
     return real_backend(args, peak_flops=TEST_PEAK_FLOPS)
 

@@ -43,7 +43,7 @@ def model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     return load(Path(folder))
 
 
-_references: dict[int, Any] = {}
+_references: dict[int, tuple[LoadedModel, Any]] = {}  # id -> (the model, kept alive so its id is not reused; HF's)
 
 
 def hf_decode_flops(loaded: LoadedModel, context: int) -> int:
@@ -53,8 +53,9 @@ def hf_decode_flops(loaded: LoadedModel, context: int) -> int:
     key = id(loaded)
     if key not in _references:
         config = copy.deepcopy(loaded.model.config)  # the served model's config names paged attention
-        _references[key] = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
-    reference = _references[key]
+        _references[key] = loaded, AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    kept, reference = _references[key]
+    assert kept is loaded
     ids = torch.randint(0, VOCAB, (1, context), generator=torch.Generator().manual_seed(context))
     with torch.inference_mode():
         cache = DynamicCache(config=reference.config)
