@@ -107,7 +107,7 @@ class Engine:
         if req.request_id in self.requests:
             raise ValueError(f"duplicate request id {req.request_id!r}")
         self.requests[req.request_id] = req
-        self.scheduler.add_request(req, reject_reason=self._token_id_problem(req))
+        self.scheduler.add_request(req, reject_reason=self._request_problem(req))
         self._arrivals.append(RequestArrival(req.request_id, req.arrival_time, req.num_prompt_tokens,
                                              req.sampling_params.max_tokens, req.priority))
         if req.status == RequestStatus.FINISHED_REJECTED:
@@ -133,8 +133,11 @@ class Engine:
         """Phase changes for the next recorded step."""
         self._changes.extend(changes)
 
-    def _token_id_problem(self, req: Request) -> str | None:
-        """Why the model cannot read this prompt's token ids, if it cannot (ids given by the user)."""
+    def _request_problem(self, req: Request) -> str | None:
+        """Why the model cannot read this prompt's token ids (ids given by the user), or cannot give the
+        log-probabilities it asks for (a cost model has none), if either."""
+        if req.sampling_params.logprobs is not None and not getattr(self.executor, "computes_logprobs", False):
+            return "this engine runs no model (a cost model), so it has no log-probabilities to return"
         ids = req.prompt_token_ids
         if isinstance(ids, SyntheticPrompt) or not ids:
             return None  # synthesized within the vocabulary

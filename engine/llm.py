@@ -71,6 +71,15 @@ class RequestMetrics:
 
 
 @dataclass(frozen=True)
+class Logprob:
+    """vLLM's Logprob: a token's raw log-probability, its rank (1 = most likely) and its text."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+@dataclass(frozen=True)
 class CompletionOutput:
     """One completion of a request, in vLLM's shape (n = 1: one per request)."""
 
@@ -78,8 +87,8 @@ class CompletionOutput:
     text: str
     token_ids: list[int]
     finish_reason: str | None  # vLLM's words: stop | length | abort
-    cumulative_logprob: float | None = None  # not computed
-    logprobs: None = None
+    cumulative_logprob: float | None = None  # the sum of logprobs; None unless SamplingParams.logprobs was set
+    logprobs: list[dict[int, Logprob]] | None = None  # per output token: the sampled token and the top ones
     stop_reason: int | str | None = None  # the stop token or stop string that ended it, if one did
 
     def finished(self) -> bool:
@@ -329,7 +338,11 @@ class LLM:
             tokens[-1] in req.sampling_params.stop_token_ids else None
         if stopped_by is not None:
             text, stop = stopped_by
-        completion = CompletionOutput(0, text, tokens, VLLM_FINISH_REASONS.get(reason or ""), stop_reason=stop)
+        logprobs = self._logprobs(req) if req.sampling_params.logprobs is not None else None
+        completion = CompletionOutput(0, text, tokens, VLLM_FINISH_REASONS.get(reason or ""), stop_reason=stop,
+                                      logprobs=logprobs,
+                                      cumulative_logprob=None if logprobs is None else
+                                      sum(entry.logprob for entry in req.output_logprobs))
         return RequestOutput(
             request_id=req.request_id,
             prompt=prompt,
@@ -340,6 +353,16 @@ class LLM:
             metrics=RequestMetrics(req.arrival_time, req.first_scheduled_time, req.first_token_time,
                                    req.finish_time, req.num_preemptions),
         )
+
+    def _logprobs(self, req: Request) -> list[dict[int, Logprob]]:
+        """vLLM's per-token dicts: the sampled token and the top ones, each with its text."""
+        tokenizer = self.loaded.tokenizer
+
+        def text(token: int) -> str | None:  # special tokens named, as vLLM decodes one token
+            return None if tokenizer is None else str(tokenizer.decode([token]))
+
+        return [{token: Logprob(lp, rank, text(token)) for token, (lp, rank) in entry.as_dict().items()}
+                for entry in req.output_logprobs]
 
 
 def _token_ids(values: Any) -> list[int]:

@@ -10,6 +10,7 @@ from typing import Protocol
 from engine.metrics import RunSummary
 from engine.sampling_params import SamplingParams
 from engine.snapshot import StepRecorder
+from engine.token_logprobs import TokenLogprobs
 
 
 class NotAcceptingError(RuntimeError):
@@ -38,6 +39,7 @@ class RequestOutput:
     num_output_tokens: int  # output tokens so far, these included
     finish_reason: str | None = None  # None while it runs; else stopped | length | aborted | error
     error: str | None = None  # with finish_reason "error": what failed
+    new_logprobs: tuple[TokenLogprobs, ...] = ()  # one per new token when its params ask for logprobs
 
 
 class OutputSink(Protocol):

@@ -127,6 +127,7 @@ class Deliveries:
 
     def _new_tokens(self, engine: Engine, req: Request, tracked: _Tracked, end: float, tally: StepTally) -> None:
         new = tuple(req.output_token_ids[tracked.sent:])
+        new_logprobs = tuple(req.output_logprobs[tracked.sent:])
         tally.generation_tokens += len(new)
         if tracked.sent == 0:
             if req.first_token_time is not None:
@@ -137,7 +138,8 @@ class Deliveries:
         tracked.last_token_time = end
         tracked.sent = len(req.output_token_ids)
         finished = req.status.is_finished
-        out = RequestOutput(req.request_id, new, tracked.sent, req.status.finish_reason if finished else None)
+        out = RequestOutput(req.request_id, new, tracked.sent, req.status.finish_reason if finished else None,
+                            new_logprobs=new_logprobs)
         if self._send(engine, tracked, out):
             # A stop string: the sink has had its last output. The engine stops the request, or
             # relabels a length finish on this same token as stopped, as the client was told.

@@ -7,6 +7,7 @@ from typing import Literal, NamedTuple
 
 from engine.sampling_params import SamplingParams
 from engine.step_counts import StepCounts
+from engine.token_logprobs import TokenLogprobs
 
 KVEventKind = Literal["allocate", "free", "swap_out", "swap_in"]
 Device = Literal["gpu", "cpu"]
@@ -87,6 +88,7 @@ class ModelRunnerOutput:
     num_padding_flops: float = 0.0  # FLOPs spent on padding: static pad rows and attention bucket padding
     compute_utilization: float | None = None  # useful FLOP/s over the device's measured peak (not clamped)
     timings: dict[str, float] = field(default_factory=dict)  # breakdown of model_time_s by part, seconds
+    logprobs: dict[str, TokenLogprobs] = field(default_factory=dict)  # for requests whose params ask for them
 
 
 class FinishedRequest(NamedTuple):

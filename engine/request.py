@@ -6,6 +6,7 @@ import enum
 from collections.abc import Sequence
 
 from engine.sampling_params import SamplingParams
+from engine.token_logprobs import TokenLogprobs
 
 
 class RequestStatus(enum.IntEnum):
@@ -52,6 +53,7 @@ class Request:
         "num_computed_tokens",
         "num_preemptions",
         "num_prompt_tokens",
+        "output_logprobs",
         "output_token_ids",
         "pad_tokens_left",
         "prefill_target",
@@ -87,6 +89,7 @@ class Request:
         self.eos_token_id = eos_token_id
         self.true_output_len = true_output_len
         self.output_token_ids: list[int] = []
+        self.output_logprobs: list[TokenLogprobs] = []  # one per output token when sampling_params.logprobs is set
         self.num_prompt_tokens = len(prompt_token_ids)
         self.num_computed_tokens = 0  # tokens whose KV is in the cache
         self.prefill_target = 0  # tokens to compute before decoding (prompt, or all on recompute)

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from engine.errors import UserError
+from engine.token_logprobs import check_num_logprobs
 
 
 class SamplingParamsError(UserError, ValueError):
@@ -22,18 +23,24 @@ class SamplingParams:
     ignore_eos: bool = False  # keep going past EOS (benchmarks force exact lengths this way)
     stop_token_ids: tuple[int, ...] = ()  # extra tokens that end the request
     min_tokens: int = 0  # no EOS or stop token ends the request before this many output tokens
+    logprobs: int | None = None  # each sampled token's log-probability and this many top ones (None: none)
     # vLLM fields a script may set; only their do-nothing values are accepted here, so a script that
     # relies on them is told, never silently given something else.
     n: int = 1  # completions per request
     stop: str | list[str] | tuple[str, ...] | None = None  # stop strings: kept as a tuple (the offline LLM
     # decodes and applies them; the server takes them from its request body)
-    logprobs: int | None = None
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.n != 1:
             raise SamplingParamsError(f"n must be 1 (one completion per request), got {self.n!r}")
-        if self.logprobs is not None:
-            raise SamplingParamsError("logprobs are not computed; leave logprobs unset")
+        if self.prompt_logprobs is not None:
+            raise SamplingParamsError("prompt_logprobs are not computed (only the sampled tokens' logprobs); "
+                                      "leave prompt_logprobs unset")
+        try:
+            check_num_logprobs(self.logprobs)
+        except ValueError as exc:
+            raise SamplingParamsError(str(exc)) from None
         object.__setattr__(self, "stop", _stop_strings(self.stop))
         if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
             raise SamplingParamsError(f"max_tokens must be at least 1, got {self.max_tokens!r}")

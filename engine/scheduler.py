@@ -258,6 +258,7 @@ class Scheduler(SchedulerState):
         """Advance computed tokens, append sampled tokens, finish requests that stop."""
         now = self._clock()
         sampled = result.sampled_token_ids
+        logprobs = result.logprobs
         requests = self.requests
         running_status = RequestStatus.RUNNING
         first_tokens: list[str] = []
@@ -277,6 +278,8 @@ class Scheduler(SchedulerState):
                 raise RuntimeError(f"executor returned no token for {s.request_id!r}, which had do_sample") from None
             output = req.output_token_ids
             output.append(token)
+            if logprobs and s.request_id in logprobs:
+                req.output_logprobs.append(logprobs[s.request_id])
             num_sampled += 1
             if req.first_token_time is None:
                 req.first_token_time = now

@@ -128,11 +128,32 @@ def test_vllm_generate_arguments_and_fields_a_script_may_use(llm: object, capsys
 @pytest.mark.parametrize(("field", "value", "says"), [
     ("n", 2, "n must be 1"), ("stop", [3], "stop must be a string or a list of strings"),
     ("stop", ["\n", ""], "stop cannot contain an empty string"),
-    ("logprobs", 1, "logprobs are not computed"),
+    ("logprobs", 21, "logprobs must be an integer from 0 to 20"),
+    ("prompt_logprobs", 1, "prompt_logprobs are not computed"),
 ])
 def test_vllm_sampling_fields_this_engine_lacks_are_refused_by_name(field: str, value: object, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         SamplingParams(**{field: value})  # type: ignore[arg-type]
+
+
+def test_logprobs_come_in_vllms_shape(llm: object) -> None:
+    params = SamplingParams(temperature=0, max_tokens=5, ignore_eos=True, logprobs=2)
+    with_lp, without = llm.generate(["Hello there", "Hello there"],  # type: ignore[attr-defined]
+                                    [params, SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)])
+    completion = with_lp.outputs[0]
+    assert completion.token_ids == without.outputs[0].token_ids  # asking changes no token
+    assert without.outputs[0].logprobs is None and without.outputs[0].cumulative_logprob is None
+    assert completion.logprobs is not None and len(completion.logprobs) == 5
+    tokenizer = llm.get_tokenizer()  # type: ignore[attr-defined]
+    total = 0.0
+    for token, entries in zip(completion.token_ids, completion.logprobs, strict=True):
+        assert token in entries and 2 <= len(entries) <= 3  # the top two, and the sampled token if not among them
+        assert entries[token].rank == 1  # greedy
+        ranked = sorted(entries.values(), key=lambda e: e.rank)
+        assert [e.rank for e in ranked] == [1, 2] and ranked[0].logprob >= ranked[1].logprob
+        assert all(e.decoded_token == tokenizer.decode([t]) for t, e in entries.items())
+        total += entries[token].logprob
+    assert completion.cumulative_logprob == pytest.approx(total)
 
 
 def test_stop_strings_cut_the_text_and_stop_the_request_as_vllm_does(llm: object) -> None:

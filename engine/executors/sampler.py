@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from engine.sampling_params import SamplingParams
+from engine.token_logprobs import TokenLogprobs
 
 
 class Sampler:
@@ -50,6 +51,30 @@ class Sampler:
                                     [params[i] for i in rows])
         tokens.index_copy_(0, row_index, sampled)
         return tokens.tolist()
+
+    @staticmethod
+    def logprobs(logits: torch.Tensor, tokens: Sequence[int], request_ids: Sequence[str],
+                 params: Sequence[SamplingParams]) -> dict[str, TokenLogprobs]:
+        """The raw log-probabilities (log-softmax of the model's logits, before any sampling
+        transform: vLLM's raw_logprobs) of each row's sampled token, with its rank and the row's
+        `params.logprobs` most likely tokens, for the rows whose params ask for them."""
+        rows = [i for i, p in enumerate(params) if p.logprobs is not None]
+        if not rows:
+            return {}
+        row_index = torch.tensor(rows, device=logits.device)
+        lp = torch.log_softmax(logits.index_select(0, row_index).float(), dim=-1)
+        chosen = torch.tensor([tokens[i] for i in rows], device=logits.device)
+        chosen_lp = lp.gather(1, chosen.unsqueeze(1))
+        ranks = (lp > chosen_lp).sum(dim=1).add_(1).tolist()  # 1 + tokens strictly more likely
+        k_max = max(params[i].logprobs or 0 for i in rows)
+        top_lp, top_ids = lp.topk(k_max, dim=-1) if k_max else (lp[:, :0], lp[:, :0].long())
+        top_lp_rows, top_id_rows, chosen_rows = top_lp.tolist(), top_ids.tolist(), chosen_lp.squeeze(1).tolist()
+        out: dict[str, TokenLogprobs] = {}
+        for j, i in enumerate(rows):
+            k = params[i].logprobs or 0
+            top = tuple(zip(top_id_rows[j][:k], top_lp_rows[j][:k], strict=True))
+            out[request_ids[i]] = TokenLogprobs(tokens[i], chosen_rows[j], ranks[j], top)
+        return out
 
     def _sample_rows(self, logits: torch.Tensor, request_ids: Sequence[str],
                      params: Sequence[SamplingParams]) -> torch.Tensor:

@@ -30,6 +30,7 @@ from engine.outputs import ModelRunnerOutput, SchedulerOutput
 class TorchExecutor:
     mode = "real"
     include_token_ids = True
+    computes_logprobs = True  # the sampler returns log-probabilities to requests that ask
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig, seed: int = 0,
                  peak_flops: float | None = None, attention: AttentionBackend | None = None) -> None:
@@ -109,6 +110,7 @@ class TorchExecutor:
             t_model = time.perf_counter()
             tokens = self.sampler.sample(logits, batch.sample_req_ids, batch.sample_params,
                                          batch.sample_held_off) if batch.sample_req_ids else []
+            logprobs = self.sampler.logprobs(logits, tokens, batch.sample_req_ids, batch.sample_params)
         t_sample = time.perf_counter()
 
         num_flops = self.flop_model.step_flops(out.scheduled, len(batch.sample_req_ids))
@@ -127,6 +129,7 @@ class TorchExecutor:
         timings["other"] = max(elapsed - sum(timings.values()), 0.0)
         return ModelRunnerOutput(
             sampled_token_ids=dict(zip(batch.sample_req_ids, tokens, strict=True)),
+            logprobs=logprobs,
             model_time_s=elapsed,
             num_flops=num_flops,
             num_padding_flops=padding_flops,
