@@ -19,16 +19,20 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from engine.detokenizer import OutputText
 from engine.online import NotAcceptingError, OnlineRequest, QueueFullError
+from engine.token_logprobs import TokenLogprobs
 from serving.errors import APIError, error_body
+from serving.logprobs_format import chat_logprobs, completion_logprobs, next_text_offset
 from serving.protocol import (
     SSE_DONE,
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
     ChatCompletionResponse,
+    ChatLogprobs,
     ChatMessageOut,
     CompletionChoice,
     CompletionChunk,
+    CompletionLogprobs,
     CompletionResponse,
     DeltaMessage,
     FinishReason,
@@ -112,6 +116,7 @@ async def _next_event(job: _Job, request: Request) -> Event | None:
 
 async def _collect(job: _Job, request: Request, headers: dict[str, str]) -> Response:
     pieces: list[str] = []
+    entries: list[TokenLogprobs] = []
     while True:
         event = await _next_event(job, request)
         if event is None:
@@ -120,32 +125,60 @@ async def _collect(job: _Job, request: Request, headers: dict[str, str]) -> Resp
             return JSONResponse(error_body(500, event.message), status_code=500, headers=headers)
         assert isinstance(event, TextDelta)
         pieces.append(event.text)
+        entries.extend(event.logprobs)
         if event.finish_reason is not None:
             break
     usage = UsageInfo.of(len(job.prepared.prompt_token_ids), event.num_output_tokens)
     text = "".join(pieces)
+    wants_logprobs = job.prepared.params.logprobs is not None
+    codec = job.state.codec
     body: CompletionResponse | ChatCompletionResponse
     if job.kind == "chat":
         body = ChatCompletionResponse(id=job.response_id, created=job.created, model=job.state.served_model_name,
                                       choices=[ChatChoice(message=ChatMessageOut(content=text),
+                                                          logprobs=chat_logprobs(entries, codec.token_text)
+                                                          if wants_logprobs else None,
                                                           finish_reason=event.finish_reason,
                                                           stop_reason=event.stop_reason)], usage=usage)
     else:
         body = CompletionResponse(id=job.response_id, created=job.created, model=job.state.served_model_name,
                                   choices=[CompletionChoice(text=text, finish_reason=event.finish_reason,
+                                                            logprobs=completion_logprobs(entries, codec.token_text)
+                                                            if wants_logprobs else None,
                                                             stop_reason=event.stop_reason)], usage=usage)
     return JSONResponse(body.model_dump(mode="json"), headers=headers)
 
 
 def _chunk(job: _Job, text: str | None, finish_reason: FinishReason | None, stop_reason: int | str | None = None,
-           role: bool = False) -> str:
+           role: bool = False, logprobs: CompletionLogprobs | ChatLogprobs | None = None) -> str:
     model = job.state.served_model_name
     if job.kind == "chat":
         delta = DeltaMessage(role="assistant", content="") if role else DeltaMessage(content=text)
+        assert logprobs is None or isinstance(logprobs, ChatLogprobs)
         return sse(ChatCompletionChunk(id=job.response_id, created=job.created, model=model, choices=[
-            ChatChunkChoice(delta=delta, finish_reason=finish_reason, stop_reason=stop_reason)]))
+            ChatChunkChoice(delta=delta, logprobs=logprobs, finish_reason=finish_reason, stop_reason=stop_reason)]))
+    assert logprobs is None or isinstance(logprobs, CompletionLogprobs)
     return sse(CompletionChunk(id=job.response_id, created=job.created, model=model, choices=[
-        CompletionChoice(text=text or "", finish_reason=finish_reason, stop_reason=stop_reason)]))
+        CompletionChoice(text=text or "", logprobs=logprobs, finish_reason=finish_reason, stop_reason=stop_reason)]))
+
+
+class _StreamLogprobs:
+    """Each chunk's tokens' logprobs; completions' text offsets run on across chunks."""
+
+    def __init__(self, job: _Job) -> None:
+        self._wanted = job.prepared.params.logprobs is not None
+        self._chat = job.kind == "chat"
+        self._codec = job.state.codec
+        self._offset = 0
+
+    def of(self, entries: tuple[TokenLogprobs, ...]) -> CompletionLogprobs | ChatLogprobs | None:
+        if not self._wanted:
+            return None
+        if self._chat:
+            return chat_logprobs(entries, self._codec.token_text)
+        out = completion_logprobs(entries, self._codec.token_text, self._offset)
+        self._offset = next_text_offset(out) if out.tokens else self._offset
+        return out
 
 
 def _usage_chunk(job: _Job, completion_tokens: int) -> str:
@@ -164,6 +197,7 @@ async def _stream(job: _Job) -> AsyncIterator[str]:
         if job.kind == "chat":
             yield _chunk(job, None, None, role=True)
         completion_tokens = 0
+        stream_logprobs = _StreamLogprobs(job)
         while True:
             event = await job.sink.queue.get()
             if isinstance(event, Failed):
@@ -178,10 +212,11 @@ async def _stream(job: _Job) -> AsyncIterator[str]:
             # A step's tokens get their chunk even when they complete no text yet (part of a character):
             # vLLM streams one chunk per step with new tokens, and clients time TTFT and ITL by chunks.
             if event.text or new_tokens or event.finish_reason is not None:
+                logprobs = stream_logprobs.of(event.logprobs)
                 if job.kind == "chat" and not event.text and event.finish_reason is not None:
-                    yield _chunk(job, None, event.finish_reason, event.stop_reason)
+                    yield _chunk(job, None, event.finish_reason, event.stop_reason, logprobs=logprobs)
                 else:
-                    yield _chunk(job, event.text, event.finish_reason, event.stop_reason)
+                    yield _chunk(job, event.text, event.finish_reason, event.stop_reason, logprobs=logprobs)
             if ended:
                 break
         if job.prepared.include_usage:

@@ -24,6 +24,10 @@ class PromptCodec(Protocol):
 
     def detokenizer(self, prompt_token_ids: Sequence[int]) -> Detokenizer: ...
 
+    def token_text(self, token_id: int) -> str:
+        """One token's text for its log-probability entry (vLLM decodes each token alone)."""
+        ...
+
 
 class TokenizerCodec:
     """A real model's Hugging Face tokenizer (None: a model folder that ships none)."""
@@ -49,6 +53,11 @@ class TokenizerCodec:
             return NoTextDetokenizer()
         return IncrementalDetokenizer(self.tokenizer, prompt_token_ids)
 
+    def token_text(self, token_id: int) -> str:
+        if self.tokenizer is None:
+            return token_id_text(token_id)
+        return str(self.tokenizer.decode([token_id]))
+
 
 class SyntheticCodec:
     """A simulated server: prompts become synthetic token ids (about four characters a token, as
@@ -68,3 +77,11 @@ class SyntheticCodec:
 
     def detokenizer(self, prompt_token_ids: Sequence[int]) -> Detokenizer:
         return SyntheticDetokenizer()
+
+    def token_text(self, token_id: int) -> str:
+        return token_id_text(token_id)
+
+
+def token_id_text(token_id: int) -> str:
+    """A token without a tokenizer, as vLLM writes it under return_tokens_as_token_ids."""
+    return f"token_id:{token_id}"

@@ -2,7 +2,7 @@
 
 Requests accept vLLM's extra sampling fields (top_k, ignore_eos, min_tokens, stop_token_ids,
 priority) and ignore fields they do not know, as vLLM does; fields whose feature Batchscope lacks
-(logprobs, penalties, n > 1, include_stop_str_in_output, continuous_usage_stats ...) are refused
+(penalties, n > 1, echo, include_stop_str_in_output, continuous_usage_stats ...) are refused
 by name in serving.validation, never silently dropped.
 Numbers and booleans are strict: `"max_tokens": "7"` is a 400, not a 7.
 """
@@ -42,10 +42,10 @@ class SamplingFields(BaseModel):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: StrictStr | None = None
+    logprobs: Any = None  # completions: how many top tokens (0-20); chat: true / false (checked in validation)
+    top_logprobs: Any = None  # chat: how many top tokens with logprobs = true
     # Known fields Batchscope cannot honour; refused when set to anything but their neutral value.
     best_of: StrictInt | None = None
-    logprobs: Any = None
-    top_logprobs: Any = None
     presence_penalty: Number | None = None
     frequency_penalty: Number | None = None
     repetition_penalty: Number | None = None
@@ -95,10 +95,33 @@ class UsageInfo(BaseModel):
 FinishReason = Literal["stop", "length", "abort"]
 
 
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy completions shape: parallel lists, one entry per output token."""
+
+    text_offset: list[int] = Field(default_factory=list)  # where each token's text starts in the completion
+    token_logprobs: list[float] = Field(default_factory=list)
+    tokens: list[str] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float]] = Field(default_factory=list)  # the top ones and the sampled token
+
+
+class ChatTopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(ChatTopLogprob):
+    top_logprobs: list[ChatTopLogprob] = Field(default_factory=list)
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] = Field(default_factory=list)
+
+
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason | None = None
     stop_reason: int | str | None = None  # vLLM's: the stop string or stop token id that ended it
 
@@ -120,7 +143,7 @@ class ChatMessageOut(BaseModel):
 class ChatChoice(BaseModel):
     index: int = 0
     message: ChatMessageOut
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReason | None = None
     stop_reason: int | str | None = None
 
@@ -142,7 +165,7 @@ class DeltaMessage(BaseModel):
 class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReason | None = None
     stop_reason: int | str | None = None
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from engine.detokenizer import OutputText
 from engine.online import RequestOutput
+from engine.token_logprobs import TokenLogprobs
 from serving.protocol import FinishReason
 
 _FINISH_REASONS: dict[str, FinishReason] = {"stopped": "stop", "length": "length", "aborted": "abort"}
@@ -31,6 +32,7 @@ class TextDelta:
     num_output_tokens: int
     finish_reason: FinishReason | None = None
     stop_reason: int | str | None = None  # the stop string or stop token id that ended it
+    logprobs: tuple[TokenLogprobs, ...] = ()  # the new tokens' (all of them, a stop token included)
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,10 @@ class StreamSink:
         text, stop_string = self._text.add(ids, final=out.finish_reason is not None)
         if stop_string is not None:
             self._finished = True
-            self._put(TextDelta(text, out.num_output_tokens, "stop", stop_string))
+            self._put(TextDelta(text, out.num_output_tokens, "stop", stop_string, out.new_logprobs))
             return True
         reason = _FINISH_REASONS.get(out.finish_reason) if out.finish_reason else None
         if reason is not None:
             self._finished = True
-        self._put(TextDelta(text, out.num_output_tokens, reason, stop_reason))
+        self._put(TextDelta(text, out.num_output_tokens, reason, stop_reason, out.new_logprobs))
         return False

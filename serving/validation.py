@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from engine.chat_prompt import conversation
 from engine.sampling_params import SamplingParams, SamplingParamsError
+from engine.token_logprobs import check_num_logprobs
 from engine.workload.synthetic import SyntheticPrompt
 from serving.errors import APIError
 from serving.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
@@ -50,8 +51,6 @@ def check_supported(body: SamplingFields) -> None:
         raise _refuse("best_of", "one sequence per request")
     if body.use_beam_search:
         raise _refuse("use_beam_search", "no beam search")
-    if body.logprobs not in (None, False) or body.top_logprobs not in (None, 0):
-        raise _refuse("logprobs", "no log-probabilities are returned")
     for name, neutral in (("presence_penalty", 0), ("frequency_penalty", 0), ("repetition_penalty", 1), ("min_p", 0)):
         value = getattr(body, name)
         if value is not None and value != neutral:
@@ -71,6 +70,28 @@ def check_supported(body: SamplingFields) -> None:
             raise _refuse("suffix", "no insertion")
     if isinstance(body, ChatCompletionRequest) and (body.tools or body.tool_choice not in (None, "none")):
         raise _refuse("tools", "no tool calling")
+
+
+def requested_logprobs(body: CompletionRequest | ChatCompletionRequest) -> int | None:
+    """How many top tokens each output token's log-probability comes with (None: no logprobs), in
+    each endpoint's own terms: completions `logprobs: k`, chat `logprobs: true` with `top_logprobs: k`."""
+    if isinstance(body, CompletionRequest):
+        if body.top_logprobs is not None:
+            raise APIError(400, "top_logprobs is a chat completions field; /v1/completions takes logprobs = "
+                                "the number of top tokens", "top_logprobs")
+        value, name = body.logprobs, "logprobs"
+    else:
+        if body.logprobs is not None and not isinstance(body.logprobs, bool):
+            raise APIError(400, f"logprobs must be true or false, got {body.logprobs!r}", "logprobs")
+        if not body.logprobs:
+            if body.top_logprobs not in (None, 0):
+                raise APIError(400, "when using top_logprobs, logprobs must be set to true", "top_logprobs")
+            return None
+        value, name = (0 if body.top_logprobs is None else body.top_logprobs), "top_logprobs"
+    try:
+        return check_num_logprobs(value, name)
+    except ValueError as exc:
+        raise APIError(400, str(exc), name) from None
 
 
 def request_id_from(header: str | None) -> str:
@@ -160,6 +181,7 @@ def prepare(state: ServingState, body: CompletionRequest | ChatCompletionRequest
             seed=body.seed, ignore_eos=body.ignore_eos, stop_token_ids=tuple(body.stop_token_ids or ()),
             # As vLLM does, the sampler never draws EOS or a stop token before min_tokens outputs.
             min_tokens=body.min_tokens,
+            logprobs=requested_logprobs(body),
         )
     except SamplingParamsError as exc:
         raise APIError(400, str(exc)) from None

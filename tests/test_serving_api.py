@@ -191,7 +191,7 @@ BAD_REQUESTS = [
     ("empty prompt", {"prompt": ""}, 400, "prompt"),
     ("token id outside the vocabulary", {"prompt": [5, 10**9], "max_tokens": 2}, 400, "prompt"),
     ("n > 1", {"prompt": "hi", "max_tokens": 2, "n": 2}, 400, "n"),
-    ("logprobs", {"prompt": "hi", "max_tokens": 2, "logprobs": 3}, 400, "logprobs"),
+    ("penalty", {"prompt": "hi", "max_tokens": 2, "presence_penalty": 0.5}, 400, "presence_penalty"),
     ("a batch of prompts", {"prompt": ["a", "b"], "max_tokens": 2}, 400, "prompt"),
     ("stop string kept in the text", {"prompt": "hi", "max_tokens": 2, "stop": ["x"],
                                       "include_stop_str_in_output": True}, 400, "include_stop_str_in_output"),
