@@ -9,7 +9,8 @@ configs with random weights), and every file it writes goes under --out.
 
 1. Greedy parity in fp32: our engine (continuous with chunked prefill, and static batching) against
    HF `generate` token for token, on Llama (`tiny`), GPT-2 and SmolLM2 shapes.
-2. bf16 tolerance (CUDA): the largest logit difference of one mixed step against HF's own forward.
+2. bf16 tolerance: the largest last-token logit difference of one prefill step of several prompts
+   against HF's own bf16 forward, and vLLM's top-5 closeness of the greedy tokens.
 3. The KV pool as the engine sizes it on this device (vLLM's rule on CUDA), with its concurrency.
 4. Output tokens/s on the mixed workload: ours continuous vs ours static vs HF generate static
    batches, per model.
@@ -44,6 +45,10 @@ from engine.executors.torch_executor import TorchExecutor  # noqa: E402
 from engine.workload.spec import RequestSpec  # noqa: E402
 
 SEED = 1234
+# bf16 against HF's bf16 forward, largest last-token logit difference over the logits' spread: 0.00 /
+# 0.04 / 0.05 / 0.18 on the quick / tiny / GPT-2 / SmolLM2 shapes (CPU); rows read in the wrong order
+# gave 4.9-6.2.
+BF16_MAX_DIFF_OVER_STD = 0.5
 
 
 @dataclass(frozen=True)
@@ -139,10 +144,17 @@ def bf16_logit_error(folder: Path, device: torch.device) -> dict[str, Any]:
     reqs = prompts(loaded.vocab_size, 4, 20, 90, seed=9)
     config = EngineConfig(SchedulerConfig(max_model_len=512), CacheConfig(block_size=16, num_gpu_blocks=64))
     executor = TorchExecutor(loaded, config, peak_flops=1e12)
-    captured: list[torch.Tensor] = []
+    captured: dict[str, torch.Tensor] = {}
     sampler = executor.sampler
     original = sampler.sample
-    sampler.sample = lambda logits, ids, params: (captured.append(logits.float()), original(logits, ids, params))[1]  # type: ignore[method-assign]
+
+    def capturing_sample(logits: torch.Tensor, request_ids: list[str], *args: Any, **kwargs: Any) -> list[int]:
+        # The rows the sampler sees, the last token of each prompt, in the step's row order (not the
+        # order scheduled): keyed by request.
+        captured.update(zip(request_ids, logits.float(), strict=True))
+        return original(logits, request_ids, *args, **kwargs)
+
+    sampler.sample = capturing_sample  # type: ignore[method-assign]
     scheduled, block = [], 0
     for i, p in enumerate(reqs):
         need = -(-len(p) // 16)
@@ -151,13 +163,18 @@ def bf16_logit_error(folder: Path, device: torch.device) -> dict[str, Any]:
         block += need
     executor.execute_model(SchedulerOutput(step=0, scheduled=tuple(scheduled), counts=StepCounts(
         num_prefill_seqs=len(reqs), num_prefill_tokens=sum(map(len, reqs)), num_batched_tokens=sum(map(len, reqs)))))
-    ours_logits = captured[0]
+    ours_logits = torch.stack([captured[f"r{i}"] for i in range(len(reqs))])
     with torch.inference_mode():
         theirs = torch.stack([reference(torch.tensor([p], device=device)).logits[0, -1].float() for p in reqs])
     executor.shutdown()
-    return {"max_abs_logit_diff": float((ours_logits - theirs).abs().max()),
-            "logit_std": float(theirs.std()),
-            "argmax_agreement": float((ours_logits.argmax(-1) == theirs.argmax(-1)).float().mean())}
+    diff, scale = float((ours_logits - theirs).abs().max()), float(theirs.std())
+    # vLLM's check_logprobs_close: where the two greedy tokens differ, each must be in the other's top
+    # 5 (bf16 noise may swap near-ties; a wrong kernel lands far outside).
+    ours_top, their_top = ours_logits.topk(5, dim=-1).indices, theirs.topk(5, dim=-1).indices
+    close = all(int(o[0]) in t.tolist() and int(t[0]) in o.tolist() for o, t in zip(ours_top, their_top, strict=True))
+    return {"max_abs_logit_diff": diff, "logit_std": scale,
+            "argmax_agreement": float((ours_logits.argmax(-1) == theirs.argmax(-1)).float().mean()),
+            "within_tolerance": close and diff <= BF16_MAX_DIFF_OVER_STD * scale}
 
 
 def kv_pool(folder: Path, device: torch.device) -> str:
@@ -215,18 +232,19 @@ def main() -> int:
     for shape in shapes:
         folder = build(shape, out / "models")
         entry: dict[str, Any] = {"parity_fp32": parity(folder, device, args.quick)}
-        if device.type == "cuda":
-            entry["bf16"] = bf16_logit_error(folder, device)
+        entry["bf16"] = bf16_logit_error(folder, device)
         entry["kv_pool"] = kv_pool(folder, device)
         entry["output_tokens_per_s"] = throughput(folder, device, 16 if args.quick else 64)
         report["models"][shape.name] = entry
         print(json.dumps({shape.name: entry}, indent=1))
         if not all(v for k, v in entry["parity_fp32"].items() if k.endswith("identical")):
-            failed.append(shape.name)
+            failed.append(f"{shape.name} (greedy parity, fp32)")
+        if not entry["bf16"]["within_tolerance"]:
+            failed.append(f"{shape.name} (bf16 logits)")
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out / 'gpu_check.json'}")
     if failed:
-        print(f"greedy parity FAILED for: {', '.join(failed)}", file=sys.stderr)
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 
