@@ -7,6 +7,7 @@ too long), max_tokens (<= 0, or beyond the context as vLLM counts it) and the sa
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -120,13 +121,42 @@ def completion_prompt(state: ServingState, body: CompletionRequest) -> Sequence[
     return [int(t) for t in prompt]  # type: ignore[union-attr]
 
 
+NULL_CONTENT_ROLES = ("assistant", "function")  # OpenAI's: only these messages may have content: null
+
+
 def chat_prompt(state: ServingState, body: ChatCompletionRequest) -> Sequence[int]:
+    for i, m in enumerate(body.messages):
+        # vLLM validates messages as OpenAI's types: a user, system, developer or tool message (or one
+        # of a custom role) needs its content; an assistant's may be null (it made tool calls). A
+        # message without "content" at all is still taken, as vLLM's custom-role type takes it.
+        if m.content is None and "content" in m.model_fields_set and m.role not in NULL_CONTENT_ROLES:
+            raise APIError(400, f"messages[{i}] ({m.role}) has content null; only an assistant message may",
+                           "messages")
     try:
         return state.codec.encode_chat(conversation([m.model_dump() for m in body.messages]))
     except ValueError as exc:
         raise APIError(400, str(exc), "messages") from None
     except Exception as exc:  # a chat template may refuse a conversation (roles out of order, ...)
         raise APIError(400, f"the chat template could not format these messages: {exc}", "messages") from None
+
+
+def check_stream_options(body: SamplingFields) -> None:
+    """vLLM's rule: stream_options with anything in it needs stream = true (an empty {} passes)."""
+    options = body.stream_options
+    if options is not None and not body.stream and (options.model_fields_set or options.model_extra):
+        raise APIError(400, "Stream options can only be defined when `stream=True`.", "stream_options")
+
+
+def check_sampling_values(state: ServingState, body: SamplingFields) -> None:
+    """What SamplingParams' own checks let through: a temperature of inf or nan (JSON 1e309, NaN),
+    and stop token ids the model cannot produce."""
+    if body.temperature is not None and not math.isfinite(body.temperature):
+        raise APIError(400, f"temperature must be a finite number >= 0, got {body.temperature}", "temperature")
+    vocab = state.codec.vocab_size
+    bad = next((t for t in body.stop_token_ids or () if t < 0 or t >= vocab), None)
+    if bad is not None:
+        raise APIError(400, f"stop_token_ids has {bad}, outside the model's vocabulary (0..{vocab - 1})",
+                       "stop_token_ids")
 
 
 def check_prompt(state: ServingState, ids: Sequence[int]) -> None:
@@ -160,6 +190,8 @@ def declared_max_tokens(state: ServingState, requested: int | None, prompt_len: 
 def prepare(state: ServingState, body: CompletionRequest | ChatCompletionRequest, request_id: str) -> Prepared:
     check_model(state, body)
     check_supported(body)
+    check_stream_options(body)
+    check_sampling_values(state, body)
     if isinstance(body, ChatCompletionRequest):
         ids = chat_prompt(state, body)
         requested, name = (body.max_completion_tokens, "max_completion_tokens") \

@@ -199,6 +199,15 @@ BAD_REQUESTS = [
                               "stream_options": {"include_usage": True, "continuous_usage_stats": True}}, 400,
      "continuous_usage_stats"),
     ("top_p out of range", {"prompt": "hi", "max_tokens": 2, "top_p": 0}, 400, None),
+    ("stream_options without stream", {"prompt": "hi", "max_tokens": 2, "stream_options": {"include_usage": True}},
+     400, "stream_options"),
+    ("stream_options with stream false", {"prompt": "hi", "max_tokens": 2, "stream": False,
+                                          "stream_options": {"include_usage": False}}, 400, "stream_options"),
+    ("temperature inf (1e309)", b'{"prompt": "hi", "max_tokens": 2, "temperature": 1e309}', 400, "temperature"),
+    ("temperature NaN", b'{"prompt": "hi", "max_tokens": 2, "temperature": NaN}', 400, "temperature"),
+    ("negative stop token id", {"prompt": "hi", "max_tokens": 2, "stop_token_ids": [-1]}, 400, "stop_token_ids"),
+    ("stop token id beyond the vocabulary", {"prompt": "hi", "max_tokens": 2, "stop_token_ids": [3, 10**9]}, 400,
+     "stop_token_ids"),
     ("min_tokens above max_tokens", {"prompt": "hi", "max_tokens": 2, "min_tokens": 5}, 400, "min_tokens"),
     ("empty stop string", {"prompt": "hi", "max_tokens": 2, "stop": ["x", ""]}, 400, "stop"),
     ("unknown model", {"model": "gpt-9", "prompt": "hi", "max_tokens": 2}, 404, "model"),
@@ -226,6 +235,16 @@ def test_bad_chat_input_and_the_server_keeps_serving(server: ServingServer, clie
     assert httpx2.post(url, json=image, timeout=30).status_code == 400
     assert httpx2.post(url, json={"messages": [{"role": "user", "content": "hi"}], "tools": [{}]},
                        timeout=30).status_code == 400
+    for role in ("user", "system", "tool"):  # as OpenAI's message types (and vLLM): only an assistant's may be null
+        null = httpx2.post(url, json={"messages": [{"role": role, "content": None}], "max_tokens": 2}, timeout=30)
+        assert null.status_code == 400 and null.json()["error"]["param"] == "messages", (role, null.text)
+        assert "content null" in null.json()["error"]["message"]
+    tool_turn = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None},
+                 {"role": "user", "content": "and?"}]
+    assert httpx2.post(url, json={"messages": tool_turn, "max_tokens": 2}, timeout=30).status_code == 200
+    # vLLM refuses stream_options only when it holds something: an empty one with stream false passes.
+    assert httpx2.post(url, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+                                  "stream_options": {}}, timeout=30).status_code == 200
     done = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "still there?"}],
                                           max_tokens=3)
     assert done.usage is not None and done.usage.completion_tokens == 3
