@@ -55,3 +55,17 @@ def test_padding_is_charged_at_its_coefficients(fast_forward: bool, observed: bo
     c = DEFAULT_COST_MODEL.coefficients
     assert charged - uncharged == pytest.approx(c["padding_tokens"] * pad_tokens + c["padding_seqs"] * pad_seqs,
                                                 rel=1e-9)
+
+
+@pytest.mark.parametrize("row_factors", [{}, {7: 1.3, 9: 0.8}])
+def test_a_decode_stretch_prices_its_pad_rows_as_a_step_does(row_factors: dict[int, float]) -> None:
+    """decode_time_fn, the price of a decode-only step from its context (the simulator's fast path),
+    agrees with step_time on the same step, pad rows included (each one pad token and one pad row)."""
+    from engine.step_counts import StepCounts
+
+    model = dataclasses.replace(DEFAULT_COST_MODEL, row_factors=row_factors)
+    for decodes, padding, context in [(5, 2, 300), (9, 0, 1200), (4, 5, 64)]:
+        counts = StepCounts(num_decode_seqs=decodes, num_batched_tokens=decodes, num_padding_seqs=padding,
+                            num_padding_tokens=padding, num_context_tokens=context)
+        assert model.decode_time_fn(decodes, padding)(context) == pytest.approx(model.step_time(counts), rel=1e-12)
+    assert model.decode_time_fn(5, 2)(300) > model.decode_time_fn(5, 0)(300)
