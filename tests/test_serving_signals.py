@@ -1,5 +1,6 @@
 """`serve` in a real subprocess: SIGTERM drains (no new requests, running ones finish, run marked
-finished); a second SIGTERM aborts what is left (run marked aborted)."""
+finished); a second SIGTERM aborts what is left (run marked aborted), and so does --drain-timeout
+running out."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,13 +25,14 @@ STEP_S = 0.05  # each simulated step
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    drain_timeout = getattr(request, "param", 60)  # indirect parametrization: the server's --drain-timeout
     cost = tmp_path / "cost.json"
     cost.write_text(json.dumps({"name": "slow", "coefficients": {"intercept": STEP_S}}))
     db = tmp_path / "s.db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "serve", "--simulate", "--cost-model-file", str(cost), "--port", "0",
-         "--db", str(db), "--drain-timeout", "60"],
+         "--db", str(db), "--drain-timeout", str(drain_timeout)],
         cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = None
     assert proc.stderr is not None
@@ -97,3 +100,29 @@ def test_second_sigterm_aborts_and_the_run_is_aborted(server: tuple[subprocess.P
     assert recorded_run(db, 1)["status"] == "aborted"
     rows = recorded_requests(db, 1)
     assert list(rows["finish_reason"]) == ["aborted"] and 0 < rows["output_len"].iloc[0] < 2000
+
+
+SHORT_DRAIN_S = 0.5
+
+
+@pytest.mark.parametrize("server", [SHORT_DRAIN_S], indirect=True)
+def test_drain_timeout_running_out_aborts_and_the_run_is_aborted(
+        server: tuple[subprocess.Popen[str], str, Path]) -> None:
+    proc, url, db = server
+    lines: list[str] = []
+    first = threading.Event()
+    reader = threading.Thread(target=_stream, args=(url, 2000, lines, first))  # 100 s of steps: cannot finish
+    reader.start()
+    assert first.wait(60)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)  # once: only the deadline can end it
+    reader.join(120)
+    waited = time.monotonic() - signalled
+    assert lines[-1] == "data: [DONE]"
+    assert json.loads(lines[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "abort"
+    assert SHORT_DRAIN_S <= waited < 10  # it ran to the deadline, and the deadline (not the 100 s) ended it
+    assert proc.wait(60) == 0
+    assert recorded_run(db, 1)["status"] == "aborted"
+    rows = recorded_requests(db, 1)
+    assert list(rows["request_id"]) == ["inflight"] and list(rows["finish_reason"]) == ["aborted"]
+    assert 0 < rows["output_len"].iloc[0] < 2000
