@@ -13,7 +13,7 @@ import sys
 from cli.args import add_db_arg
 
 COLUMNS = ("id", "status", "source", "mode", "batching", "name", "num_requests", "num_finished",
-           "output_tokens_per_s", "mean_ttft", "mean_e2e", "num_steps")
+           "output_tokens_per_s", "mean_ttft", "itl_p50", "itl_p99", "mean_e2e", "num_steps")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         columns = [*COLUMNS, "search"] if args.all else list(COLUMNS)
         shown = frame[columns].rename(columns={"output_tokens_per_s": "tok/s", "mean_ttft": "ttft_s",
+                                               "itl_p50": "itl_p50_s", "itl_p99": "itl_p99_s",
                                                "mean_e2e": "e2e_s", "num_requests": "requests",
                                                "num_finished": "finished", "num_steps": "steps"})
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=48, na_rep=""))

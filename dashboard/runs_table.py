@@ -12,7 +12,7 @@ from dashboard import view_files
 from storage import searches
 
 COLUMNS = ["id", "status", "name", "source", "engine", "batching", "requests", "output_tokens_per_s", "ttft_ms",
-           "itl_ms", "e2e_ms", "num_preemptions", "num_steps", "based_on", "created_at"]
+           "itl_ms", "itl_p99_ms", "e2e_ms", "num_preemptions", "num_steps", "based_on", "created_at"]
 OPEN_IN = (("Live", ":material/radio_button_checked:", view_files.LIVE),  # the views a selected run opens in
            ("Replay", ":material/replay:", view_files.REPLAY), ("What-if", ":material/science:", view_files.WHAT_IF))
 MAX_HEIGHT_PX = 600  # about 16 rows; longer lists scroll
@@ -26,9 +26,11 @@ COLUMN_CONFIG = {
     "engine": st.column_config.TextColumn("engine", help="real: a model on this machine; simulated: the cost model"),
     "output_tokens_per_s": st.column_config.NumberColumn("tok/s", format="%.1f", help="Output tokens per second"),
     "ttft_ms": st.column_config.NumberColumn("TTFT ms", format="%.1f", help="Mean time to first token"),
-    "itl_ms": st.column_config.NumberColumn("ITL ms", format="%.1f",
+    "itl_ms": st.column_config.NumberColumn("ITL p50 ms", format="%.1f",
                                             help="Median (p50) gap between a request's consecutive output tokens, "
                                                  "pooled over requests; shown once the run has finished"),
+    "itl_p99_ms": st.column_config.NumberColumn("ITL p99 ms", format="%.1f",
+                                                help="99th percentile of the same gaps: the stalls a stream sees"),
     "e2e_ms": st.column_config.NumberColumn("E2E ms", format="%.1f", help="Mean end-to-end latency"),
     "requests": st.column_config.TextColumn("requests", width="small", help="finished / recorded"),
     "num_preemptions": st.column_config.NumberColumn("preempted", format="%d", width="small",
@@ -51,6 +53,7 @@ def display(runs: pd.DataFrame) -> pd.DataFrame:
         ttft_ms=runs["mean_ttft"] * 1e3,
         e2e_ms=runs["mean_e2e"] * 1e3,
         itl_ms=runs["itl_p50"].astype(float) * 1e3,
+        itl_p99_ms=runs["itl_p99"].astype(float) * 1e3,
         based_on=runs["base_run_id"].astype("Int64"),
         engine=[mode if pd.isna(model) else f"{mode} · {model}" for mode, model in zip(runs["mode"], runs["model"],
                                                                                       strict=True)],

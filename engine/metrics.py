@@ -75,7 +75,8 @@ class RunSummary:
         def ms(stats: LatencyStats) -> str:
             if stats.mean is None:
                 return "n/a"
-            return f"mean {stats.mean * 1e3:9.2f}  p50 {stats.p50 * 1e3:9.2f}  p99 {stats.p99 * 1e3:9.2f}"  # type: ignore[operator]
+            return (f"mean {stats.mean * 1e3:9.2f}  p50 {stats.p50 * 1e3:9.2f}  "  # type: ignore[operator]
+                    f"p90 {stats.p90 * 1e3:9.2f}  p99 {stats.p99 * 1e3:9.2f}")  # type: ignore[operator]
 
         lines = [
             f"requests            {self.num_finished} finished, {self.num_rejected} rejected, "

@@ -92,7 +92,8 @@ def list_runs(db: Engine, sweep_id: str | None = None) -> pd.DataFrame:
     frame["output_tokens_per_s"] = frame["output_tokens"] / duration
     # From the summary a finished run stored: the pooled inter-token gaps are not in the tables.
     summaries = [_json(v) or {} for v in frame.pop("summary")]
-    frame["itl_p50"] = [(s.get("itl_s") or {}).get("p50") for s in summaries]
+    for stat in ("mean", "p50", "p90", "p99"):  # vllm bench serve's ITL figures (ms there, seconds here)
+        frame[f"itl_{stat}"] = [(s.get("itl_s") or {}).get(stat) for s in summaries]
     frame["padding_share"] = [s.get("padding_share") for s in summaries]
     return frame
 
