@@ -109,21 +109,24 @@ def calculate(results: Sequence[RequestResult], duration: float, goodput: dict[s
 
 
 def _peaks(ok: Sequence[RequestResult]) -> tuple[float, int]:
-    """vLLM's peaks over whole seconds of the benchmark: the most output tokens timed in one second
-    (a chunk with choices is a token) and the most requests in flight at a second's start."""
+    """vLLM's peaks over whole-second buckets from the first request's start: the most output tokens
+    timed in one bucket (a chunk with choices is a token) and the most requests active during one
+    (a request counts in every bucket from its start's to its end's, as `vllm bench serve` counts)."""
     if not ok:
         return 0.0, 0
-    seconds = int(max(r.start_time + r.latency for r in ok)) + 1
+    origin = min(r.start_time for r in ok)
+    starts = np.array([r.start_time - origin for r in ok])
+    ends = starts + np.array([r.latency for r in ok])
+    seconds = int(np.ceil(ends.max())) + 1
     tokens = np.zeros(seconds)
-    for r in ok:
-        times = r.start_time + r.ttft + np.concatenate([[0.0], np.cumsum(r.itl)])
-        np.add.at(tokens, times.astype(int), 1)
-    starts = np.sort([r.start_time for r in ok])
-    ends = np.sort([r.start_time + r.latency for r in ok])
-    marks = np.arange(seconds)
-    # Started by each mark minus ended by it: sorted searches, not a seconds x requests matrix.
-    in_flight = np.searchsorted(starts, marks, side="right") - np.searchsorted(ends, marks, side="right")
-    return float(tokens.max()), int(in_flight.max())
+    for r, start in zip(ok, starts, strict=True):
+        times = start + r.ttft + np.concatenate([[0.0], np.cumsum(r.itl)])
+        np.add.at(tokens, times.astype(int).clip(0, seconds - 1), 1)
+    # +1 at each request's first bucket, -1 after its last: a running sum, not a buckets x requests matrix.
+    delta = np.zeros(seconds + 1, dtype=int)
+    np.add.at(delta, starts.astype(int), 1)
+    np.add.at(delta, ends.astype(int) + 1, -1)
+    return float(tokens.max()), int(np.cumsum(delta).max())
 
 
 def _meets(r: RequestResult, slos: dict[str, float]) -> bool:

@@ -76,7 +76,7 @@ def test_a_second_bench_against_the_same_server_completes_and_num_prompts_caps_a
     assert "5 of 9 requests" in capsys.readouterr().err
 
 
-def test_peak_throughput_and_concurrency_count_whole_seconds() -> None:
+def test_peak_throughput_and_concurrency_count_whole_seconds_as_vllm_does() -> None:
     from serving.bench_client import RequestResult
     from serving.bench_metrics import calculate
 
@@ -86,8 +86,16 @@ def test_peak_throughput_and_concurrency_count_whole_seconds() -> None:
     result = calculate([a, b, c], 2.0)
     # second 0: a's 3 tokens (0.2, 0.5, 0.8) and b's first (0.9); second 1: b's second (1.9) and c's (1.3)
     assert result["max_output_tokens_per_s"] == 4.0
-    # in flight at t=1: only b (a ended at 0.8, c starts at 1.2); at t=0: only a
-    assert result["max_concurrent_requests"] == 1
+    # active during second 0: a (0-0.8) and b (0.4-1.9); during second 1: b and c (1.2-1.3); as vLLM
+    # counts, a request in every second from its start's to its end's
+    assert result["max_concurrent_requests"] == 2
+    # seconds counted from the first request's start, not the benchmark's: the same requests 0.7 s later
+    later = [RequestResult(r.request_id, success=True, output_tokens=r.output_tokens, ttft=r.ttft, itl=r.itl,
+                           latency=r.latency, start_time=r.start_time + 0.7) for r in (a, b, c)]
+    shifted = calculate(later, 2.7)
+    assert (shifted["max_output_tokens_per_s"], shifted["max_concurrent_requests"]) == (4.0, 2)
+    d = RequestResult("d", success=True, output_tokens=1, ttft=0.1, latency=0.2, start_time=2.5)
+    assert calculate([a, b, c, d], 3.0)["max_concurrent_requests"] == 2  # d alone in second 2
 
 
 def test_bench_arrivals_and_goodput_parsing() -> None:
