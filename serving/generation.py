@@ -57,6 +57,7 @@ class _Job:
     kind: Kind
     response_id: str
     created: int
+    next_disconnect_check: float = 0.0  # the event loop's clock
 
     @property
     def request_id(self) -> str:
@@ -99,16 +100,23 @@ async def generate(state: ServingState, request: Request, prepared: Prepared, ki
 
 
 async def _next_event(job: _Job, request: Request) -> Event | None:
-    """The next event, or None (after aborting the request) if the client disconnects first."""
+    """The next event, or None (after aborting the request) if the client disconnects first. The
+    client is looked for every DISCONNECT_POLL_S however often events come: a non-streaming request
+    gets one every step, and one that only looked when none came in time would run to its end for
+    a client long gone."""
+    loop = asyncio.get_running_loop()
     getter = asyncio.ensure_future(job.sink.queue.get())
     try:
         while True:
-            done, _ = await asyncio.wait({getter}, timeout=DISCONNECT_POLL_S)
+            now = loop.time()
+            if now >= job.next_disconnect_check:
+                job.next_disconnect_check = now + DISCONNECT_POLL_S
+                if await request.is_disconnected():
+                    job.abort()
+                    return None
+            done, _ = await asyncio.wait({getter}, timeout=max(job.next_disconnect_check - now, 0.0))
             if done:
                 return getter.result()
-            if await request.is_disconnected():
-                job.abort()
-                return None
     finally:
         if not getter.done():
             getter.cancel()

@@ -1,15 +1,19 @@
 """Refusals that need a particular server (simulated, so no model loads): API keys, a request that
-fails inside the engine, --max-waiting, a draining server, a request id already in use."""
+fails inside the engine, --max-waiting, a draining server, a request id already in use, a
+non-streaming client that goes away."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import socket
 import threading
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import openai
+import pandas as pd
 import pytest
 
 from engine.outputs import ModelRunnerOutput, SchedulerOutput
@@ -142,3 +146,30 @@ def test_a_request_id_in_use_is_refused(tmp_path: Path) -> None:
         assert first == [200]
         assert _error(httpx2.post(url, json={"prompt": "hi"}, headers={"x-request-id": "x" * 200}, timeout=30),
                       400)["message"].startswith("x-request-id")
+
+
+def _finished_row(db: Path, run_id: int, request_id: str) -> dict[str, Any] | None:
+    rows = recorded_requests(db, run_id)
+    rows = rows[rows["request_id"] == request_id]
+    if rows.empty or pd.isna(rows.iloc[0]["finish_reason"]):
+        return None
+    return dict(rows.iloc[0])
+
+
+def test_a_non_streaming_client_that_goes_away_is_aborted_and_recorded(tmp_path: Path) -> None:
+    db = tmp_path / "gone.db"
+    with serve(simulated(step_s=0.02), db) as server:  # 400 tokens: 8 s if nobody aborts it
+        host, port = server.url.removeprefix("http://").split(":")
+        body = json.dumps({"prompt": "hi", "max_tokens": 400, "ignore_eos": True}).encode()
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"x-request-id: walks-away\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            wait_for(lambda: _gauge(server.url, "vllm:num_requests_running") == 1, what="the request to run")
+        # The connection is closed with no answer read: the handler's disconnect poll aborts the request.
+        assert server.run_id is not None
+        row = wait_for(lambda: _finished_row(db, server.run_id, "walks-away"),  # type: ignore[arg-type]
+                       what="the request to be recorded as finished")
+        assert row["finish_reason"] == "aborted" and 0 < row["output_len"] < 400
+        assert _gauge(server.url, "vllm:num_requests_running") == 0
+        ok = httpx2.post(f"{server.url}/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=30)
+        assert ok.status_code == 200  # and the server goes on
