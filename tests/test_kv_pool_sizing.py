@@ -1,6 +1,9 @@
-"""KV pool sizing: the arithmetic with made-up memory figures (CPU), the measuring layer on CUDA."""
+"""KV pool sizing: the arithmetic with made-up memory figures (CPU), the measuring layer on CUDA and, with
+torch.cuda's memory calls faked, on the CPU too."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import torch
@@ -113,3 +116,81 @@ def test_the_cpu_budget_counts_the_packed_copy_of_the_linear_weights() -> None:
     assert pool.num_gpu_blocks == left // pool.bytes_per_block
     if packed:
         assert f"a packed copy of {packed / MIB:,.0f} MiB included" in pool.describe()
+
+
+class _FakeAllocator:
+    """torch.cuda's memory calls, answered with figures a test sets: the CUDA measuring layer then runs
+    on the CPU (the profiling forward included), so a change that breaks it fails here, not first on a
+    lent GPU."""
+
+    def __init__(self, allocated: int, step_peak: int, free: int, total: int, reserved: int) -> None:
+        self.allocated, self.step_peak, self.reserved = allocated, step_peak, reserved
+        self.free, self.total = free, total
+        self.calls: list[str] = []
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        cuda = torch.cuda
+        for name in ("synchronize", "empty_cache", "reset_peak_memory_stats"):
+            monkeypatch.setattr(cuda, name, lambda *a, _n=name, **k: self.calls.append(_n))
+        monkeypatch.setattr(cuda, "memory_allocated", lambda *a, **k: self.allocated)
+        monkeypatch.setattr(cuda, "max_memory_allocated", lambda *a, **k: self.allocated + self.step_peak)
+        monkeypatch.setattr(cuda, "mem_get_info", self.mem_get_info)
+        monkeypatch.setattr(cuda, "memory_reserved", lambda *a, **k: self.reserved)
+
+    def mem_get_info(self, *args: object) -> tuple[int, int]:
+        self.calls.append("mem_get_info")
+        return self.free, self.total
+
+
+def test_the_cuda_measuring_layer_profiles_the_largest_step_and_reads_free_memory_after(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.executors.kv_pool_sizing import measure_cuda_budget
+    from engine.executors.model_loading import load_model
+    from engine.executors.paged_attention import ATTENTION_NAME, register_paged_attention
+
+    loaded = load_model("tiny", device="cpu")
+    loaded.model.set_attn_implementation(register_paged_attention())  # as after an executor ran on it
+    sched = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=96, max_model_len=64)
+    fake = _FakeAllocator(allocated=300 * MIB, step_peak=40 * MIB, free=70 * GIB, total=80 * GIB, reserved=2 * GIB)
+    fake.install(monkeypatch)
+    seen: list[tuple[tuple[int, ...], int, int, str]] = []
+
+    def spy(module: Any, args: tuple, kwargs: dict) -> None:  # type: ignore[type-arg]
+        seen.append((tuple(kwargs["input_ids"].shape), int(kwargs["position_ids"].max()), kwargs["logits_to_keep"],
+                     module.config._attn_implementation))
+
+    handle = loaded.model.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        budget = measure_cuda_budget(loaded, sched, weights=123 * MIB, gather=5 * MIB)
+    finally:
+        handle.remove()
+    # One forward of the whole token budget, positions restarting at max_model_len, logits for up to
+    # max_num_seqs rows, on the model's own attention (paged attention needs a KV cache not yet made).
+    assert seen == [((1, 96), 63, 8, "sdpa")]
+    assert loaded.model.config._attn_implementation == ATTENTION_NAME  # switched back
+    assert budget == MemoryBudget("cuda", 80 * GIB, 70 * GIB, 2 * GIB, 123 * MIB, 40 * MIB + 5 * MIB, 96)
+    # Peak stats reset before the forward; the profile's freed blocks released before free memory is read.
+    assert fake.calls.index("reset_peak_memory_stats") < fake.calls.index("mem_get_info")
+    assert fake.calls[fake.calls.index("mem_get_info") - 1] == "empty_cache"
+
+
+def test_a_profiling_forward_out_of_memory_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.executors.kv_pool_sizing import profile_peak_activations
+    from engine.executors.model_loading import load_model
+    from engine.executors.paged_attention import ATTENTION_NAME, register_paged_attention
+
+    loaded = load_model("tiny", device="cpu")
+    loaded.model.set_attn_implementation(register_paged_attention())
+    _FakeAllocator(0, 0, 0, 0, 0).install(monkeypatch)
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    handle = loaded.model.register_forward_pre_hook(out_of_memory)
+    try:
+        with pytest.raises(ConfigError, match=r"profiling forward of 2,048 tokens ran out of GPU memory.*"
+                                              r"--max-num-batched-tokens"):
+            profile_peak_activations(loaded, SchedulerConfig(max_num_seqs=8, max_model_len=512))
+    finally:
+        handle.remove()
+    assert loaded.model.config._attn_implementation == ATTENTION_NAME
