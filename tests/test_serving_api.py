@@ -13,6 +13,8 @@ import openai
 import pandas as pd
 import pytest
 
+from engine.chat_prompt import conversation, plain_chat_text
+from serving.prompts import TokenizerCodec
 from serving.server import ServingServer
 from tests.serving_helpers import TINY_MAX_MODEL_LEN, recorded_requests, recorded_steps, serve, tiny_backend, wait_for
 
@@ -226,6 +228,29 @@ def test_bad_input_gets_an_openai_error(server: ServingServer, what: str, body: 
     assert error["code"] == status and error["message"]
     if param is not None:
         assert error["param"] == param or param in error["message"]
+
+
+def test_chat_without_a_template_is_the_documented_plain_format(client: openai.OpenAI, server: ServingServer,
+                                                                 db: Path) -> None:
+    """tiny has no chat template: the server renders engine.chat_prompt's fallback, one `role: content`
+    line per message (text parts joined by newlines), then `assistant:`."""
+    messages: list[Any] = [{"role": "system", "content": "Be brief."},
+                           {"role": "user", "content": [{"type": "text", "text": "Hello"},
+                                                        {"type": "text", "text": "there"}]}]
+    rendered = "system: Be brief.\nuser: Hello\nthere\nassistant:"
+    assert plain_chat_text(conversation(messages)) == rendered
+    codec = server.backend.codec
+    assert isinstance(codec, TokenizerCodec) and codec.tokenizer is not None
+    assert not getattr(codec.tokenizer, "chat_template", None)
+    expected_ids = codec.tokenizer.encode(rendered)
+    raw = client.chat.completions.with_raw_response.create(model="tiny", messages=messages, max_tokens=12,
+                                                           temperature=0)
+    chat = raw.parse()
+    assert chat.usage is not None and chat.usage.prompt_tokens == len(expected_ids)
+    assert _row(db, server, raw.headers["x-request-id"])["prompt_len"] == len(expected_ids)
+    # The same ids as a completion prompt continue the same way: the prompt is those ids, not just as many.
+    same = client.completions.create(model="tiny", prompt=expected_ids, max_tokens=12, temperature=0)
+    assert chat.choices[0].message.content == same.choices[0].text
 
 
 def test_bad_chat_input_and_the_server_keeps_serving(server: ServingServer, client: openai.OpenAI) -> None:
