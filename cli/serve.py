@@ -51,7 +51,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh])$")
 
 def rotation_arg(text: str) -> Rotation:
     """N (steps) or a duration: 90s, 30m, 1h."""
-    if text.isdigit() and int(text) > 0:
+    if text.isascii() and text.isdigit() and int(text) > 0:  # isdigit alone takes "²", which int() refuses
         return Rotation(every_steps=int(text))
     match = _DURATION.match(text)
     if match and float(match.group(1)) > 0:
