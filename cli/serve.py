@@ -139,7 +139,9 @@ def _simulated_backend(args: argparse.Namespace) -> Any:
     if args.from_run is not None:
         cost_model, base_config, base_model = _base_run_model(args.db, args.from_run)
         model = model or base_model
-    config = engine_config_from_args(args, num_gpu_blocks=DEFAULT_SIM_GPU_BLOCKS, base=base_config)
+    # A base run's KV pool is part of its config: the simulated default fills in only without one.
+    config = engine_config_from_args(args, num_gpu_blocks=DEFAULT_SIM_GPU_BLOCKS if base_config is None else None,
+                                     base=base_config)
     return simulated_backend(config, cost_model or named_cost_model("default"), model or "simulated")
 
 
