@@ -14,6 +14,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from sqlalchemy import Engine as SqlEngine
+
 from cli.args import chosen_cost_model, engine_config_from_args, given_engine_flags
 from engine.clock import VirtualClock
 from engine.config import ConfigError
@@ -42,6 +44,13 @@ def run_what_if(args: argparse.Namespace) -> int:
     if args.workload is not None:
         raise ConfigError("--from-run replays the recorded requests; drop --workload")
     writer = open_for_write(args.db)
+    try:
+        return _what_if(args, writer)
+    finally:
+        writer.dispose()
+
+
+def _what_if(args: argparse.Namespace, writer: SqlEngine) -> int:
     base = load_base_run(writer, args.from_run)
     changes = given_engine_flags(args)
     config = engine_config_from_args(args, base=base.config)

@@ -92,18 +92,22 @@ def run_session(
     # Installed before the database is opened, so a signal there stops the run before its first step.
     with _StopSignals(stop, getattr(clock, "wake", lambda: None)) as signals:
         recorder = None
-        if target.enabled:
-            from storage.database import open_for_write
-            from storage.recorder import Recorder
+        try:
+            if target.enabled:
+                from storage.database import open_for_write
+                from storage.recorder import Recorder
 
-            recorder = signals.recorder = Recorder(open_for_write(target.db), info,
-                                                   executor_facts=executor.describe())
-        engine = Engine(config, executor, clock, recorder)
-        summary = _serve(engine, specs, stop, signals, progress, on_step, max_concurrency)
-        status = "aborted" if stop.is_set() else "finished"
-        if recorder is not None:
-            recorder.finish(status, summary=summary.to_dict(),
-                            error="stopped by SIGINT/SIGTERM" if status == "aborted" else None)
+                recorder = signals.recorder = Recorder(open_for_write(target.db), info,
+                                                       executor_facts=executor.describe())
+            engine = Engine(config, executor, clock, recorder)
+            summary = _serve(engine, specs, stop, signals, progress, on_step, max_concurrency)
+            status = "aborted" if stop.is_set() else "finished"
+            if recorder is not None:
+                recorder.finish(status, summary=summary.to_dict(),
+                                error="stopped by SIGINT/SIGTERM" if status == "aborted" else None)
+        finally:
+            if recorder is not None:  # opened here: its connections close now, not whenever gc gets to them
+                recorder.db.dispose()
     rejections = {rid: req.reject_reason or "no reason given" for rid, req in engine.requests.items()
                   if req.reject_reason is not None}
     return SessionResult(recorder.run_id if recorder else None, summary, status, rejections)

@@ -26,7 +26,6 @@ from storage.schema import APP_ID, SCHEMA_VERSION, Base, Meta, table_of
 
 DEFAULT_DB_FILE = "batchscope.db"
 BUSY_TIMEOUT_S = 30.0
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class StorageError(UserError):
@@ -204,17 +203,39 @@ def _writer_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     cursor.close()
 
 
+_MIN_PAGE_SIZE = 512  # bytes: SQLite's smallest page, so the smallest database file with any content
+
+
 def _check_sqlite_header(path: Path) -> None:
     if not path.exists():
         return
     if path.is_dir():
         raise ForeignDatabaseError(f"{path} is a folder, not a database file")
-    with path.open("rb") as f:
-        head = f.read(16)
-    if head and head != _SQLITE_MAGIC:
+    size = path.stat().st_size
+    if size == 0:
+        return  # SQLite takes an empty file as an empty database
+    if size < _MIN_PAGE_SIZE:  # SQLite would take this as empty too, and write over it; no live database
+        with path.open("rb") as f:  # is this small, so no connection of ours can hold locks on it
+            if f.read(16) != b"SQLite format 3\x00":
+                raise ForeignDatabaseError(f"{path} is not a SQLite database; point --db at a Batchscope "
+                                           "database or a new file")
+        return
+    # Read through SQLite, never with open()/close() of our own: closing any descriptor of the file
+    # drops every POSIX lock this process holds on it, those of its live SQLite connections too
+    # (sqlite.org/howtocorrupt.html, 2.2); another process then takes itself for the last connection
+    # and deletes the WAL under them ("database disk image is malformed"). SQLite's own close keeps
+    # the descriptor while other connections here hold locks. mode=ro: a foreign file stays untouched.
+    probe = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    try:
+        probe.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" not in str(exc):
+            return  # a SQLite file this probe cannot read now (busy, a WAL it cannot map): the real open says
         raise ForeignDatabaseError(
             f"{path} is not a SQLite database; point --db at a Batchscope database or a new file"
-        )
+        ) from None
+    finally:
+        probe.close()
 
 
 def check_schema(db: Engine, target: str) -> None:
