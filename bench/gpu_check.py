@@ -196,7 +196,9 @@ def mixed_workload(vocab: int, n: int) -> list[BenchRequest]:
 
 
 def throughput(folder: Path, device: torch.device, n: int) -> dict[str, float]:
-    """Output tokens/s, best of two runs each (the first warms kernels up)."""
+    """Output tokens/s, best of two runs each (the first warms kernels up). On CUDA every system runs
+    torch's own kernels; on the CPU fallback our linears run packed and HF's do not, so read those
+    figures as a smoke test (bench/bench_real.py gives the baselines the same kernels)."""
     from transformers import AutoModelForCausalLM
 
     loaded = load_model(str(folder), device, None)

@@ -197,7 +197,8 @@ def run_ours(loaded: LoadedModel, reqs: list[BenchRequest], budget: int, max_seq
              batching: str) -> RunResult:
     config = EngineConfig(
         SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget, enable_chunked_prefill=chunked,
-                        batching=batching),  # type: ignore[arg-type]
+                        batching=batching,  # type: ignore[arg-type]
+                        max_model_len=min(2048, loaded.max_position_embeddings or 2048)),  # GPT-2: 1,024
         CacheConfig(block_size=BLOCK_SIZE, num_gpu_blocks=NUM_GPU_BLOCKS),
     )
     key = (id(loaded), loaded.name)
