@@ -4,16 +4,20 @@ Requests accept vLLM's extra sampling fields (top_k, ignore_eos, min_tokens, sto
 priority) and ignore fields they do not know, as vLLM does; fields whose feature Batchscope lacks
 (penalties, n > 1, echo, include_stop_str_in_output, continuous_usage_stats ...) are refused
 by name in serving.validation, never silently dropped.
-Numbers and booleans are strict: `"max_tokens": "7"` is a 400, not a 7.
+Numbers and booleans are strict: `"max_tokens": "7"` is a 400, not a 7; whole numbers fit in 64 bits.
+`stop` takes any number of strings, as vLLM (OpenAI caps it at 4); each is matched against the text.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+# Whole numbers a 64-bit column (and torch's seed) can hold, as vLLM bounds seed: a priority or seed of
+# 2**70 is a 400 here, not an overflow in the recorder that ends the server's run.
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 Number = StrictInt | StrictFloat
 
 
@@ -28,24 +32,24 @@ class SamplingFields(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: StrictStr | None = None
-    max_tokens: StrictInt | None = None  # None: the rest of the context
+    max_tokens: Int64 | None = None  # None: the rest of the context
     temperature: Number | None = None
     top_p: Number | None = None
-    top_k: StrictInt | None = None
-    seed: StrictInt | None = None
+    top_k: Int64 | None = None
+    seed: Int64 | None = None
     stop: StrictStr | list[StrictStr] | None = None
-    stop_token_ids: list[StrictInt] | None = None
+    stop_token_ids: list[Int64] | None = None
     ignore_eos: StrictBool = False
-    min_tokens: StrictInt = 0
-    priority: StrictInt = 0
-    n: StrictInt = 1
+    min_tokens: Int64 = 0
+    priority: Int64 = 0
+    n: Int64 = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: StrictStr | None = None
     logprobs: Any = None  # completions: how many top tokens (0-20); chat: true / false (checked in validation)
     top_logprobs: Any = None  # chat: how many top tokens with logprobs = true
     # Known fields Batchscope cannot honour; refused when set to anything but their neutral value.
-    best_of: StrictInt | None = None
+    best_of: Int64 | None = None
     presence_penalty: Number | None = None
     frequency_penalty: Number | None = None
     repetition_penalty: Number | None = None
@@ -56,7 +60,7 @@ class SamplingFields(BaseModel):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+    prompt: StrictStr | list[StrictStr] | list[Int64] | list[list[Int64]]
     echo: StrictBool | None = None
     suffix: StrictStr | None = None
 
@@ -75,7 +79,7 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: StrictInt | None = None
+    max_completion_tokens: Int64 | None = None
     tools: list[Any] | None = None
     tool_choice: Any = None
 

@@ -213,6 +213,15 @@ BAD_REQUESTS = [
     ("min_tokens above max_tokens", {"prompt": "hi", "max_tokens": 2, "min_tokens": 5}, 400, "min_tokens"),
     ("empty stop string", {"prompt": "hi", "max_tokens": 2, "stop": ["x", ""]}, 400, "stop"),
     ("unknown model", {"model": "gpt-9", "prompt": "hi", "max_tokens": 2}, 404, "model"),
+    # Whole numbers past 64 bits: the recorder could not store them, and the server's run ended with it.
+    ("priority beyond 64 bits", {"prompt": "hi", "max_tokens": 2, "priority": 2**70}, 400, "priority"),
+    ("seed beyond 64 bits", {"prompt": "hi", "max_tokens": 2, "seed": 2**70}, 400, "seed"),
+    ("negative priority beyond 64 bits", {"prompt": "hi", "max_tokens": 2, "priority": -(2**70)}, 400, "priority"),
+    ("array body", [{"prompt": "hi"}], 400, None),
+    ("number body", 5, 400, None),
+    ("max_tokens a float", {"prompt": "hi", "max_tokens": 10.5}, 400, "max_tokens"),
+    ("max_tokens huge", {"prompt": "hi", "max_tokens": 10**12}, 400, "max_tokens"),
+    ("logprobs 21", {"prompt": "hi", "max_tokens": 2, "logprobs": 21}, 400, "logprobs"),
 ]
 
 
@@ -228,6 +237,22 @@ def test_bad_input_gets_an_openai_error(server: ServingServer, what: str, body: 
     assert error["code"] == status and error["message"]
     if param is not None:
         assert error["param"] == param or param in error["message"]
+
+
+def test_the_server_keeps_serving_after_the_bad_input_table(client: openai.OpenAI, server: ServingServer) -> None:
+    """Runs after the table: none of it ended the engine's run (a priority of 2**70 once did)."""
+    online = server.online
+    assert online is not None
+    assert not online.done, online.error
+    assert client.completions.create(model="tiny", prompt=PROMPT, max_tokens=2).usage.completion_tokens == 2  # type: ignore[union-attr]
+
+
+def test_stop_takes_more_than_openais_four_strings_and_a_model_may_be_left_out(server: ServingServer) -> None:
+    """As vLLM: no cap on stop strings (OpenAI allows 4), and no `model` means the served one."""
+    body = {"prompt": PROMPT, "max_tokens": 2, "stop": [f"stop-{i}" for i in range(10)]}
+    response = httpx2.post(f"{server.url}/v1/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "tiny"
 
 
 def test_chat_without_a_template_is_the_documented_plain_format(client: openai.OpenAI, server: ServingServer,
