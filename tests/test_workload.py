@@ -60,7 +60,12 @@ def test_jsonl_reads_every_field(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("line", "message"), [
     ('{"prompt_len": 5}', "line 1: max_tokens is missing"),
-    ('{"prompt_len": 5, "max_tokens": 0}', "line 1: max_tokens must be a whole number >= 1"),
+    ('{"prompt_len": 5, "max_tokens": 0}', r"line 1: max_tokens must be a whole number from 1 to 2\*\*63 - 1"),
+    # Past 64 bits a number cannot be recorded (the database's INTEGER): once a traceback mid-run.
+    ('{"prompt_len": 5, "max_tokens": 1180591620717411303424}', "max_tokens must be a whole number from 1"),
+    ('{"prompt_len": 5, "max_tokens": 3, "priority": -1180591620717411303424}', "priority must be a whole number"),
+    ('{"prompt_token_ids": [1, 9223372036854775808], "max_tokens": 3}', "prompt_token_ids must be a non-empty"),
+    ('{"prompt_len": 5, "max_tokens": 3, "temperature": 1e309}', "temperature must be a number >= 0"),
     ('{"max_tokens": 3}', "exactly one of prompt_len, prompt, prompt_token_ids"),
     ('{"prompt_len": 5, "prompt": "x", "max_tokens": 3}', "exactly one of"),
     ('{"prompt_len": 5, "max_tokens": 3, "arrival_time": -1}', "arrival_time must be a number of seconds >= 0"),

@@ -14,9 +14,12 @@ from engine.workload.spec import RequestSpec, Workload, WorkloadError
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
 
+MAX_INT64 = 2**63 - 1  # what the database's INTEGER columns hold: a larger number would fail the recording
+
+
 def _whole(value: Any, name: str, where: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise WorkloadError(f"{where}: {name} must be a whole number >= {minimum}, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_INT64:
+        raise WorkloadError(f"{where}: {name} must be a whole number from {minimum} to 2**63 - 1, got {value!r}")
     return value
 
 
@@ -70,14 +73,16 @@ def _spec_from_row(row: dict[str, Any], where: str, default_id: str) -> RequestS
         prompt = row["prompt"]
     else:
         raw = row["prompt_token_ids"]
-        if not isinstance(raw, list) or not raw or not all(isinstance(t, int) and t >= 0 for t in raw):
+        if not isinstance(raw, list) or not raw or not all(isinstance(t, int) and not isinstance(t, bool)
+                                                            and 0 <= t <= MAX_INT64 for t in raw):
             raise WorkloadError(f"{where}: prompt_token_ids must be a non-empty list of token ids")
         ids = tuple(raw)
     priority = row.get("priority", 0)
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise WorkloadError(f"{where}: priority must be a whole number, got {priority!r}")
+    if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > MAX_INT64:
+        raise WorkloadError(f"{where}: priority must be a whole number within +-(2**63 - 1), got {priority!r}")
     temperature = row.get("temperature", 0.0)
-    if not isinstance(temperature, (int, float)) or temperature < 0:
+    if (not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not math.isfinite(temperature)
+            or temperature < 0):
         raise WorkloadError(f"{where}: temperature must be a number >= 0, got {temperature!r}")
     request_id = str(row.get("request_id", default_id))
     true_len = row.get("true_output_len")
