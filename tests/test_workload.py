@@ -92,6 +92,8 @@ def test_the_bundled_azure_trace_scales_lengths_and_time() -> None:
     ("a,b,c\n1,2,3\n", "missing column"),
     ("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,2\n", "line 2: cannot read"),
     ("TIMESTAMP,ContextTokens,GeneratedTokens\n", "holds no requests"),
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1180591620717411303424,2\n",
+     r"line 2: token counts must be from 0 to 2\*\*63 - 1"),
 ])
 def test_trace_csv_errors(tmp_path: Path, content: str, message: str) -> None:
     f = tmp_path / "trace.csv"

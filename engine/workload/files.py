@@ -126,8 +126,8 @@ def load_azure_csv(
                 except (ValueError, TypeError, AttributeError):
                     raise WorkloadError(f"{path.name} line {lineno}: cannot read a TIMESTAMP and two token "
                                         f"counts from {dict(row)}") from None
-                if context < 0 or generated < 0:
-                    raise WorkloadError(f"{path.name} line {lineno}: token counts must be >= 0")
+                if not (0 <= context <= MAX_INT64 and 0 <= generated <= MAX_INT64):
+                    raise WorkloadError(f"{path.name} line {lineno}: token counts must be from 0 to 2**63 - 1")
                 rows.append((stamp, context, generated))
     except FileNotFoundError:
         raise WorkloadError(f"workload file not found: {path}") from None
