@@ -59,6 +59,26 @@ def rotation_arg(text: str) -> Rotation:
     raise argparse.ArgumentTypeError(f"expected a number of steps or a duration such as 90s, 30m or 1h, got {text!r}")
 
 
+def port_arg(text: str) -> int:
+    """0 (a free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return port
+
+
+def _nonempty(name: str, what: str) -> Any:
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"is empty: {what}")
+        return text
+    parse.__name__ = name
+    return parse
+
+
 # -- serve -----------------------------------------------------------------------------------------
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("serve", help="an OpenAI-compatible server, every step recorded as a run")
@@ -68,9 +88,12 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     add_engine_args(p)
     s = p.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT}; 0 picks a free one)")
-    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes")
-    s.add_argument("--served-model-name", default=None, help="the model name clients send (default: --model)")
+    s.add_argument("--port", type=port_arg, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT}; 0 picks a free one)")
+    s.add_argument("--api-key", type=_nonempty("api_key", "give a key, or leave the flag out to serve without one"),
+                   default=None, help="require 'Authorization: Bearer KEY' on /v1 routes")
+    unnamed = "give a name, or leave the flag out to serve under --model"
+    s.add_argument("--served-model-name", type=_nonempty("served_model_name", unnamed), default=None,
+                   help="the model name clients send (default: --model)")
     s.add_argument("--max-waiting", type=positive_int, default=None,
                    help="answer 503 while this many requests wait to be scheduled (default: no limit)")
     s.add_argument("--drain-timeout", type=positive_float, default=DEFAULT_DRAIN_TIMEOUT_S,
@@ -103,14 +126,19 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError("--device, --dtype and --gpu-memory-utilization need a model; --simulate has none")
     if not args.simulate and (args.cost_model or args.cost_model_file or args.from_run):
         raise ConfigError("--cost-model, --cost-model-file and --from-run need --simulate")
+    if args.no_record and args.rotate_every is not None:
+        raise ConfigError("--rotate-every starts new recorded runs, and --no-record records none; drop one of them")
     sock = bind_socket(args.host, args.port)  # a busy port fails before a model loads
     server = None
+    db: Any = args.db
     try:
+        if not args.no_record:  # a bad --db, too, fails before a model loads (a mistyped model before it)
+            db = _open_recording_db(args)
         backend = _simulated_backend(args) if args.simulate else _real_backend(args)
         for line in backend.description:
             print(line, file=sys.stderr)
         options = ServerOptions(served_model_name=args.served_model_name, api_key=args.api_key,
-                                max_waiting=args.max_waiting, db=args.db, record=not args.no_record,
+                                max_waiting=args.max_waiting, db=db, record=not args.no_record,
                                 rotation=args.rotate_every, name=args.name)
         server = ServingServer(backend, sock, options)
         server.start(engine_thread=False)  # the engine loop runs on this thread, which loaded the model
@@ -120,6 +148,17 @@ def run_serve(args: argparse.Namespace) -> int:
             server.close()  # ends the run too if the loop never ran (once: a second close does nothing)
         else:
             sock.close()
+            if db is not args.db:
+                db.dispose()
+
+
+def _open_recording_db(args: argparse.Namespace) -> Any:
+    from engine.executors.model_loading import NAMED_MODELS, resolve_model_path
+    from storage.database import open_for_write
+
+    if not args.simulate and args.model is not None and args.model not in NAMED_MODELS:
+        resolve_model_path(args.model)  # a path that is no model: said before a database is created
+    return open_for_write(args.db)
 
 
 def _real_backend(args: argparse.Namespace) -> Any:
@@ -219,8 +258,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
 
 def run_bench_serve(args: argparse.Namespace) -> int:
     from engine.workload import resolve_workload
-    from serving.bench_client import DEFAULT_VOCAB_SIZE, ClientOptions, run_requests
-    from serving.bench_metrics import calculate, format_result, parse_goodput, send_times
+    from serving.bench_metrics import parse_goodput, send_times
 
     try:
         goodput = parse_goodput(args.goodput)
@@ -234,6 +272,55 @@ def run_bench_serve(args: argparse.Namespace) -> int:
     else:  # the workload's own arrivals: Poisson at --request-rate for generated ones, the trace's times
         times = [s.arrival_time for s in specs]
     base_url = args.base_url.rstrip("/").removesuffix("/v1")
+    if not re.match(r"^https?://[^/]", base_url):
+        raise ConfigError(f"--base-url {args.base_url!r} is not an http:// or https:// URL, e.g. http://127.0.0.1:8000")
+    save = _save_target(args.save_result)  # before the benchmark runs: its figures are not lost to a bad path
+    writer = _open_bench_db(args.db)
+    try:
+        return _bench(args, base_url, workload, specs, times, goodput, save, writer)
+    finally:
+        if writer is not None:
+            writer.dispose()
+
+
+def _save_target(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"--save-result {path} is a folder: give a file name")
+    if not target.parent.is_dir():
+        raise ConfigError(f"--save-result {path}: folder {target.parent} does not exist")
+    return target
+
+
+def _open_bench_db(db: str | None) -> Any:
+    if db is None:
+        return None
+    from storage.client_results import save_benchmark  # noqa: F401  registers its tables before the writer opens
+    from storage.database import open_for_write
+
+    return open_for_write(db)
+
+
+def _write_result(target: Path, result: dict[str, Any]) -> None:
+    """Whole or not at all (a temporary file renamed over it), and an existing file replaced is said."""
+    existed = target.exists()
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+        tmp.replace(target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write --save-result {target}: {exc.strerror or exc}") from None
+    print(f"{'replaced' if existed else 'wrote'} {target}", file=sys.stderr)
+
+
+def _bench(args: argparse.Namespace, base_url: str, workload: Any, specs: Sequence[Any], times: Sequence[float],
+           goodput: Any, save: Path | None, writer: Any) -> int:
+    from serving.bench_client import DEFAULT_VOCAB_SIZE, ClientOptions, run_requests
+    from serving.bench_metrics import calculate, format_result
+
     started = datetime.now(UTC)
     options = ClientOptions(base_url, args.model, args.api_key, args.max_concurrency,
                             args.vocab_size or DEFAULT_VOCAB_SIZE, id_prefix=f"bench-{started:%Y%m%d-%H%M%S-%f}-")
@@ -248,30 +335,26 @@ def run_bench_serve(args: argparse.Namespace) -> int:
                "burstiness": args.burstiness, "max_concurrency": args.max_concurrency, "goodput": goodput,
                "workload": workload.description}
     print(format_result(result, args.max_concurrency, args.request_rate))
-    if args.save_result:
-        Path(args.save_result).write_text(json.dumps(result, indent=2, default=str))
-    if args.db is not None:
-        _store(args.db, base_url, model, workload.description, result, results)
+    if save is not None:
+        _write_result(save, result)
+    if writer is not None:
+        _store(writer, args.db, base_url, model, workload.description, result, results)
     first_error = next((r.error for r in results if not r.success), None)
     if first_error:
         print(f"{result['failed']} request(s) failed; the first: {first_error}", file=sys.stderr)
     return 0 if result["completed"] else 1
 
 
-def _store(db: str, base_url: str, model: str, workload: str, result: dict[str, Any], results: Sequence[Any]) -> None:
+def _store(engine: Any, db: str, base_url: str, model: str, workload: str, result: dict[str, Any],
+           results: Sequence[Any]) -> None:
     from serving.bench_metrics import tpot_of
-    from storage.client_results import ClientRequest, save_benchmark  # registers its tables before the writer opens
-    from storage.database import open_for_write
+    from storage.client_results import ClientRequest, save_benchmark
 
     figures = {k: v for k, v in result.items() if not isinstance(v, list)}
     settings = {k: result[k] for k in ("request_rate", "burstiness", "max_concurrency", "goodput")}
     rows = [ClientRequest(r.request_id, r.run_id, r.success, r.error or None, r.prompt_len, r.output_tokens,
                           r.start_time, r.ttft if r.success else None, tpot_of(r), r.latency if r.success else None,
                           r.itl) for r in results]
-    engine = open_for_write(db)
-    try:
-        bench_id, missing = save_benchmark(engine, base_url, model, workload, settings, figures, rows)
-    finally:
-        engine.dispose()
+    bench_id, missing = save_benchmark(engine, base_url, model, workload, settings, figures, rows)
     note = f" (runs {', '.join(map(str, missing))} are not in this database: stored without a run)" if missing else ""
     print(f"stored as client benchmark {bench_id} in {db}{note}", file=sys.stderr)

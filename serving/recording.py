@@ -49,8 +49,11 @@ class RecordedRun:
 class ServedRecording:
     """Opens the runs of one server (engine.online.RecordingFactory)."""
 
-    def __init__(self, db: str | None, description: dict[str, Any], url: str, executor_facts: dict[str, Any]) -> None:
-        self._db: SqlEngine = open_for_write(db)  # a bad --db fails here, before the server listens
+    def __init__(self, db: str | SqlEngine | None, description: dict[str, Any], url: str,
+                 executor_facts: dict[str, Any]) -> None:
+        """db: a target, or a writer already open (serve opens it before the model loads); disposed here."""
+        # a bad --db fails here, before the server listens
+        self._db: SqlEngine = db if isinstance(db, SqlEngine) else open_for_write(db)
         self._description = description
         self._url = url
         self._facts = executor_facts

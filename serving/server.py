@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from sqlalchemy import Engine as SqlEngine
 
 from engine.errors import UserError
 from engine.online import OnlineEngine, Rotation
@@ -29,6 +30,8 @@ SHUTDOWN_GRACE_S = 5.0  # for connections still open once the engine has stopped
 def bind_socket(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port))
+    except OverflowError:
+        raise UserError(f"cannot listen on {host}:{port}: a port is from 0 to 65535") from None
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
@@ -38,7 +41,7 @@ class ServerOptions:
     served_model_name: str | None = None
     api_key: str | None = None
     max_waiting: int | None = None
-    db: str | None = None
+    db: str | SqlEngine | None = None  # a target, or a writer already open (then the server disposes it)
     record: bool = True
     rotation: Rotation | None = None
     name: str | None = None  # the recorded run's name
