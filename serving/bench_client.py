@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from engine.errors import UserError
 from engine.workload.spec import RequestSpec
 from engine.workload.synthetic import SyntheticPrompt
 from serving.generation import RUN_ID_HEADER
@@ -83,11 +84,22 @@ def request_body(spec: RequestSpec, model: str, vocab_size: int) -> dict[str, An
 
 
 async def discover_model(client: aiohttp.ClientSession, base_url: str, headers: dict[str, str]) -> str:
-    async with client.get(f"{base_url}/v1/models", headers=headers) as response:
-        response.raise_for_status()
-        data = (await response.json()).get("data") or []
-    if not data:
-        raise RuntimeError(f"{base_url}/v1/models lists no model")
+    """The first model the server lists; a server that is not there, or not OpenAI-compatible, said in one line."""
+    url = f"{base_url}/v1/models"
+    try:
+        async with client.get(url, headers=headers) as response:
+            if response.status != 200:
+                raise UserError(f"{url} answered HTTP {response.status}: is {base_url} an OpenAI-compatible "
+                                "server? (--model NAME skips this look-up)")
+            listing = await response.json(content_type=None)
+    except aiohttp.ClientConnectorError as exc:
+        raise UserError(f"cannot connect to {base_url}: {exc.os_error.strerror or exc}; is the server "
+                        "running?") from None
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise UserError(f"{url} did not answer with a model list ({type(exc).__name__}: {exc})") from None
+    data = listing.get("data") if isinstance(listing, dict) else None
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict) or "id" not in data[0]:
+        raise UserError(f"{url} lists no model: is {base_url} an OpenAI-compatible server?")
     return str(data[0]["id"])
 
 
