@@ -284,6 +284,9 @@ class LLM:
     # -- helpers --------------------------------------------------------------------------------
     def _normalize(self, prompts: Prompts) -> tuple[list[str | None], list[list[int]]]:
         """(text or None, token ids) per prompt, from any of vLLM's prompt forms."""
+        if isinstance(prompts, (bytes, bytearray)) or not isinstance(prompts, (str, Mapping, Sequence)):
+            raise ValueError(f"prompts must be a string, a dict with 'prompt' or 'prompt_token_ids', a list of token "
+                             f"ids, or a list of those; got {type(prompts).__name__}")
         single = isinstance(prompts, (str, Mapping)) or (
             isinstance(prompts, Sequence) and len(prompts) > 0 and isinstance(prompts[0], int))
         items: list[Any] = [prompts] if single else list(prompts)  # type: ignore[arg-type]
@@ -314,6 +317,9 @@ class LLM:
             return [SamplingParams()] * n
         if isinstance(sampling_params, SamplingParams):
             return [sampling_params] * n
+        if not isinstance(sampling_params, Sequence) or not all(isinstance(p, SamplingParams) for p in sampling_params):
+            raise ValueError("sampling_params must be a SamplingParams or a list of them, one per prompt; got "
+                             f"{type(sampling_params).__name__} (a dict: SamplingParams(**it))")
         params = list(sampling_params)
         if len(params) != n:
             raise ValueError(f"got {len(params)} SamplingParams for {n} prompts; give one, or one per prompt")

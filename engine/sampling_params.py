@@ -42,7 +42,9 @@ class SamplingParams:
         except ValueError as exc:
             raise SamplingParamsError(str(exc)) from None
         object.__setattr__(self, "stop", _stop_strings(self.stop))
-        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
+        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool):
+            raise SamplingParamsError(f"max_tokens must be a whole number, got {self.max_tokens!r}")
+        if self.max_tokens < 1:
             raise SamplingParamsError(f"max_tokens must be at least 1, got {self.max_tokens!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
                                       or not -(2**63) <= self.seed < 2**63):
@@ -57,7 +59,11 @@ class SamplingParams:
                 0 <= self.min_tokens <= self.max_tokens):
             raise SamplingParamsError(f"min_tokens must be from 0 to max_tokens ({self.max_tokens}), got "
                                       f"{self.min_tokens!r}")
-        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        ids = tuple(self.stop_token_ids) if not isinstance(self.stop_token_ids, (str, bytes)) else self.stop_token_ids
+        if isinstance(ids, (str, bytes)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                                    for t in ids):
+            raise SamplingParamsError(f"stop_token_ids must be token ids (whole numbers >= 0), got {ids!r}")
+        object.__setattr__(self, "stop_token_ids", tuple(ids))
 
     @property
     def greedy(self) -> bool:
