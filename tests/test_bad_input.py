@@ -239,3 +239,15 @@ def test_a_failed_csv_export_leaves_no_folder_behind(recorded: Path, tmp_path: P
     code, err = _cli(capsys, "export", "1", "--format", "csv", "-o", str(folder), "--db", str(recorded))
     assert code == 2 and "No space left on device" in _one_error_line(err)
     assert len(written) == 3 and not folder.exists()
+
+
+@pytest.mark.parametrize(("value", "says"), [("-1", "expected a number > 0, got -1"),
+                                             ("0", "expected a number > 0, got 0"),
+                                             ("soon", "expected a number, got 'soon'")])
+def test_a_flag_that_must_be_positive_says_so_for_every_bad_value(value: str, says: str,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """One rule, one message: -1 used to be told '>= 0' and then 0 '> 0'."""
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit
+        main(["serve", "--simulate", "--drain-timeout", value])
+    assert exited.value.code == 2
+    assert f"argument --drain-timeout: {says}" in _one_error_line(capsys.readouterr().err)
