@@ -197,7 +197,10 @@ def chosen_cost_model(args: argparse.Namespace) -> CostModel | None:
     path = getattr(args, "cost_model_file", None)
     if path:
         try:
-            return cost_model_from_dict(json.loads(Path(path).read_text()))
+            data = json.loads(Path(path).read_text())
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, got a {type(data).__name__}")
+            return cost_model_from_dict(data)
         except OSError as exc:
             raise ConfigError(f"cannot read cost model file {path}: {exc.strerror or exc}") from None
         except (ValueError, TypeError, AttributeError) as exc:

@@ -74,3 +74,7 @@ def test_a_bad_cost_model_file_is_one_line(tmp_path: Path, capsys: pytest.Captur
     assert "is not a cost model" in capsys.readouterr().err
     assert main(["simulate", "--no-record", "--cost-model-file", str(tmp_path / "none.json")]) == 2
     assert "cannot read cost model file" in capsys.readouterr().err
+    bad.write_text("[1, 2]")  # JSON, but not an object
+    assert main(["simulate", "--no-record", "--cost-model-file", str(bad)]) == 2
+    assert "is not a cost model written by `python -m engine profile` (expected a JSON object, got a list)" \
+        in capsys.readouterr().err
