@@ -7,6 +7,7 @@ installs no signal handlers: the command line decides what SIGINT/SIGTERM do (cl
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -33,7 +34,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OverflowError:
         raise UserError(f"cannot listen on {host}:{port}: a port is from 0 to 65535") from None
     except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        # create_server adds "(while attempting to bind on address ...)": the line names it already.
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise UserError(f"cannot listen on {host}:{port}: {why}") from None
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,13 @@ def test_serve_refuses_a_bad_db_before_the_backend_and_a_bad_model_before_the_db
     assert list(tmp_path.iterdir()) == []
 
 
+def test_serve_on_a_busy_port_names_it_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        line = _one_error_line(capsys, "serve", "--simulate", "--port", str(port), "--db", str(tmp_path / "x.db"))
+    assert line == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
 @pytest.fixture
 def not_openai() -> Iterator[str]:
     """An HTTP server that is not an OpenAI one (as `python -m http.server`: 404 for /v1/models)."""
