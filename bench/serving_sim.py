@@ -5,7 +5,7 @@ runs the same scheduler and cost model on a virtual clock. Both get the same wor
 same seed, prompt lengths, 32-token outputs with ignore_eos) and the same arrival times: `simulate`
 draws Poisson arrivals at --request-rate from the workload generator's seed, and `bench serve` with a
 generated workload, --request-rate and burstiness 1 sends each request at the arrival time that same
-generator gives it (cli.serve.run_bench_serve), so the send times are the offline arrivals exactly;
+generator gives it (cli.bench_serve.run_bench_serve), so the send times are the offline arrivals exactly;
 the server stamps a request's arrival when it receives it. A rate keeps to the schedule when the
 client's TTFT p50 and ITL p50 are within --sim-tolerance of the offline prediction.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from cli import delete, export, profile, run, runs, serve, simulate, sweep, tune, upgrade_db
+from cli import bench_serve, delete, export, profile, run, runs, serve, simulate, sweep, tune, upgrade_db
 from cli.args import OneLineParser
 from cli.exit_codes import run_command
 
@@ -20,7 +20,7 @@ def build_parser() -> OneLineParser:
     for module in (simulate, run, runs, export, delete, sweep, profile, upgrade_db, tune):
         module.add_parser(subparsers)
     serve.add_serve_parser(subparsers)  # the OpenAI-compatible server and its benchmark client (serving/)
-    serve.add_bench_parser(subparsers)
+    bench_serve.add_bench_parser(subparsers)
     return parser
 
 
