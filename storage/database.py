@@ -138,8 +138,8 @@ def open_for_write(target: str | None = None, create: bool = True) -> Engine:
         require_database(target)
     if not path.parent.is_dir():
         raise DatabaseMissingError(f"cannot create {path}: folder {path.parent} does not exist")
+    _check_writable(path)  # first: a read-only probe of a WAL file leaves -wal and -shm it cannot remove
     _check_sqlite_header(path)
-    _check_writable(path)
     url = f"sqlite:///{quote(str(path))}"
     connect_args = {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
     # Check (and create) the schema before switching to WAL: a foreign or newer file stays untouched.
@@ -211,31 +211,37 @@ def _check_sqlite_header(path: Path) -> None:
         return
     if path.is_dir():
         raise ForeignDatabaseError(f"{path} is a folder, not a database file")
+    if not os.access(path, os.R_OK):
+        raise StorageError(f"{path} cannot be read (permission denied): point --db at a file you can read")
     size = path.stat().st_size
     if size == 0:
         return  # SQLite takes an empty file as an empty database
-    if size < _MIN_PAGE_SIZE:  # SQLite would take this as empty too, and write over it; no live database
-        with path.open("rb") as f:  # is this small, so no connection of ours can hold locks on it
-            if f.read(16) != b"SQLite format 3\x00":
-                raise ForeignDatabaseError(f"{path} is not a SQLite database; point --db at a Batchscope "
-                                           "database or a new file")
-        return
-    # Read through SQLite, never with open()/close() of our own: closing any descriptor of the file
-    # drops every POSIX lock this process holds on it, those of its live SQLite connections too
-    # (sqlite.org/howtocorrupt.html, 2.2); another process then takes itself for the last connection
-    # and deletes the WAL under them ("database disk image is malformed"). SQLite's own close keeps
-    # the descriptor while other connections here hold locks. mode=ro: a foreign file stays untouched.
-    probe = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
-    try:
-        probe.execute("PRAGMA schema_version").fetchone()
-    except sqlite3.DatabaseError as exc:
-        if "not a database" not in str(exc):
-            return  # a SQLite file this probe cannot read now (busy, a WAL it cannot map): the real open says
-        raise ForeignDatabaseError(
-            f"{path} is not a SQLite database; point --db at a Batchscope database or a new file"
-        ) from None
-    finally:
-        probe.close()
+    if size >= _MIN_PAGE_SIZE:
+        # Read through SQLite, never with open()/close() of our own: closing any descriptor of the file
+        # drops every POSIX lock this process holds on it, those of its live SQLite connections too
+        # (sqlite.org/howtocorrupt.html, 2.2); another process then takes itself for the last
+        # connection and deletes the WAL under them ("database disk image is malformed"). SQLite's own
+        # close keeps the descriptor while other connections here hold locks. mode=ro: nothing written.
+        try:
+            probe = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=0.5)
+            try:
+                probe.execute("PRAGMA schema_version").fetchone()
+                return
+            finally:
+                probe.close()
+        except sqlite3.DatabaseError as exc:
+            if "not a database" not in str(exc):
+                return  # SQLite's, but not readable now (busy, a WAL it cannot map): the real open says
+    # Files under one page (SQLite would take them as empty, and write over them) and files SQLite
+    # cannot read as a database: by their first bytes. No connection of ours holds such a file.
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head != b"SQLite format 3\x00":
+        raise ForeignDatabaseError(f"{path} is not a SQLite database; point --db at a Batchscope database or a new "
+                                   "file")
+    if size >= _MIN_PAGE_SIZE:
+        raise CorruptDatabaseError(f"{path} cannot be read as a database (its header is damaged); restore it from "
+                                   "a copy, or point --db at another file")
 
 
 def check_schema(db: Engine, target: str) -> None:

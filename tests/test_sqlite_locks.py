@@ -72,3 +72,18 @@ def test_a_foreign_file_of_any_size_is_refused_and_left_as_it_was(tmp_path: Path
             opener(str(path))
     assert path.read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_a_database_whose_header_is_damaged_is_called_damaged_not_foreign(tmp_path: Path) -> None:
+    """The magic intact, the page size invalid: SQLite says 'not a database', but it is one."""
+    from storage.database import CorruptDatabaseError
+
+    path = tmp_path / "damaged.db"
+    open_for_write(str(path)).dispose()
+    data = bytearray(path.read_bytes())
+    data[16:18] = (3).to_bytes(2, "big")  # page size 3: not a power of two
+    path.write_bytes(bytes(data))
+    for opener in (open_for_read, open_for_write):
+        with pytest.raises(CorruptDatabaseError, match="its header is damaged"):
+            opener(str(path))
+    assert path.read_bytes() == bytes(data)
