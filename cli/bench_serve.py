@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -75,6 +76,8 @@ def _save_target(path: str | None) -> Path | None:
         raise ConfigError(f"--save-result {path} is a folder: give a file name")
     if not target.parent.is_dir():
         raise ConfigError(f"--save-result {path}: folder {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ConfigError(f"--save-result {path}: cannot write there (read-only)")
     return target
 
 
@@ -119,10 +122,10 @@ def _bench(args: argparse.Namespace, base_url: str, workload: Any, specs: Sequen
                "burstiness": args.burstiness, "max_concurrency": args.max_concurrency, "goodput": goodput,
                "workload": workload.description}
     print(format_result(result, args.max_concurrency, args.request_rate))
+    if writer is not None:  # the database first: a file that fails to write then loses nothing stored
+        _store(writer, args.db, base_url, model, workload.description, result, results)
     if save is not None:
         _write_result(save, result)
-    if writer is not None:
-        _store(writer, args.db, base_url, model, workload.description, result, results)
     first_error = next((r.error for r in results if not r.success), None)
     if first_error:
         print(f"{result['failed']} request(s) failed; the first: {first_error}", file=sys.stderr)
