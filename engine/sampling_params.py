@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
+from numbers import Integral
 
 from engine.errors import UserError
 from engine.token_logprobs import check_num_logprobs
@@ -59,11 +61,12 @@ class SamplingParams:
                 0 <= self.min_tokens <= self.max_tokens):
             raise SamplingParamsError(f"min_tokens must be from 0 to max_tokens ({self.max_tokens}), got "
                                       f"{self.min_tokens!r}")
-        ids = tuple(self.stop_token_ids) if not isinstance(self.stop_token_ids, (str, bytes)) else self.stop_token_ids
-        if isinstance(ids, (str, bytes)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
-                                                    for t in ids):
-            raise SamplingParamsError(f"stop_token_ids must be token ids (whole numbers >= 0), got {ids!r}")
-        object.__setattr__(self, "stop_token_ids", tuple(ids))
+        given = self.stop_token_ids
+        ids = tuple(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else None
+        # numbers.Integral: numpy's integers too, as a script's token ids often are
+        if ids is None or not all(isinstance(t, Integral) and not isinstance(t, bool) and t >= 0 for t in ids):
+            raise SamplingParamsError(f"stop_token_ids must be a list of token ids (whole numbers >= 0), got {given!r}")
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in ids))
 
     @property
     def greedy(self) -> bool:

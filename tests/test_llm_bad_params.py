@@ -16,9 +16,10 @@ from engine.sampling_params import SamplingParams, SamplingParamsError
     ({"top_p": 0}, "top_p must be in"),
     ({"n": 2}, "n must be 1"),
     ({"max_tokens": "10"}, "max_tokens must be a whole number, got '10'"),
-    ({"stop_token_ids": [-1]}, r"stop_token_ids must be token ids \(whole numbers >= 0\)"),
-    ({"stop_token_ids": [True]}, "stop_token_ids must be token ids"),
-    ({"stop_token_ids": "50256"}, "stop_token_ids must be token ids"),
+    ({"stop_token_ids": [-1]}, r"stop_token_ids must be a list of token ids \(whole numbers >= 0\)"),
+    ({"stop_token_ids": [True]}, "stop_token_ids must be a list of token ids"),
+    ({"stop_token_ids": "50256"}, "stop_token_ids must be a list of token ids"),
+    ({"stop_token_ids": 50256}, "stop_token_ids must be a list of token ids"),
 ])
 def test_bad_sampling_params_are_refused(kwargs: dict[str, object], says: str) -> None:
     with pytest.raises(SamplingParamsError, match=says):
@@ -43,3 +44,9 @@ def test_generate_names_what_it_takes(llm, prompts: object, params: object, says
     with pytest.raises(ValueError, match=says):
         llm.generate(prompts, params, use_tqdm=False)
     assert llm.generate("hi", SamplingParams(max_tokens=2), use_tqdm=False)[0].finished  # still serves
+
+
+def test_numpy_token_ids_are_token_ids() -> None:
+    import numpy as np
+
+    assert SamplingParams(stop_token_ids=list(np.array([7, 9]))).stop_token_ids == (7, 9)
