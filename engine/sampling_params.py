@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from numbers import Integral
 
 from engine.errors import UserError
+from engine.limits import INT64_MAX, INT64_MIN
 from engine.token_logprobs import check_num_logprobs
 
 
@@ -49,7 +50,7 @@ class SamplingParams:
         if self.max_tokens < 1:
             raise SamplingParamsError(f"max_tokens must be at least 1, got {self.max_tokens!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
-                                      or not -(2**63) <= self.seed < 2**63):
+                                      or not INT64_MIN <= self.seed <= INT64_MAX):
             raise SamplingParamsError(f"seed must be a whole number that fits in 64 bits, got {self.seed!r}")
         if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature < float("inf"):
             raise SamplingParamsError(f"temperature must be a finite number >= 0, got {self.temperature!r}")

@@ -15,9 +15,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from engine.limits import INT64_MAX, INT64_MIN
+
 # Whole numbers a 64-bit column (and torch's seed) can hold, as vLLM bounds seed: a priority or seed of
 # 2**70 is a 400 here, not an overflow in the recorder that ends the server's run.
-Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+Int64 = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
 Number = StrictInt | StrictFloat
 
 

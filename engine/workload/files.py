@@ -9,16 +9,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.limits import INT64_MAX
 from engine.workload.spec import RequestSpec, Workload, WorkloadError
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
 
-MAX_INT64 = 2**63 - 1  # what the database's INTEGER columns hold: a larger number would fail the recording
-
-
 def _whole(value: Any, name: str, where: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_INT64:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= INT64_MAX:
         raise WorkloadError(f"{where}: {name} must be a whole number from {minimum} to 2**63 - 1, got {value!r}")
     return value
 
@@ -74,11 +72,11 @@ def _spec_from_row(row: dict[str, Any], where: str, default_id: str) -> RequestS
     else:
         raw = row["prompt_token_ids"]
         if not isinstance(raw, list) or not raw or not all(isinstance(t, int) and not isinstance(t, bool)
-                                                            and 0 <= t <= MAX_INT64 for t in raw):
+                                                            and 0 <= t <= INT64_MAX for t in raw):
             raise WorkloadError(f"{where}: prompt_token_ids must be a non-empty list of token ids")
         ids = tuple(raw)
     priority = row.get("priority", 0)
-    if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > MAX_INT64:
+    if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > INT64_MAX:
         raise WorkloadError(f"{where}: priority must be a whole number within +-(2**63 - 1), got {priority!r}")
     temperature = row.get("temperature", 0.0)
     if (not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not math.isfinite(temperature)
@@ -126,7 +124,7 @@ def load_azure_csv(
                 except (ValueError, TypeError, AttributeError):
                     raise WorkloadError(f"{path.name} line {lineno}: cannot read a TIMESTAMP and two token "
                                         f"counts from {dict(row)}") from None
-                if not (0 <= context <= MAX_INT64 and 0 <= generated <= MAX_INT64):
+                if not (0 <= context <= INT64_MAX and 0 <= generated <= INT64_MAX):
                     raise WorkloadError(f"{path.name} line {lineno}: token counts must be from 0 to 2**63 - 1")
                 rows.append((stamp, context, generated))
     except FileNotFoundError:
