@@ -221,7 +221,8 @@ def _check_sqlite_header(path: Path) -> None:
         # drops every POSIX lock this process holds on it, those of its live SQLite connections too
         # (sqlite.org/howtocorrupt.html, 2.2); another process then takes itself for the last
         # connection and deletes the WAL under them ("database disk image is malformed"). SQLite's own
-        # close keeps the descriptor while other connections here hold locks. mode=ro: nothing written.
+        # close keeps the descriptor while other connections here hold locks. mode=ro: the file is never
+        # written (a WAL file gets its -shm index, as any reader gives it).
         try:
             probe = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=0.5)
             try:
